@@ -1,0 +1,29 @@
+"""The ``rtseg`` command line. Only this package imports Typer and Rich; each command lives
+in its own module and the library does the work."""
+from __future__ import annotations
+
+import logging
+import sys
+
+import typer
+
+from rtseg.cli._app import app, console_err
+from rtseg.errors import RtsegError
+
+# Importing a command module registers its command on ``app``.
+from rtseg.cli import train as _train  # noqa: F401,E402
+
+__all__ = ["app", "main"]
+
+
+def main() -> None:
+    """Console-script entry point: user errors print one line and exit 2."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        app()
+    except RtsegError as exc:
+        console_err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        console_err.print("interrupted")
+        sys.exit(130)

@@ -1,0 +1,106 @@
+"""``rtseg train``: train a network on CamVid, Cityscapes or your own folders."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from rtseg.cli._app import app, console, parse_pair
+
+
+class _RichCallbacks:
+    """Draws a Rich progress bar per epoch and a line per validation (rank 0 only)."""
+
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+        self.progress = Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("loss {task.fields[loss]:.4f} lr {task.fields[lr]:.2e}"),
+                                 TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False,
+                                 disable=quiet)
+        self.task = None
+
+    def on_epoch_start(self, epoch: int, epochs: int, steps: int) -> None:
+        if self.task is not None:
+            self.progress.remove_task(self.task)
+        self.task = self.progress.add_task("train", total=steps, epoch=f"{epoch}/{epochs}", loss=0.0, lr=0.0)
+        self.progress.start()
+
+    def on_step(self, epoch: int, step: int, loss: float, lr: float) -> None:
+        self.progress.update(self.task, advance=1, loss=loss, lr=lr)
+
+    def on_epoch_end(self, epoch: int, train_loss: float, seconds: float) -> None:
+        self.progress.stop()
+        if not self.quiet:
+            console.print(f"epoch {epoch}: train loss {train_loss:.4f}, {seconds:.0f} s")
+
+    def on_validate(self, epoch: int, metrics: dict, best: bool) -> None:
+        if not self.quiet:
+            console.print(f"epoch {epoch}: val mIoU {metrics['miou']:.4f}, pixel acc {metrics['pixel_acc']:.4f}, "
+                          f"mean Dice {metrics['mean_dice']:.4f}" + (" [green](best)[/]" if best else ""))
+
+    def on_message(self, text: str) -> None:
+        if not self.quiet:
+            console.print(text, highlight=False)
+
+
+@app.command()
+def train(
+    dataset: str = typer.Option("camvid", help="camvid, cityscapes or folder (your own images/labels + classes.json)."),
+    data_root: Path = typer.Option(Path("../shared/data/camvid"), "--data-root", help="Dataset root folder."),
+    out: Path = typer.Option(Path("runs/train"), "--out", help="Output folder: best.pt, last.pt, history.json, tensorboard/."),
+    epochs: int = typer.Option(100, help="Number of epochs."),
+    batch_size: int = typer.Option(8, "--batch-size", help="Images per step (per process under torchrun)."),
+    crop: str = typer.Option("360x480", help="Training crop HxW (padded with the ignore id when smaller)."),
+    scale: str = typer.Option("0.5,2.0", help="Random rescale range MIN,MAX before cropping."),
+    jitter: float = typer.Option(0.3, help="Colour jitter strength (0 = off)."),
+    optimizer: str = typer.Option("sgd", help="sgd (momentum + poly decay, the paper's) or adamw (OneCycle)."),
+    lr: Optional[float] = typer.Option(None, help="Peak learning rate [default: 0.045 sgd, 2e-3 adamw]."),
+    weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="[default: 4e-5 sgd, 1e-4 adamw]; never on depthwise, BN, bias."),
+    warmup_epochs: float = typer.Option(1.0, "--warmup-epochs", help="Linear warm-up for sgd."),
+    loss: str = typer.Option("ce", help="ce, ohem, focal, dice, jaccard or ce_dice."),
+    class_weights: str = typer.Option("none", "--class-weights", help="none or enet (w = 1/ln(1.02 + p))."),
+    aux_weight: float = typer.Option(0.4, "--aux-weight", help="Auxiliary-head loss weight (paper 0.4; 0 = no aux heads)."),
+    clip_grad: float = typer.Option(0.0, "--clip-grad", help="Max gradient norm (0 = off)."),
+    amp: str = typer.Option("auto", help="auto (fp16 on CUDA, off on CPU), off, bf16 or fp16."),
+    val_every: int = typer.Option(1, "--val-every", help="Validate every N epochs."),
+    patience: int = typer.Option(0, help="Early stop after N validations without a better mIoU (0 = never)."),
+    seed: int = typer.Option(0, help="Random seed."),
+    workers: int = typer.Option(2, help="DataLoader workers per process."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
+    resume: Optional[Path] = typer.Option(None, help="Continue from a last.pt."),
+    init: Optional[Path] = typer.Option(None, help="Start from these weights (fine-tuning)."),
+    tensorboard: bool = typer.Option(True, "--tensorboard/--no-tensorboard", help="TensorBoard scalars and prediction images."),
+    limit: int = typer.Option(0, help="Use only the first N train and val images (quick checks)."),
+    threads: int = typer.Option(0, help="CPU threads for PyTorch (0 = PyTorch's default)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
+) -> None:
+    """Train a segmentation network; checkpoints carry the metadata rtseg run needs."""
+    import torch
+
+    from rtseg.train.loop import TrainConfig, train as run_training
+
+    if threads > 0:
+        torch.set_num_threads(threads)
+    cfg = TrainConfig(
+        dataset=dataset, data_root=str(data_root), out_dir=str(out), epochs=epochs, batch_size=batch_size,
+        crop=parse_pair(crop, flag="--crop", cast=int), scale=parse_pair(scale, flag="--scale"), jitter=jitter,
+        optimizer=optimizer, lr=lr, weight_decay=weight_decay, warmup_epochs=warmup_epochs, loss=loss,
+        class_weights=class_weights, aux_weight=aux_weight, clip_grad=clip_grad, amp=amp, val_every=val_every,
+        patience=patience, seed=seed, workers=workers, device=device, resume=str(resume) if resume else None,
+        init=str(init) if init else None, tensorboard=tensorboard, limit=limit,
+    )
+    main_rank = int(os.environ.get("RANK", "0")) == 0
+    result = run_training(cfg, _RichCallbacks(quiet or not main_rank))
+    if main_rank:
+        (out / "history.json").write_text(json.dumps(result["history"], indent=1))
+        if not quiet:
+            table = Table("epoch", "train loss", "val mIoU", "seconds", title="history")
+            for r in result["history"][-10:]:
+                table.add_row(str(r["epoch"]), f"{r['train_loss']:.4f}", f"{r.get('val_miou', float('nan')):.4f}", str(r["seconds"]))
+            console.print(table)
+            console.print(f"best val mIoU {result['best_miou']:.4f} at epoch {result['best_epoch']}: {out / 'best.pt'}")

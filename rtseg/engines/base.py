@@ -1,0 +1,81 @@
+"""The interface every inference backend implements.
+
+An engine turns BGR uint8 frames into uint8 class ids. The work is split the way the
+pipeline's stages run it: ``preprocess`` (host: resize to the inference size, stack),
+``infer`` (the backend: normalise, network, argmax), ``postprocess`` (host: ids back to
+each frame's size, nearest neighbour).
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+from rtseg.errors import RtsegError
+from rtseg.meta import ModelMeta
+
+__all__ = ["Engine", "parse_size"]
+
+
+def parse_size(text: str | Sequence[int] | None) -> tuple[int, int] | None:
+    """'512x1024' -> (512, 1024). Raises RtsegError naming the bad value."""
+    if text is None:
+        return None
+    if not isinstance(text, str):
+        h, w = (int(v) for v in text)
+        return h, w
+    parts = text.lower().replace("*", "x").split("x")
+    try:
+        h, w = (int(p) for p in parts)
+    except ValueError:
+        raise RtsegError(f"size must be HxW, e.g. 512x1024; got {text!r}") from None
+    if h < 32 or w < 32 or h > 8192 or w > 8192:
+        raise RtsegError(f"size {text!r} is out of range: each side must be 32..8192 pixels")
+    return h, w
+
+
+class Engine(ABC):
+    """A loaded model. Subclasses set ``name``, ``device``, ``meta`` and ``input_size``."""
+
+    name: str = "engine"
+    device: str = "cpu"
+    meta: ModelMeta
+    input_size: tuple[int, int]  # (h, w) the network runs at
+
+    def preprocess(self, frames: Sequence[np.ndarray]) -> np.ndarray:
+        """BGR uint8 frames of any size -> uint8 batch (N, h, w, 3) at the inference size."""
+        h, w = self.input_size
+        batch = np.empty((len(frames), h, w, 3), np.uint8)  # one allocation per batch
+        for i, frame in enumerate(frames):
+            if frame.shape[:2] == (h, w):
+                batch[i] = frame
+            else:
+                cv2.resize(frame, (w, h), dst=batch[i], interpolation=cv2.INTER_LINEAR)
+        return batch
+
+    @abstractmethod
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        """uint8 (N, h, w, 3) BGR -> uint8 (N, h, w) class ids."""
+
+    def postprocess(self, ids: np.ndarray, sizes: Sequence[tuple[int, int]]) -> list[np.ndarray]:
+        """Class ids at the inference size -> one (H, W) uint8 array per frame at its own size."""
+        out = []
+        for one, (fh, fw) in zip(ids, sizes):
+            out.append(one if one.shape == (fh, fw) else cv2.resize(one, (fw, fh), interpolation=cv2.INTER_NEAREST))
+        return out
+
+    def predict(self, frame: np.ndarray) -> np.ndarray:
+        """One BGR uint8 frame (H, W, 3) -> (H, W) uint8 class ids at the frame's size."""
+        if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+            raise RtsegError(f"predict expects an HxWx3 uint8 BGR frame, got shape {frame.shape} dtype {frame.dtype}")
+        return self.postprocess(self.infer(self.preprocess([frame])), [frame.shape[:2]])[0]
+
+    def predict_batch(self, frames: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Several frames at once (one network call)."""
+        return self.postprocess(self.infer(self.preprocess(frames)), [f.shape[:2] for f in frames])
+
+    def describe(self) -> str:
+        h, w = self.input_size
+        return f"{self.name} on {self.device}, {self.meta.model} ({self.meta.dataset}, {self.meta.num_classes} classes) at {h}x{w}"

@@ -1,0 +1,149 @@
+"""Segmentation losses. Every loss takes logits (N, C, H, W) and int64 targets (N, H, W)
+with ``ignore_index`` pixels left out, and returns a scalar."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from rtseg.errors import RtsegError
+
+__all__ = ["build_loss", "enet_weights", "LOSSES", "OhemCrossEntropy", "FocalLoss", "DiceLoss", "JaccardLoss",
+           "CrossEntropyDice", "WithAux"]
+
+LOSSES = ("ce", "ohem", "focal", "dice", "jaccard", "ce_dice")
+
+
+def enet_weights(pixel_counts: Sequence[int] | np.ndarray, c: float = 1.02) -> torch.Tensor:
+    """ENet class weighting w = 1 / ln(c + p), p = the class's share of labelled pixels."""
+    counts = torch.as_tensor(np.asarray(pixel_counts, dtype=np.float64))
+    p = counts / counts.sum().clamp(min=1)
+    return (1.0 / torch.log(c + p)).float()
+
+
+def _probs_and_onehot(logits: torch.Tensor, target: torch.Tensor, ignore_index: int):
+    """Softmax probabilities and a one-hot target, both zeroed on ignored pixels."""
+    valid = (target != ignore_index).unsqueeze(1)  # (N, 1, H, W)
+    probs = logits.float().softmax(dim=1) * valid
+    safe = torch.where(target == ignore_index, torch.zeros_like(target), target)
+    onehot = F.one_hot(safe, logits.shape[1]).permute(0, 3, 1, 2).float() * valid
+    return probs, onehot
+
+
+class OhemCrossEntropy(nn.Module):
+    """Cross-entropy over the hardest pixels: those with p(true class) < ``thresh``, and at
+    least ``min_kept`` of them per batch."""
+
+    def __init__(self, ignore_index: int = 255, thresh: float = 0.7, min_kept: int = 100_000, weight=None):
+        super().__init__()
+        self.ignore_index, self.min_kept = ignore_index, min_kept
+        self.loss_thresh = -float(np.log(thresh))
+        self.register_buffer("weight", weight, persistent=False)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        loss = F.cross_entropy(logits, target, weight=self.weight, ignore_index=self.ignore_index, reduction="none").flatten()
+        loss = loss[target.flatten() != self.ignore_index]
+        if loss.numel() == 0:
+            return logits.sum() * 0.0
+        hard = loss[loss > self.loss_thresh]
+        if hard.numel() < min(self.min_kept, loss.numel()):
+            hard = loss.topk(min(self.min_kept, loss.numel())).values
+        return hard.mean()
+
+
+class FocalLoss(nn.Module):
+    """Focal loss (Lin et al. 2017): cross-entropy scaled by (1 - p_t)^gamma."""
+
+    def __init__(self, ignore_index: int = 255, gamma: float = 2.0, weight=None):
+        super().__init__()
+        self.ignore_index, self.gamma = ignore_index, gamma
+        self.register_buffer("weight", weight, persistent=False)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        ce = F.cross_entropy(logits, target, ignore_index=self.ignore_index, reduction="none")
+        pt = torch.exp(-ce)
+        loss = (1 - pt) ** self.gamma * ce
+        if self.weight is not None:
+            safe = torch.where(target == self.ignore_index, torch.zeros_like(target), target)
+            loss = loss * self.weight[safe]
+        valid = target != self.ignore_index
+        return loss[valid].mean() if valid.any() else logits.sum() * 0.0
+
+
+class DiceLoss(nn.Module):
+    """1 - mean soft Dice over classes present in the batch (prediction or target)."""
+
+    def __init__(self, ignore_index: int = 255, smooth: float = 1.0):
+        super().__init__()
+        self.ignore_index, self.smooth = ignore_index, smooth
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        probs, onehot = _probs_and_onehot(logits, target, self.ignore_index)
+        inter = (probs * onehot).sum(dim=(0, 2, 3))
+        denom = probs.sum(dim=(0, 2, 3)) + onehot.sum(dim=(0, 2, 3))
+        dice = (2 * inter + self.smooth) / (denom + self.smooth)
+        return 1 - dice.mean()
+
+
+class JaccardLoss(nn.Module):
+    """1 - mean soft IoU (Jaccard) over classes."""
+
+    def __init__(self, ignore_index: int = 255, smooth: float = 1.0):
+        super().__init__()
+        self.ignore_index, self.smooth = ignore_index, smooth
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        probs, onehot = _probs_and_onehot(logits, target, self.ignore_index)
+        inter = (probs * onehot).sum(dim=(0, 2, 3))
+        union = probs.sum(dim=(0, 2, 3)) + onehot.sum(dim=(0, 2, 3)) - inter
+        return 1 - ((inter + self.smooth) / (union + self.smooth)).mean()
+
+
+class CrossEntropyDice(nn.Module):
+    """Cross-entropy + ``dice_weight`` x Dice loss."""
+
+    def __init__(self, ignore_index: int = 255, weight=None, dice_weight: float = 1.0):
+        super().__init__()
+        self.ce = nn.CrossEntropyLoss(weight=weight, ignore_index=ignore_index)
+        self.dice = DiceLoss(ignore_index)
+        self.dice_weight = dice_weight
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.ce(logits, target) + self.dice_weight * self.dice(logits, target)
+
+
+class WithAux(nn.Module):
+    """Main loss plus ``aux_weight`` x the same loss on each auxiliary output (paper: 0.4)."""
+
+    def __init__(self, loss: nn.Module, aux_weight: float = 0.4):
+        super().__init__()
+        self.loss, self.aux_weight = loss, aux_weight
+
+    def forward(self, outputs, target: torch.Tensor) -> torch.Tensor:
+        if isinstance(outputs, tuple):
+            main, aux = outputs
+            return self.loss(main, target) + self.aux_weight * sum(self.loss(a, target) for a in aux)
+        return self.loss(outputs, target)
+
+
+def build_loss(name: str, *, ignore_index: int = 255, class_weights: torch.Tensor | None = None,
+               aux_weight: float = 0.4) -> nn.Module:
+    """A loss by name (one of ``LOSSES``), wrapped to handle auxiliary outputs."""
+    if name == "ce":
+        loss = nn.CrossEntropyLoss(weight=class_weights, ignore_index=ignore_index)
+    elif name == "ohem":
+        loss = OhemCrossEntropy(ignore_index, weight=class_weights)
+    elif name == "focal":
+        loss = FocalLoss(ignore_index, weight=class_weights)
+    elif name == "dice":
+        loss = DiceLoss(ignore_index)
+    elif name == "jaccard":
+        loss = JaccardLoss(ignore_index)
+    elif name == "ce_dice":
+        loss = CrossEntropyDice(ignore_index, weight=class_weights)
+    else:
+        raise RtsegError(f"unknown loss {name!r}; choose one of: {', '.join(LOSSES)}")
+    return WithAux(loss, aux_weight)
