@@ -1,0 +1,1 @@
+"""Training: datasets, joint augmentation, losses, metrics and the loop behind ``rtseg train``."""

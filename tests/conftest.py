@@ -1,0 +1,51 @@
+"""Shared fixtures. Tests that read ../shared/data skip cleanly when it is absent (a user's clone)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """../shared/data, or skip."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip("../shared/data is not present (only the project's own CI has it)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def camvid_root(shared_data: Path) -> Path:
+    root = shared_data / "camvid"
+    if not (root / "val").is_dir():
+        pytest.skip("CamVid is not in ../shared/data")
+    return root
+
+
+@pytest.fixture(scope="session")
+def street_frame() -> "np.ndarray":
+    """The bundled real 1024x2048 street frame (BGR uint8)."""
+    import cv2
+
+    frame = cv2.imread(str(ROOT / "assets" / "bench" / "street_1024x2048.jpg"))
+    assert frame is not None, "assets/bench/street_1024x2048.jpg is missing from the repository"
+    return frame
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """An untrained Fast-SCNN CamVid checkpoint (fixed seed), saved once per session."""
+    from rtseg import create_model
+    from rtseg.checkpoint import save_checkpoint
+    from rtseg.meta import ModelMeta
+
+    torch.manual_seed(0)
+    model = create_model("fastscnn", num_classes=11).eval()
+    path = tmp_path_factory.mktemp("ckpt") / "fastscnn_untrained.pt"
+    return save_checkpoint(path, model, ModelMeta.for_dataset("camvid", input_size=(360, 480)))
