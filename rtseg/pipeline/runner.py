@@ -1,0 +1,301 @@
+"""The video pipeline: read -> transform -> infer -> post -> write.
+
+Pipelined, each stage but the last runs in its own thread and hands packets to the next
+through a bounded ``queue.Queue`` (back-pressure: a slow stage stalls the ones before it
+instead of letting memory grow). The write stage runs in the calling (main) thread, because
+OpenCV windows must live there and because that is where Ctrl-C arrives. A sentinel marks
+the end of the stream; a stop ``Event`` ends every stage within ~0.1 s (the queue timeout).
+One thread per stage and FIFO queues keep the frame order. Sequential mode runs the very same
+stage functions one after another in the calling thread.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+from rtseg.engines.base import Engine
+from rtseg.errors import RtsegError
+from rtseg.pipeline.packet import Look, Packet
+from rtseg.pipeline.sources import Source
+from rtseg.pipeline.timing import StageStats, Timings
+from rtseg.viz import compose, palette_lut
+
+__all__ = ["Stage", "engine_stages", "run", "RunResult", "StageError", "StopRun", "Sink"]
+
+log = logging.getLogger(__name__)
+
+_TICK = 0.1  # s: how long a blocked get/put waits before re-checking the stop event
+_JOIN_TIMEOUT = 2.0  # s per thread at shutdown; a stage stuck in a long call is left (daemon) and logged
+
+
+class StageError(RuntimeError):
+    """A stage failed with an internal error. ``str()`` is the one line the CLI prints."""
+
+    def __init__(self, stage: str, exc: BaseException):
+        super().__init__(f"{stage} stage failed: {type(exc).__name__}: {exc}")
+        self.stage = stage
+
+
+class StopRun(Exception):
+    """Raised by a sink (the window's q key) to end the run early and cleanly."""
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A named step on a packet. ``fn`` fills in the packet and may return the milliseconds to
+    record for this frame (an engine that times itself on the device); None = wall time."""
+
+    name: str
+    fn: Callable[[Packet], float | None]
+
+
+class Sink:
+    """Where pictures go (the write stage). ``close`` runs once, however the run ended."""
+
+    def write(self, packet: Packet) -> None:
+        raise NotImplementedError
+
+    def close(self, *, completed: bool, interrupted: bool) -> None:
+        pass
+
+
+def engine_stages(engine: Engine, look: Look, *, lut: np.ndarray | None = None) -> list[Stage]:
+    """transform (host resize to the inference size), infer (the engine), post (ids back to
+    the frame size, LUT colouring and blending with ``look``)."""
+    lut = palette_lut(engine.meta.palette) if lut is None else lut
+
+    def transform(p: Packet) -> None:
+        p.batch = engine.preprocess([p.frame])
+
+    def infer(p: Packet) -> float | None:
+        p.ids, p.batch = engine.infer(p.batch), None
+        return getattr(engine, "last_infer_ms", None)  # TensorRT: CUDA-event time of this call
+
+    def post(p: Packet) -> None:
+        p.ids = engine.postprocess(p.ids, [p.frame.shape[:2]])[0]
+        p.look = look.key()  # read once, so the picture and its label agree if a key changes `look`
+        p.picture = compose(p.frame, p.ids, lut, p.look[0], p.look[1])
+
+    return [Stage("transform", transform), Stage("infer", infer), Stage("post", post)]
+
+
+@dataclass
+class RunResult:
+    frames: int  # frames written
+    wall_s: float
+    completed: bool  # reached the end of the stream (or --max-frames)
+    interrupted: bool  # Ctrl-C
+    stopped_by_user: bool  # the window's q key
+    dropped: int  # live sources: stale frames skipped
+    stages_ms: dict[str, dict[str, float]]
+    latency_ms: dict[str, float] = field(default_factory=dict)  # read start -> written, mean/p50/p95
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.wall_s if self.wall_s > 0 else 0.0
+
+
+class _Stopped(Exception):
+    """Internal: the stop event was set while waiting on a queue."""
+
+
+_END = object()  # end-of-stream sentinel
+
+
+def run(source: Source, stages: Sequence[Stage], sink: Sink, *, sequential: bool = False, queue_size: int = 4,
+        max_frames: int | None = None, timings: Timings | None = None,
+        on_frame: Callable[[int, int], None] | None = None) -> RunResult:
+    """Read every frame of ``source`` (or ``max_frames``), run ``stages`` on it and ``sink.write``
+    the result, in order. ``on_frame(frames_written, dropped)`` is called after each write (from the
+    calling thread). Raises :class:`StageError` (or the stage's RtsegError, prefixed with the stage's
+    name) when a stage fails; Ctrl-C returns a result with ``interrupted`` set. The sink is closed
+    in every case; so is the source."""
+    if queue_size < 1:
+        raise RtsegError(f"--queue-size must be >= 1; got {queue_size}")
+    if max_frames is not None and max_frames < 1:
+        raise RtsegError(f"--max-frames must be >= 1; got {max_frames}")
+    names = ["read", *(s.name for s in stages), "write"]
+    timings = timings or Timings(names)
+    runner = _Sequential if sequential else _Pipelined
+    return runner(source, stages, sink, queue_size, max_frames, timings, on_frame).go()
+
+
+class _Run:
+    def __init__(self, source, stages, sink, queue_size, max_frames, timings, on_frame):
+        self.source, self.stages, self.sink = source, list(stages), sink
+        self.queue_size, self.max_frames, self.timings, self.on_frame = queue_size, max_frames, timings, on_frame
+        self.latency = StageStats()
+        self.written = 0
+        self.stop = threading.Event()
+        self.failure: tuple[str, BaseException] | None = None
+        self._fail_lock = threading.Lock()
+
+    def fail(self, stage: str, exc: BaseException) -> None:
+        """Record the first failure and stop everything."""
+        with self._fail_lock:
+            if self.failure is None:
+                self.failure = (stage, exc)
+                log.debug("%s stage failed", stage, exc_info=exc)
+        self.stop.set()
+
+    def read_one(self, index: int) -> Packet | None:
+        if self.max_frames is not None and index >= self.max_frames:
+            return None
+        t0 = time.perf_counter()
+        frame = self.source.read(self.stop)
+        if frame is None:
+            return None
+        self.timings.add("read", (time.perf_counter() - t0) * 1e3)
+        return Packet(index=index, name=self.source.frame_name(index), frame=frame, t_read=t0)
+
+    def apply(self, stage: Stage, p: Packet) -> None:
+        t0 = time.perf_counter()
+        ms = stage.fn(p)
+        self.timings.add(stage.name, ms if ms is not None else (time.perf_counter() - t0) * 1e3)
+
+    def write(self, p: Packet) -> None:
+        t0 = time.perf_counter()
+        self.sink.write(p)
+        t1 = time.perf_counter()
+        self.timings.add("write", (t1 - t0) * 1e3)
+        self.latency.add((t1 - p.t_read) * 1e3)
+        self.written += 1
+        if self.on_frame is not None:
+            self.on_frame(self.written, self.source.dropped)
+
+    def go(self) -> RunResult:
+        t0 = time.perf_counter()
+        completed = interrupted = by_user = False
+        try:
+            completed = self.body()
+        except KeyboardInterrupt:
+            interrupted = True
+            log.info("interrupted: stopping every stage")
+        except StopRun:
+            by_user = True
+        except Exception as exc:  # the write stage (the sink) failed in this thread
+            self.fail("write", exc)
+        finally:
+            self.stop.set()
+            self.shutdown()
+            wall = time.perf_counter() - t0
+            try:
+                self.sink.close(completed=completed and self.failure is None, interrupted=interrupted or by_user)
+            finally:
+                self.source.close()
+        if self.failure is not None:
+            stage, exc = self.failure
+            if isinstance(exc, RtsegError):  # bad input found mid-run (e.g. a truncated file): exit 2
+                raise RtsegError(f"{stage} stage: {exc}") from exc
+            raise StageError(stage, exc) from exc
+        return RunResult(frames=self.written, wall_s=wall, completed=completed, interrupted=interrupted,
+                         stopped_by_user=by_user, dropped=self.source.dropped, stages_ms=self.timings.summary(),
+                         latency_ms=self.latency.summary())
+
+    def body(self) -> bool:
+        raise NotImplementedError
+
+    def shutdown(self) -> None:
+        pass
+
+
+class _Sequential(_Run):
+    """One thread: the same stages, one after another, frame by frame."""
+
+    def body(self) -> bool:
+        index = 0
+        while True:
+            stage = "read"
+            try:
+                p = self.read_one(index)
+                if p is None:
+                    return True
+                for s in self.stages:
+                    stage = s.name
+                    self.apply(s, p)
+            except (KeyboardInterrupt, StopRun):
+                raise
+            except Exception as exc:
+                self.fail(stage, exc)
+                return False
+            self.write(p)  # its failure is the write stage's, handled in go()
+            index += 1
+
+
+class _Pipelined(_Run):
+    """A thread per stage up to post; the write stage in the calling thread."""
+
+    def body(self) -> bool:
+        n = len(self.stages) + 1  # queues: read -> stage 0 -> ... -> stage k-1 -> write
+        self.queues = [queue.Queue(maxsize=self.queue_size) for _ in range(n)]
+        self.threads = [threading.Thread(target=self._reader, name="rtseg-read", daemon=True)]
+        for i, s in enumerate(self.stages):
+            self.threads.append(threading.Thread(target=self._worker, args=(s, self.queues[i], self.queues[i + 1]),
+                                                 name=f"rtseg-{s.name}", daemon=True))
+        for t in self.threads:
+            t.start()
+        last = self.queues[-1]
+        while True:
+            try:
+                p = self._get(last)
+            except _Stopped:
+                return False
+            if p is _END:
+                return self.failure is None
+            self.write(p)
+
+    def _get(self, q: queue.Queue):
+        while True:
+            if self.stop.is_set():
+                raise _Stopped
+            try:
+                return q.get(timeout=_TICK)
+            except queue.Empty:
+                continue
+
+    def _put(self, q: queue.Queue, item) -> None:
+        while True:
+            if self.stop.is_set():
+                raise _Stopped
+            try:
+                q.put(item, timeout=_TICK)
+                return
+            except queue.Full:
+                continue
+
+    def _reader(self) -> None:
+        index = 0
+        try:
+            while (p := self.read_one(index)) is not None:
+                self._put(self.queues[0], p)
+                index += 1
+            self._put(self.queues[0], _END)
+        except _Stopped:
+            pass
+        except Exception as exc:
+            self.fail("read", exc)
+
+    def _worker(self, stage: Stage, inbox: queue.Queue, outbox: queue.Queue) -> None:
+        try:
+            while (p := self._get(inbox)) is not _END:
+                self.apply(stage, p)
+                self._put(outbox, p)
+            self._put(outbox, _END)
+        except _Stopped:
+            pass
+        except Exception as exc:
+            self.fail(stage.name, exc)
+
+    def shutdown(self) -> None:
+        deadline = time.monotonic() + _JOIN_TIMEOUT
+        for t in getattr(self, "threads", []):
+            t.join(timeout=max(0.0, deadline - time.monotonic()))
+            if t.is_alive():
+                log.warning("thread %s did not stop within %.0f s (stuck in a long call); leaving it", t.name,
+                            _JOIN_TIMEOUT)

@@ -1,0 +1,202 @@
+"""Where the pictures go: an overlay video, per-frame class-id PNGs, a window.
+
+The video is written to ``<name>.partial<suffix>`` and renamed when the run ends normally or is
+interrupted, after ``cv2.VideoWriter.release()`` has written the container's index: so the file
+under the final name is always complete and playable, even after Ctrl-C.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+from rtseg.errors import RtsegError
+from rtseg.pipeline.packet import Look, Packet
+from rtseg.pipeline.runner import Sink, StopRun
+from rtseg.viz import VIEWS, compose
+
+__all__ = ["VideoSink", "MaskSink", "WindowSink", "MultiSink", "NullSink", "FOURCC", "handle_key"]
+
+log = logging.getLogger(__name__)
+
+# Containers and the codec used for each. OpenCV's pip wheels carry FFmpeg without an H.264
+# encoder (avc1 fails to open here), so MPEG-4 Part 2 ("mp4v") it is: every player reads it.
+FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "mp4v"}
+
+
+class NullSink(Sink):
+    """Discards pictures (engine or pipeline measurements without output)."""
+
+    def write(self, packet: Packet) -> None:
+        pass
+
+
+class VideoSink(Sink):
+    """Writes ``packet.picture`` to a video at ``fps``; opened on the first picture (its size)."""
+
+    def __init__(self, path: str | Path, fps: float):
+        self.path = Path(path)
+        suffix = self.path.suffix.lower()
+        if suffix not in FOURCC:
+            raise RtsegError(f"--output {path}: unsupported video type {suffix or '(none)'!r}; use one of "
+                             f"{', '.join(FOURCC)}")
+        if not self.path.parent.is_dir():
+            raise RtsegError(f"--output {path}: folder {self.path.parent} does not exist")
+        self.partial = self.path.with_name(f"{self.path.stem}.partial{self.path.suffix}")
+        self.fps = fps
+        self.frames = 0
+        self._writer: cv2.VideoWriter | None = None
+        self._size: tuple[int, int] | None = None  # (w, h)
+
+    def write(self, packet: Packet) -> None:
+        picture = packet.picture
+        h, w = picture.shape[:2]
+        if self._writer is None:
+            self._size = (w, h)
+            self._writer = cv2.VideoWriter(str(self.partial), cv2.VideoWriter_fourcc(*FOURCC[self.path.suffix.lower()]),
+                                           self.fps, self._size)
+            if not self._writer.isOpened():
+                raise RtsegError(f"cannot write video {self.partial} (codec {FOURCC[self.path.suffix.lower()]} "
+                                 f"at {w}x{h}); try --output with .avi")
+        elif (w, h) != self._size:  # the writer has one frame size (a view change in the window, say)
+            picture = cv2.resize(picture, self._size, interpolation=cv2.INTER_AREA)
+        self._writer.write(picture)
+        self.frames += 1
+
+    def close(self, *, completed: bool, interrupted: bool) -> None:
+        if self._writer is None:
+            return
+        self._writer.release()  # writes the mp4 index (moov atom): without it the file does not play
+        self._writer = None
+        if completed or interrupted:
+            os.replace(self.partial, self.path)  # atomic on one file system
+        else:
+            log.warning("run failed: the %d frames written so far are in %s", self.frames, self.partial)
+
+
+class MaskSink(Sink):
+    """Lossless PNGs of the class ids, one per frame: ``DIR/<frame name>.png`` (uint8, value = class id)."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RtsegError(f"--masks {folder}: cannot create the folder ({exc.strerror})") from None
+        self.frames = 0
+
+    def write(self, packet: Packet) -> None:
+        path = self.folder / f"{packet.name}.png"
+        # Compression 1: PNG is lossless at any level; 1 is ~3x faster to write than the default 3.
+        if not cv2.imwrite(str(path), packet.ids, [cv2.IMWRITE_PNG_COMPRESSION, 1]):
+            raise RtsegError(f"cannot write {path}")
+        self.frames += 1
+
+
+def handle_key(key: int, look: Look) -> str | None:
+    """Apply a window key to ``look``; returns "quit", "pause" or None.
+    q / Esc quit, space pause, m cycle the view, + / - change alpha by 0.1."""
+    if key < 0:
+        return None
+    ch = chr(key & 0xFF)
+    if ch in ("q", "Q", "\x1b"):
+        return "quit"
+    if ch == " ":
+        return "pause"
+    if ch in ("m", "M"):
+        look.view = VIEWS[(VIEWS.index(look.view) + 1) % len(VIEWS)]
+    elif ch in ("+", "="):
+        look.alpha = min(1.0, round(look.alpha + 0.1, 2))
+    elif ch in ("-", "_"):
+        look.alpha = max(0.0, round(look.alpha - 0.1, 2))
+    return None
+
+
+class WindowSink(Sink):
+    """An OpenCV window with an FPS read-out. Keys: q quit, space pause, m view, +/- alpha.
+
+    Must be used from the main thread (Qt/GTK). ``look`` is shared with the post stage, so a key
+    changes the next frames it draws; the frame on screen is redrawn at once from its ids."""
+
+    def __init__(self, look: Look, lut: np.ndarray, *, title: str = "rtseg", max_size: tuple[int, int] = (720, 1280)):
+        self.look, self.lut, self.title = look, lut, title
+        self.max_h, self.max_w = max_size
+        self._opened = False
+        self._fps = 0.0  # exponential moving average of the displayed frame rate
+        self._last: float | None = None
+        self.frames = 0
+
+    def _open(self, h: int, w: int) -> None:
+        cv2.namedWindow(self.title, cv2.WINDOW_NORMAL | cv2.WINDOW_KEEPRATIO | cv2.WINDOW_GUI_NORMAL)
+        scale = min(1.0, self.max_h / h, self.max_w / w)  # fit the screen; never upscale
+        cv2.resizeWindow(self.title, int(w * scale), int(h * scale))
+        self._opened = True
+
+    def _draw(self, packet: Packet) -> np.ndarray:
+        if packet.look == self.look.key():
+            picture = packet.picture.copy()  # other sinks may hold it; the read-out is the window's own
+        else:
+            picture = compose(packet.frame, packet.ids, self.lut, self.look.view, self.look.alpha)
+        text = f"{self._fps:5.1f} fps  {self.look.view}  alpha {self.look.alpha:.1f}"
+        scale = max(0.5, picture.shape[0] / 720)
+        org = (10, int(30 * scale))
+        cv2.putText(picture, text, org, cv2.FONT_HERSHEY_SIMPLEX, 0.8 * scale, (0, 0, 0), int(4 * scale), cv2.LINE_AA)
+        cv2.putText(picture, text, org, cv2.FONT_HERSHEY_SIMPLEX, 0.8 * scale, (255, 255, 255), int(2 * scale),
+                    cv2.LINE_AA)
+        return picture
+
+    def write(self, packet: Packet) -> None:
+        now = time.perf_counter()
+        if self._last is not None:
+            dt = now - self._last
+            self._fps = 1.0 / dt if self._fps == 0 else 0.9 * self._fps + 0.1 / max(dt, 1e-6)
+        self._last = now
+        if not self._opened:
+            self._open(*packet.frame.shape[:2])
+        cv2.imshow(self.title, self._draw(packet))
+        self.frames += 1
+        action = handle_key(cv2.waitKey(1), self.look)
+        paused = action == "pause"
+        while action == "pause":  # GUI event loop while paused: upstream stalls on its full queues
+            key = cv2.waitKey(50)
+            if key >= 0 and chr(key & 0xFF) == " ":
+                action = None
+            elif handle_key(key, self.look) == "quit":
+                action = "quit"
+            elif key >= 0:
+                cv2.imshow(self.title, self._draw(packet))
+        if action == "quit" or cv2.getWindowProperty(self.title, cv2.WND_PROP_VISIBLE) < 1:
+            raise StopRun
+        if paused:  # the pause is not part of the frame rate
+            self._last = time.perf_counter()
+
+    def close(self, *, completed: bool, interrupted: bool) -> None:
+        if self._opened:
+            cv2.destroyWindow(self.title)
+            cv2.waitKey(1)  # let the GUI process the destroy event
+
+
+class MultiSink(Sink):
+    """Several sinks in order; every one is closed even if another's close fails."""
+
+    def __init__(self, sinks: Sequence[Sink]):
+        self.sinks = list(sinks)
+
+    def write(self, packet: Packet) -> None:
+        for sink in self.sinks:
+            sink.write(packet)
+
+    def close(self, *, completed: bool, interrupted: bool) -> None:
+        errors = []
+        for sink in self.sinks:
+            try:
+                sink.close(completed=completed, interrupted=interrupted)
+            except Exception as exc:  # keep closing the others: a video must still be finalised
+                errors.append(exc)
+        if errors:
+            raise errors[0]

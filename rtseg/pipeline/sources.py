@@ -1,0 +1,303 @@
+"""Where frames come from: video files, image folders and globs, cameras and stream URLs.
+
+Every source knows its frame rate, frame size (h, w) and, when finite, its frame count, and
+yields BGR uint8 frames from :meth:`Source.read` until it returns ``None`` (end of stream).
+Files and folders give every frame. Live sources (cameras, live streams) hand out the newest
+frame only: a grabber thread keeps reading the device so its buffer never fills with stale
+frames, and a frame nobody took before the next one arrived is dropped and counted.
+"""
+from __future__ import annotations
+
+import glob as globlib
+import logging
+import threading
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, Protocol
+
+import cv2
+import numpy as np
+
+from rtseg.errors import RtsegError
+
+__all__ = ["Source", "VideoFileSource", "ImageFolderSource", "LiveSource", "open_source", "open_camera",
+           "IMAGE_SUFFIXES"]
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+DEFAULT_FPS = 30.0  # for image folders and devices that do not report a rate
+# Magic bytes of containers we would expect OpenCV to read: a file that starts like one but
+# cannot be opened is truncated or corrupt rather than "not a video".
+_CONTAINER_MAGIC = ((4, b"ftyp"), (0, b"RIFF"), (0, b"\x1aE\xdf\xa3"), (0, b"OggS"), (0, b"FLV"),
+                    (0, b"\x00\x00\x01\xba"))
+
+
+class Source(ABC):
+    """A stream of BGR uint8 frames of one size."""
+
+    name: str  # for messages and default output names
+    fps: float
+    size: tuple[int, int]  # (h, w)
+    frame_count: int | None  # None when unknown or endless
+    live: bool = False
+    dropped: int = 0  # live sources: frames overwritten before anyone read them
+
+    @abstractmethod
+    def read(self, stop: threading.Event | None = None) -> np.ndarray | None:
+        """The next frame, or None at the end of the stream (or once ``stop`` is set)."""
+
+    def frame_name(self, index: int) -> str:
+        """A file-name stem for frame ``index`` (used for the per-frame mask PNGs)."""
+        return f"{index:06d}"
+
+    def close(self) -> None:
+        """Release the device or file."""
+
+    def __enter__(self) -> "Source":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def describe(self) -> str:
+        h, w = self.size
+        count = f"{self.frame_count} frames" if self.frame_count else ("live" if self.live else "unknown length")
+        return f"{self.name}: {w}x{h} at {self.fps:.3g} fps, {count}"
+
+
+def _fps(cap: cv2.VideoCapture) -> float:
+    fps = cap.get(cv2.CAP_PROP_FPS)
+    return float(fps) if 0 < fps < 1000 else DEFAULT_FPS
+
+
+class VideoFileSource(Source):
+    """A video file (or a finite stream URL) read with OpenCV's FFmpeg backend."""
+
+    def __init__(self, path: str | Path):
+        path = Path(path)
+        self.name = path.stem
+        self._path = path
+        if not path.exists():
+            raise RtsegError(f"video file not found: {path}")
+        if not path.is_file():
+            raise RtsegError(f"{path} is not a file (for a folder of images pass the folder itself)")
+        if path.stat().st_size == 0:
+            raise RtsegError(f"{path} is empty (0 bytes): it has no frames")
+        self._cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+        if not self._cap.isOpened():
+            head = path.read_bytes()[:16]
+            if any(head[at:at + len(magic)] == magic for at, magic in _CONTAINER_MAGIC):
+                raise RtsegError(f"{path} looks like a video container but cannot be decoded: it is truncated or corrupt")
+            raise RtsegError(f"{path} is not a video OpenCV can read (tried FFmpeg); "
+                             f"use a video file, an image folder or glob, a camera index or a stream URL")
+        self._init_from_capture(str(path))
+
+    def _init_from_capture(self, label: str) -> None:
+        count = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        self.frame_count = count if count > 0 else None
+        self.fps = _fps(self._cap)
+        ok, first = self._cap.read()  # decode one frame now, so a file without frames fails here, not mid-run
+        if not ok or first is None:
+            self._cap.release()
+            raise RtsegError(f"{label} has no decodable frames (zero frames, or truncated before the first one)")
+        self.size = first.shape[:2]
+        self._pending: np.ndarray | None = first
+        self._read = 0  # frames handed out
+
+    @classmethod
+    def from_capture(cls, cap: cv2.VideoCapture, label: str) -> "VideoFileSource":
+        """A finite stream (e.g. an http URL of a file) already opened."""
+        self = cls.__new__(cls)
+        self.name, self._path, self._cap = label.rstrip("/").rsplit("/", 1)[-1].rsplit(".", 1)[0] or "stream", None, cap
+        self._init_from_capture(label)
+        return self
+
+    def read(self, stop: threading.Event | None = None) -> np.ndarray | None:
+        if self._pending is not None:
+            frame, self._pending = self._pending, None
+        else:
+            ok, frame = self._cap.read()
+            if not ok:
+                # The header promised more frames than the file holds: it was cut short. A shortfall of
+                # one frame is tolerated (some muxers count a trailing empty packet).
+                if self.frame_count is not None and self._read < self.frame_count - 1:
+                    raise RtsegError(f"{self._path or self.name} ended after {self._read} of its {self.frame_count} "
+                                     f"frames: the file is truncated or corrupt")
+                return None
+        self._read += 1
+        return frame
+
+    def close(self) -> None:
+        self._cap.release()
+
+
+class ImageFolderSource(Source):
+    """Every image in a folder, or every match of a glob, in name order."""
+
+    def __init__(self, pattern: str | Path, *, fps: float = DEFAULT_FPS):
+        pattern = str(pattern)
+        if Path(pattern).is_dir():
+            files = sorted(p for p in Path(pattern).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            self.name = Path(pattern).resolve().name
+            where = f"folder {pattern}"
+        elif Path(pattern).is_file():  # one image: a one-frame stream
+            files = [Path(pattern)]
+            self.name = Path(pattern).stem
+            where = pattern
+        else:
+            files = sorted(Path(p) for p in globlib.glob(pattern) if Path(p).suffix.lower() in IMAGE_SUFFIXES)
+            self.name = Path(pattern).parent.name or "images"
+            where = f"glob {pattern!r}"
+        if not files:
+            raise RtsegError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {where}")
+        self._files = files
+        self.fps = fps
+        self.frame_count = len(files)
+        stems = [p.stem for p in files]
+        self._names = stems if len(set(stems)) == len(stems) else [f"{i:06d}_{s}" for i, s in enumerate(stems)]
+        self._next = 0
+        first = self._load(0)
+        self.size = first.shape[:2]
+        self._pending: np.ndarray | None = first
+        self._warned = False
+
+    def _load(self, i: int) -> np.ndarray:
+        img = cv2.imread(str(self._files[i]), cv2.IMREAD_COLOR)
+        if img is None:
+            raise RtsegError(f"cannot read image {self._files[i]} (not an image, or truncated)")
+        return img
+
+    def read(self, stop: threading.Event | None = None) -> np.ndarray | None:
+        if self._next >= len(self._files):
+            return None
+        if self._pending is not None:
+            img, self._pending = self._pending, None
+        else:
+            img = self._load(self._next)
+        self._next += 1
+        if img.shape[:2] != self.size:  # a video needs one frame size: fit odd ones to the first
+            if not self._warned:
+                log.warning("images differ in size; resizing to the first one's %dx%d", self.size[1], self.size[0])
+                self._warned = True
+            img = cv2.resize(img, (self.size[1], self.size[0]), interpolation=cv2.INTER_AREA)
+        return img
+
+    def frame_name(self, index: int) -> str:
+        return self._names[index] if index < len(self._names) else f"{index:06d}"
+
+
+class Capture(Protocol):
+    """What :class:`LiveSource` needs from a device: cv2.VideoCapture's read/release."""
+
+    def read(self) -> tuple[bool, np.ndarray | None]: ...
+
+    def release(self) -> None: ...
+
+
+class LiveSource(Source):
+    """A live device: a grabber thread reads continuously and keeps only the newest frame.
+
+    ``read`` waits for a frame newer than the last one handed out; frames replaced before they
+    were taken are counted in ``dropped``. The stream ends when the device stops delivering.
+    """
+
+    live = True
+
+    def __init__(self, capture: Capture, *, name: str, fps: float, first_frame_timeout: float = 10.0):
+        self.name, self.fps, self.frame_count = name, fps, None
+        self._cap = capture
+        self._cond = threading.Condition()
+        self._frame: np.ndarray | None = None  # newest frame not yet handed out
+        self._ended = False
+        self._closed = False
+        self._error: BaseException | None = None
+        self.grabbed = 0  # frames the device delivered
+        self.dropped = 0
+        self._thread = threading.Thread(target=self._grab, name=f"grab-{name}", daemon=True)
+        self._thread.start()
+        with self._cond:
+            self._cond.wait_for(lambda: self._frame is not None or self._ended, timeout=first_frame_timeout)
+            first = self._frame
+        if first is None:
+            self.close()
+            raise RtsegError(f"{name} opened but delivered no frame within {first_frame_timeout:g} s")
+        self.size = first.shape[:2]
+
+    def _grab(self) -> None:
+        try:
+            while not self._closed:
+                ok, frame = self._cap.read()  # blocks until the device has a frame
+                with self._cond:
+                    if not ok or frame is None:
+                        self._ended = True
+                        self._cond.notify_all()
+                        return
+                    if self._frame is not None:
+                        self.dropped += 1  # newest wins: the one nobody took is stale now
+                    self._frame = frame
+                    self.grabbed += 1
+                    self._cond.notify_all()
+        except Exception as exc:  # handed to the reader, which reports it as the read stage's failure
+            with self._cond:
+                self._error, self._ended = exc, True
+                self._cond.notify_all()
+
+    def read(self, stop: threading.Event | None = None) -> np.ndarray | None:
+        with self._cond:
+            while self._frame is None and not self._ended and not self._closed:
+                if stop is not None and stop.is_set():
+                    return None
+                self._cond.wait(timeout=0.1)  # wakes on a new frame; the timeout only re-checks `stop`
+            if self._error is not None:
+                raise RtsegError(f"{self.name} failed: {type(self._error).__name__}: {self._error}")
+            frame, self._frame = self._frame, None
+            return frame
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self._thread.join(timeout=1.0)  # a device read in progress finishes within a frame time
+        self._cap.release()
+
+
+def open_camera(index: int | str, *, what: str | None = None) -> LiveSource:
+    """Camera ``index`` (or a live stream URL) as a :class:`LiveSource`."""
+    label = what or (f"camera {index}" if isinstance(index, int) else str(index))
+    cap = cv2.VideoCapture(index)
+    if not cap.isOpened():
+        if isinstance(index, int):
+            devices = sorted(str(p) for p in Path("/dev").glob("video*"))
+            raise RtsegError(f"camera {index} cannot be opened (no such device, busy, or no permission); "
+                             f"video devices here: {', '.join(devices) or 'none'}")
+        raise RtsegError(f"cannot open stream {index} (unreachable, or a protocol OpenCV's FFmpeg cannot read)")
+    cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # a hint some backends honour: less device-side latency
+    name = f"camera{index}" if isinstance(index, int) else "stream"
+    return LiveSource(cap, name=name, fps=_fps(cap))
+
+
+def open_source(spec: str | int | Path) -> Source:
+    """SOURCE as the CLI takes it: a camera index ("0"), a URL (rtsp/rtmp/http/...), a video
+    file, an image folder, one image, or a glob of images."""
+    if isinstance(spec, int) or (isinstance(spec, str) and spec.isdigit()):
+        return open_camera(int(spec))
+    text = str(spec)
+    if "://" in text:
+        scheme = text.split("://", 1)[0].lower()
+        if scheme not in ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt"):
+            raise RtsegError(f"unsupported URL scheme {scheme!r} in {text}; use rtsp, rtmp, http(s), udp, tcp or srt")
+        cap = cv2.VideoCapture(text, cv2.CAP_FFMPEG)
+        if not cap.isOpened():
+            raise RtsegError(f"cannot open stream {text} (unreachable, or not a video stream)")
+        if cap.get(cv2.CAP_PROP_FRAME_COUNT) > 0:  # a file served over http: read every frame
+            return VideoFileSource.from_capture(cap, text)
+        return LiveSource(cap, name="stream", fps=_fps(cap))
+    path = Path(text)
+    is_glob = any(c in text for c in "*?[")
+    if not is_glob and not path.exists():
+        raise RtsegError(f"no such file or folder: {text} (SOURCE is a video file, an image folder or glob, "
+                         f"a camera index or a stream URL)")
+    if path.is_dir() or path.suffix.lower() in IMAGE_SUFFIXES or is_glob:
+        return ImageFolderSource(text)
+    return VideoFileSource(path)

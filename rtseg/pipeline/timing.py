@@ -1,0 +1,69 @@
+"""Per-stage timing: how long each stage spent working on each frame (not waiting on queues).
+
+Memory is bounded: a running count and sum give the exact mean; the percentiles come from the
+most recent ``window`` samples (a ring buffer), so a webcam left running for hours does not grow.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from contextlib import contextmanager
+from typing import Iterable, Iterator
+
+import numpy as np
+
+__all__ = ["StageStats", "Timings", "STAGES"]
+
+STAGES = ("read", "transform", "infer", "post", "write")
+
+
+class StageStats:
+    """Durations of one stage, in milliseconds."""
+
+    def __init__(self, window: int = 10_000):
+        self._ring = np.zeros(window, np.float64)  # last `window` samples, ms
+        self._n = 0  # samples ever added
+        self._sum = 0.0  # ms
+        self._lock = threading.Lock()  # one writer per stage, but summaries are read from the main thread
+
+    def add(self, ms: float) -> None:
+        with self._lock:
+            self._ring[self._n % len(self._ring)] = ms
+            self._n += 1
+            self._sum += ms
+
+    @property
+    def count(self) -> int:
+        return self._n
+
+    def summary(self) -> dict[str, float]:
+        """{"mean", "p50", "p95"} in ms (NaN when there are no samples)."""
+        with self._lock:
+            n = self._n
+            recent = self._ring[: min(n, len(self._ring))].copy()
+            total = self._sum
+        if n == 0:
+            return {"mean": float("nan"), "p50": float("nan"), "p95": float("nan")}
+        p50, p95 = np.percentile(recent, [50, 95])
+        return {"mean": total / n, "p50": float(p50), "p95": float(p95)}
+
+
+class Timings:
+    """One :class:`StageStats` per named stage."""
+
+    def __init__(self, names: Iterable[str] = STAGES, window: int = 10_000):
+        self.stages = {name: StageStats(window) for name in names}
+
+    def add(self, name: str, ms: float) -> None:
+        self.stages[name].add(ms)
+
+    @contextmanager
+    def time(self, name: str) -> Iterator[None]:
+        """``with timings.time("infer"): ...`` adds the block's wall time (perf_counter) to ``name``
+        when the block completes (a failed call is not a sample)."""
+        t0 = time.perf_counter()
+        yield
+        self.add(name, (time.perf_counter() - t0) * 1e3)
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        return {name: stats.summary() for name, stats in self.stages.items()}

@@ -1,0 +1,116 @@
+"""Sinks: a complete video (even after Ctrl-C), lossless mask PNGs, window keys; timing."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from pipeline_fakes import FakeEngine, ListSource, RecordingSink, count_frames, write_video
+from rtseg.errors import RtsegError
+from rtseg.pipeline import Look, Timings, engine_stages, open_source, run
+from rtseg.pipeline.sinks import MaskSink, MultiSink, VideoSink, handle_key
+from rtseg.pipeline.timing import StageStats
+
+
+class _Interrupt(RecordingSink):
+    """Ctrl-C arriving in the main thread while frame ``at`` is being written."""
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".avi"])
+def test_output_video_has_the_inputs_size_fps_and_frame_count(tmp_path, suffix):
+    src = write_video(tmp_path / "in.mp4", 23, size=(48, 64), fps=12)
+    out = tmp_path / f"out{suffix}"
+    source = open_source(str(src))
+    result = run(source, engine_stages(FakeEngine(), Look()), VideoSink(out, source.fps))
+    assert result.frames == 23
+    assert count_frames(out) == (23, 12.0, (48, 64))
+    assert not (tmp_path / f"out.partial{suffix}").exists()
+
+
+def test_side_by_side_is_twice_as_wide(tmp_path):
+    src = write_video(tmp_path / "in.mp4", 5, size=(48, 64))
+    out = tmp_path / "sbs.mp4"
+    run(open_source(str(src)), engine_stages(FakeEngine(), Look(view="side-by-side")), VideoSink(out, 12))
+    assert count_frames(out)[2] == (48, 128)
+
+
+def test_ctrl_c_leaves_a_complete_playable_video(tmp_path):
+    """The interrupt lands in the main thread during a write; what was written plays back, under the final name."""
+    out = tmp_path / "out.mp4"
+    video = VideoSink(out, 25)
+    sink = MultiSink([video, RecordingSink(interrupt_at=12)])
+    result = run(ListSource(500), engine_stages(FakeEngine(), Look()), sink)
+    assert result.interrupted
+    assert count_frames(out)[0] == video.frames == 13  # frame 12 reached the video before the interrupt
+    assert not (tmp_path / "out.partial.mp4").exists()
+
+
+def test_a_failed_run_keeps_its_partial_file_under_the_partial_name(tmp_path):
+    from pipeline_fakes import Boom
+    from rtseg.pipeline import StageError
+
+    out = tmp_path / "out.mp4"
+    with pytest.raises(StageError, match="^infer stage failed"):
+        run(ListSource(100), engine_stages(FakeEngine(fail={"infer": 20}), Look()), VideoSink(out, 25))
+    assert not out.exists()
+    assert count_frames(tmp_path / "out.partial.mp4")[0] > 0  # still a valid file to inspect
+    assert Boom
+
+
+def test_video_sink_rejects_unknown_containers_and_missing_folders(tmp_path):
+    with pytest.raises(RtsegError, match=r"unsupported video type '\.gif'"):
+        VideoSink(tmp_path / "x.gif", 25)
+    with pytest.raises(RtsegError, match="does not exist"):
+        VideoSink(tmp_path / "nope" / "x.mp4", 25)
+
+
+def test_masks_are_lossless_class_ids_named_by_frame(tmp_path):
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for name, value in [("f1", 3), ("f2", 7)]:
+        cv2.imwrite(str(folder / f"{name}.png"), np.full((30, 40, 3), value, np.uint8))
+    masks = tmp_path / "masks"
+    run(open_source(str(folder)), engine_stages(FakeEngine(), Look()), MaskSink(masks))
+    assert sorted(p.name for p in masks.iterdir()) == ["f1.png", "f2.png"]
+    ids = cv2.imread(str(masks / "f2.png"), cv2.IMREAD_UNCHANGED)
+    assert ids.dtype == np.uint8 and ids.shape == (30, 40) and (ids == 7).all()
+
+
+def test_window_keys():
+    look = Look(view="overlay", alpha=0.5)
+    assert handle_key(-1, look) is None
+    assert handle_key(ord("m"), look) is None and look.view == "mask"
+    handle_key(ord("m"), look)
+    assert look.view == "side-by-side"
+    handle_key(ord("m"), look)
+    assert look.view == "overlay"
+    handle_key(ord("+"), look)
+    handle_key(ord("+"), look)
+    assert look.alpha == pytest.approx(0.7)
+    for _ in range(10):
+        handle_key(ord("-"), look)
+    assert look.alpha == 0.0
+    assert handle_key(ord(" "), look) == "pause"
+    assert handle_key(ord("q"), look) == "quit" and handle_key(27, look) == "quit"
+
+
+def test_look_validates():
+    with pytest.raises(RtsegError, match="--view must be one of overlay, mask, side-by-side"):
+        Look(view="heatmap")
+    with pytest.raises(RtsegError, match="--alpha must be in 0..1"):
+        Look(alpha=1.5)
+
+
+def test_stage_stats_mean_and_percentiles_with_a_bounded_window():
+    stats = StageStats(window=100)
+    for v in range(1, 201):  # 1..200 ms; the window keeps the last 100 (101..200)
+        stats.add(float(v))
+    s = stats.summary()
+    assert s["mean"] == pytest.approx(100.5)  # exact over all samples
+    assert s["p50"] == pytest.approx(150.5) and s["p95"] == pytest.approx(195.05)
+    assert stats.count == 200
+    timings = Timings(["read"])
+    with timings.time("read"):
+        pass
+    assert timings.stages["read"].count == 1
+    assert np.isnan(Timings(["x"]).summary()["x"]["mean"])
