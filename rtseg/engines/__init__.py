@@ -1,0 +1,89 @@
+"""Inference engines behind one interface (:class:`~rtseg.engines.base.Engine`), chosen by file suffix.
+
+==================  =========================================================
+``.pt`` ``.pth``    PyTorch checkpoint (:mod:`rtseg.engines.torch_engine`)
+``.onnx``           ONNX Runtime or OpenVINO (``runtime=``; :mod:`.ort_engine`,
+                    :mod:`.openvino_engine`)
+``.plan`` ``.engine`` TensorRT (:mod:`rtseg.engines.trt_engine`)
+==================  =========================================================
+
+Backends are imported when first used, so a missing optional package only matters to the
+artifacts that need it.
+"""
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any, Sequence
+
+from rtseg.engines.base import Engine, parse_size
+from rtseg.errors import RtsegError
+
+__all__ = ["Engine", "load_engine", "SUFFIXES", "ONNX_RUNTIMES", "resolve_onnx_runtime"]
+
+# suffix -> backend family; the order is the one error messages list.
+SUFFIXES = {".pt": "pytorch", ".pth": "pytorch", ".onnx": "onnx", ".plan": "tensorrt", ".engine": "tensorrt"}
+ONNX_RUNTIMES = ("auto", "onnxruntime", "openvino")
+
+
+def _known() -> str:
+    return ".pt/.pth (PyTorch), .onnx (ONNX Runtime or OpenVINO), .plan/.engine (TensorRT)"
+
+
+def resolve_onnx_runtime(runtime: str | None, device: str | None) -> str:
+    """Which runtime runs a ``.onnx`` file: ``onnxruntime`` or ``openvino``.
+
+    ``auto`` (and None) pick the fastest runtime available for ``device``; until the OpenVINO
+    engine's measurements decide otherwise that is ONNX Runtime everywhere.
+    """
+    choice = (runtime or "auto").strip().lower()
+    if choice not in ONNX_RUNTIMES:
+        raise RtsegError(f"unknown ONNX runtime {runtime!r}; use one of {', '.join(ONNX_RUNTIMES)}")
+    if choice != "auto":
+        return choice
+    return "onnxruntime"
+
+
+def _backend(module: str, cls: str) -> Any:
+    """``rtseg.engines.<module>.<cls>``, imported now; a missing backend module is one line."""
+    name = f"rtseg.engines.{module}"
+    try:
+        return getattr(importlib.import_module(name), cls)
+    except ModuleNotFoundError as exc:
+        if exc.name != name:  # the module is there but needs a package that is not: its own message
+            raise
+        raise RtsegError(f"this rtseg has no {cls} ({name} is missing); reinstall rtseg") from None
+
+
+def load_engine(path: str | Path, *, device: str = "cpu", size: str | Sequence[int] | None = None,
+                runtime: str | None = None, **kw: Any) -> Engine:
+    """Load any rtseg artifact as an :class:`Engine`; its suffix picks the backend.
+
+    ``device``: ``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (OpenVINO also takes its own device names).
+    ``size``: inference (h, w) or ``"HxW"``; default: the artifact's fixed size, else its
+    metadata's ``input_size``. ``runtime``: for ``.onnx`` only (``auto``, ``onnxruntime``,
+    ``openvino``). Extra keywords go to the backend (e.g. ``threads=`` for ONNX Runtime).
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in SUFFIXES:
+        raise RtsegError(f"cannot tell the engine for {path.name!r} from its suffix {suffix or '(none)'!r}; "
+                         f"known: {_known()}")
+    if not path.is_file():
+        raise RtsegError(f"engine file not found: {path}")
+    size = parse_size(size)
+    family = SUFFIXES[suffix]
+    if runtime is not None and family != "onnx":
+        raise RtsegError(f"runtime={runtime!r} applies to .onnx files only; {path.name} is a {family} artifact")
+
+    if family == "pytorch":
+        from rtseg.engines.torch_engine import TorchEngine
+
+        return TorchEngine(path, device=device, size=size, **kw)
+    if family == "tensorrt":
+        return _backend("trt_engine", "TensorRTEngine")(path, device=device, size=size, **kw)
+    if resolve_onnx_runtime(runtime, device) == "openvino":
+        return _backend("openvino_engine", "OpenVINOEngine")(path, device=device, size=size, **kw)
+    from rtseg.engines.ort_engine import OrtEngine
+
+    return OrtEngine(path, device=device, size=size, **kw)

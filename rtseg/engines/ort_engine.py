@@ -1,0 +1,115 @@
+"""ONNX Runtime engine over an rtseg ONNX file (``rtseg export --format onnx``).
+
+The graph takes uint8 (N, H, W, 3) BGR and returns uint8 (N, H, W) ids, so a call moves 4 bytes
+a pixel. Providers: CPU always; with ``device="cuda[:N]"`` the TensorRT and CUDA execution
+providers first, when this onnxruntime build has them (onnxruntime-gpu).
+
+Sizes: a dynamic-size file runs at any ``size`` (default: its metadata's input size). A file
+exported at a fixed size runs at that size only; asking for another one logs a warning and
+frames are resized to the file's size (the ids still come back at each frame's own size), so a
+``--size`` meant for another engine never stops a run. Export with ``--dynamic`` to choose freely.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rtseg.engines.base import Engine
+from rtseg.errors import RtsegError
+from rtseg.export.onnx import read_onnx_meta
+
+__all__ = ["OrtEngine", "ort_providers"]
+
+log = logging.getLogger(__name__)
+
+
+def ort_providers(device: str | None, available: list[str]) -> tuple[str, list[Any]]:
+    """(resolved device, provider list) for 'cpu', 'cuda', 'cuda:N' or 'auto'."""
+    text = (device or "auto").strip().lower()
+    has_cuda = "CUDAExecutionProvider" in available
+    if text == "auto":
+        text = "cuda" if has_cuda else "cpu"
+    if text == "cpu":
+        return "cpu", ["CPUExecutionProvider"]
+    if text == "cuda" or (text.startswith("cuda:") and text[5:].isdigit()):
+        if not has_cuda:
+            raise RtsegError(f"--device {device} asks for CUDA, but this onnxruntime has no CUDA provider "
+                             f"(it has {', '.join(available)}); install onnxruntime-gpu or use --device cpu")
+        index = int(text[5:]) if ":" in text else 0
+        providers: list[Any] = []
+        if "TensorrtExecutionProvider" in available:
+            # ORT builds TensorRT engines for the graph on first run; cache them between runs.
+            cache = Path(os.environ.get("RTSEG_CACHE", Path.home() / ".cache" / "rtseg")) / "ort_trt"
+            providers.append(("TensorrtExecutionProvider", {"device_id": index, "trt_fp16_enable": True,
+                                                             "trt_engine_cache_enable": True,
+                                                             "trt_engine_cache_path": str(cache)}))
+        providers.append(("CUDAExecutionProvider", {"device_id": index}))
+        providers.append("CPUExecutionProvider")
+        return f"cuda:{index}", providers
+    raise RtsegError(f"unknown device {device!r}; use cpu, cuda, cuda:N or auto")
+
+
+class OrtEngine(Engine):
+    """An rtseg ONNX file run by ONNX Runtime. ``threads``: intra-op threads (0 = one per core)."""
+
+    name = "onnxruntime"
+
+    def __init__(self, path: str | Path, *, device: str = "cpu", size: tuple[int, int] | None = None,
+                 threads: int = 0):
+        import onnxruntime as ort
+
+        path = Path(path)
+        self.meta = read_onnx_meta(path)  # also: missing file, not ONNX, not rtseg -> one line
+        self.device, providers = ort_providers(device, ort.get_available_providers())
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL  # fusions, layout for MLAS
+        opts.intra_op_num_threads = threads if threads > 0 else len(os.sched_getaffinity(0))
+        opts.inter_op_num_threads = 1  # the graph is one chain: parallelism is inside the ops
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
+
+        # ORT's errors derive from Exception directly; these are the ones a bad or foreign file raises.
+        load_errors = (ort_errors.Fail, ort_errors.InvalidGraph, ort_errors.InvalidProtobuf, ort_errors.NotImplemented,
+                       ort_errors.InvalidArgument, RuntimeError, ValueError)
+        try:
+            self.session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+        except load_errors as exc:
+            raise RtsegError(f"ONNX Runtime cannot load {path} ({str(exc).splitlines()[0][:160]})") from None
+        self.providers = self.session.get_providers()
+
+        inp = self.session.get_inputs()[0]
+        if len(inp.shape) != 4 or inp.type != "tensor(uint8)":
+            raise RtsegError(f"{path}: expected a uint8 (N, H, W, 3) input, found {inp.type} {inp.shape}")
+        self._input_name = inp.name
+        self._output_name = self.session.get_outputs()[0].name
+        n, h, w = inp.shape[:3]
+        self.batch = n if isinstance(n, int) else None  # None: any batch size in one call
+        self.fixed_size = (h, w) if isinstance(h, int) and isinstance(w, int) else None
+        if self.fixed_size is not None:
+            if size is not None and tuple(size) != self.fixed_size:
+                log.warning("%s was exported at %dx%d and cannot run at %dx%d: frames are resized to %dx%d "
+                            "(export with --dynamic to choose the size)", path.name, *self.fixed_size, *size,
+                            *self.fixed_size)
+            self.input_size = self.fixed_size
+        else:
+            self.input_size = tuple(size) if size else tuple(self.meta.input_size)
+        log.info("loaded %s (providers %s)", self.describe(), ", ".join(self.providers))
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        """uint8 (N, h, w, 3) BGR -> uint8 (N, h, w) class ids."""
+        h, w = self.input_size
+        if batch.dtype != np.uint8 or batch.ndim != 4 or batch.shape[1:] != (h, w, 3):
+            raise RtsegError(f"infer expects uint8 (N, {h}, {w}, 3), got {batch.dtype} {batch.shape}")
+        batch = np.ascontiguousarray(batch)
+        if self.batch is None or len(batch) == self.batch:
+            return self.session.run([self._output_name], {self._input_name: batch})[0]
+        # A static-batch file: one call per chunk of its batch size (1 for a default export).
+        k = self.batch
+        if len(batch) % k:
+            raise RtsegError(f"this ONNX file takes batches of {k}; got {len(batch)} frames (export with --dynamic)")
+        return np.concatenate([self.session.run([self._output_name], {self._input_name: batch[i:i + k]})[0]
+                               for i in range(0, len(batch), k)])
