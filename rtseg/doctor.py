@@ -1,0 +1,149 @@
+"""What this machine can run: Python, torch and its devices, ONNX Runtime providers, TensorRT,
+pycuda and OpenVINO, OpenCV's video and GUI backends, and the bundled files.
+
+:func:`run_checks` returns plain data (``rtseg doctor`` draws it as a table; ``--json`` dumps it).
+Nothing here raises for a missing optional package: that is what it reports.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import platform
+import sys
+from dataclasses import asdict, dataclass
+from typing import Any, Callable
+
+__all__ = ["Check", "run_checks"]
+
+
+@dataclass(frozen=True)
+class Check:
+    """One row: ``ok`` is True (usable), False (missing or broken) or None (information only)."""
+
+    section: str  # "system", "engines", "video", "files"
+    name: str
+    ok: bool | None
+    version: str = ""
+    detail: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _import(name: str) -> tuple[Any | None, str]:
+    """(module, "") or (None, reason). TensorRT and pycuda raise OSError when CUDA libraries are missing."""
+    try:
+        return importlib.import_module(name), ""
+    except ModuleNotFoundError:
+        return None, "not installed"
+    except (ImportError, OSError, RuntimeError) as exc:
+        return None, f"import fails: {type(exc).__name__}: {str(exc).splitlines()[0][:100]}" if str(exc) else type(exc).__name__
+
+
+def _torch() -> list[Check]:
+    torch, why = _import("torch")
+    if torch is None:
+        return [Check("engines", "torch", False, detail=why)]
+    rows = [Check("engines", "torch", True, torch.__version__, f"CPU threads {torch.get_num_threads()}")]
+    if torch.cuda.is_available():
+        names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        rows.append(Check("engines", "torch CUDA", True, str(torch.version.cuda),
+                          f"{len(names)} device(s): " + "; ".join(f"cuda:{i} {n}" for i, n in enumerate(names))))
+    else:
+        build = "CPU-only build" if torch.version.cuda is None else f"CUDA {torch.version.cuda} build, no GPU visible"
+        rows.append(Check("engines", "torch CUDA", False, detail=build))
+    return rows
+
+
+def _onnx() -> list[Check]:
+    rows = []
+    for name in ("onnx", "onnxscript"):
+        mod, why = _import(name)
+        note = "" if name == "onnx" else "cleans exported graphs (rtseg[export])"
+        rows.append(Check("engines", name, mod is not None, getattr(mod, "__version__", ""), why or note))
+    ort, why = _import("onnxruntime")
+    if ort is None:
+        return rows + [Check("engines", "onnxruntime", False, detail=why)]
+    return rows + [Check("engines", "onnxruntime", True, ort.__version__,
+                         "providers: " + ", ".join(ort.get_available_providers()))]
+
+
+def _openvino() -> list[Check]:
+    ov, why = _import("openvino")
+    if ov is None:
+        return [Check("engines", "openvino", False, detail=why + " (pip install 'rtseg[openvino]')")]
+    try:
+        devices = ", ".join(ov.Core().available_devices)
+    except RuntimeError as exc:
+        devices = f"no devices ({str(exc).splitlines()[0][:80]})"
+    return [Check("engines", "openvino", True, ov.__version__.split("-")[0], f"devices: {devices}")]
+
+
+def _tensorrt() -> list[Check]:
+    rows = []
+    for name, mod_name in (("tensorrt", "tensorrt"), ("pycuda", "pycuda.driver")):
+        mod, why = _import(mod_name)
+        version = getattr(mod, "__version__", "") if mod else ""
+        if mod is not None and not version:
+            version = getattr(importlib.import_module("pycuda"), "VERSION_TEXT", "")
+        rows.append(Check("engines", name, mod is not None, version, why and why + " (pip install 'rtseg[trt]')"))
+    return rows
+
+
+def _opencv() -> list[Check]:
+    cv2, why = _import("cv2")
+    if cv2 is None:
+        return [Check("video", "opencv", False, detail=why)]
+    from cv2 import videoio_registry as reg
+
+    info = cv2.getBuildInformation()
+    gui = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.strip().startswith("GUI:")), "unknown")
+    rows = [Check("video", "opencv", True, cv2.__version__)]
+
+    def names(list_fn: Callable[[], Any]) -> str:
+        usable = [reg.getBackendName(b) for b in list_fn() if reg.hasBackend(b)]
+        return ", ".join(dict.fromkeys(usable)) or "none"
+
+    rows.append(Check("video", "video files/streams", None, detail=names(reg.getStreamBackends)))
+    rows.append(Check("video", "cameras", None, detail=names(reg.getCameraBackends)))
+    rows.append(Check("video", "video writers", None, detail=names(reg.getWriterBackends)))
+    has_gui = gui.upper() not in ("NONE", "NO", "UNKNOWN", "")
+    display = os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+    rows.append(Check("video", "GUI (--show, webcam)", has_gui and bool(display or sys.platform != "linux"), gui,
+                      f"display {display}" if display else "no DISPLAY/WAYLAND_DISPLAY: windows cannot open"))
+    return rows
+
+
+def _files() -> list[Check]:
+    from rtseg.bundled import BENCH_FRAME, DEFAULT_WEIGHTS, DEMO_CLIP
+
+    rows = []
+    for name, path in (("bundled weights", DEFAULT_WEIGHTS), ("demo clip", DEMO_CLIP), ("benchmark frame", BENCH_FRAME)):
+        there = path.is_file()
+        rows.append(Check("files", name, there, detail=str(path) if there else f"missing: {path}"))
+    return rows
+
+
+def _engines(rows: list[Check]) -> list[Check]:
+    """Summary: which engine kinds load_engine can use here."""
+    ok = {r.name: r.ok for r in rows}
+    cuda = bool(ok.get("torch CUDA"))
+    providers = next((r.detail for r in rows if r.name == "onnxruntime"), "")
+    ort_devices = "cpu" + (", cuda" if "CUDAExecutionProvider" in providers else "") + (
+        " (+ TensorRT provider)" if "TensorrtExecutionProvider" in providers else "")
+    return [
+        Check("usable", "pytorch (.pt)", bool(ok.get("torch")), detail="cpu" + (", cuda" if cuda else "")),
+        Check("usable", "onnxruntime (.onnx)", bool(ok.get("onnxruntime")), detail=ort_devices),
+        Check("usable", "openvino (.onnx)", bool(ok.get("openvino")),
+              detail=next((r.detail for r in rows if r.name == "openvino" and r.ok), "")),
+        Check("usable", "tensorrt (.plan)", bool(ok.get("tensorrt")) and cuda,
+              detail="" if cuda else "needs an NVIDIA GPU with CUDA"),
+    ]
+
+
+def run_checks() -> list[Check]:
+    """Every check, in display order."""
+    rows = [Check("system", "python", True, platform.python_version(), sys.executable),
+            Check("system", "platform", None, f"{platform.system()} {platform.release()} {platform.machine()}", f"{len(os.sched_getaffinity(0))} CPU cores usable")]
+    rows += _torch() + _onnx() + _openvino() + _tensorrt() + _opencv() + _files()
+    return rows + _engines(rows)
