@@ -353,7 +353,6 @@ def _make_calibrator(trt: Any, files: Sequence[Path], shape: tuple[int, ...]) ->
     (the network's own input: the graph normalises on the GPU). Device memory comes from the same
     CUDA backend the engine uses (torch when it has CUDA, else pycuda)."""
     import cv2
-    import numpy as np
 
     from rtseg.engines.trt_engine import open_cuda
 
@@ -363,8 +362,8 @@ def _make_calibrator(trt: Any, files: Sequence[Path], shape: tuple[int, ...]) ->
     class EntropyCalibrator(trt.IInt8EntropyCalibrator2):
         def __init__(self) -> None:
             trt.IInt8EntropyCalibrator2.__init__(self)  # pybind11 trampolines need the explicit base init
-            self.batch = cuda.buffer(shape)  # allocated once, reused for every batch
-            self.host = np.empty(shape, np.uint8)
+            with cuda.activate():
+                self.batch = cuda.buffer(shape)  # device memory + pinned host mirror, allocated once
             self.next = 0
 
         def get_batch_size(self) -> int:
@@ -377,10 +376,11 @@ def _make_calibrator(trt: Any, files: Sequence[Path], shape: tuple[int, ...]) ->
                 img = cv2.imread(str(files[self.next + i]), cv2.IMREAD_COLOR)
                 if img is None:
                     raise RtsegError(f"cannot read calibration image {files[self.next + i]}")
-                cv2.resize(img, (w, h), dst=self.host[i], interpolation=cv2.INTER_LINEAR)
+                cv2.resize(img, (w, h), dst=self.batch.host[i], interpolation=cv2.INTER_LINEAR)
             self.next += n
-            self.batch.upload(self.host)
-            cuda.synchronize()
+            with cuda.activate():
+                self.batch.to_device(n)
+                cuda.synchronize()  # TensorRT reads the batch on its own stream
             return [self.batch.ptr]
 
         def read_calibration_cache(self) -> None:
@@ -388,6 +388,9 @@ def _make_calibrator(trt: Any, files: Sequence[Path], shape: tuple[int, ...]) ->
 
         def write_calibration_cache(self, cache: Any) -> None:
             return None
+
+        def close(self) -> None:
+            cuda.close()
 
     return EntropyCalibrator()
 
@@ -435,8 +438,12 @@ def build_plan(trt: Any, onnx_path: Path, *, precision: str, workspace_gb: float
         config.set_flag(trt.BuilderFlag.FP16)  # layers without an int8 kernel fall back to fp16, not fp32
         calibrator = _make_calibrator(trt, calib_files, inputs[0].shape)
         config.int8_calibrator = calibrator
-    serialized = builder.build_serialized_network(network, config)
-    del parser, calibrator
+    try:
+        serialized = builder.build_serialized_network(network, config)
+    finally:
+        if calibrator is not None:
+            calibrator.close()
+    del parser
     if serialized is None:
         raise RtsegError("TensorRT could not build the engine (its log above says why; a larger --workspace may help)")
     return bytes(serialized), inputs, outputs
@@ -466,9 +473,7 @@ def export_engine(weights: Path, output: Path, *, size: tuple[int, int], fp16: b
         raise RtsegError(f"--output {output} must end in {' or '.join(PLAN_SUFFIXES)}")
     if not workspace_gb > 0:
         raise RtsegError(f"--workspace must be a positive number of GiB, got {workspace_gb}")
-    h, w = size
-    if h % 32 or w % 32:
-        raise RtsegError(f"--size {h}x{w}: both sides must be multiples of 32 for Fast-SCNN's 1/32 branch")
+    h, w = (int(v) for v in size)  # any size >= 32: the network resizes to explicit sizes, never by factors
     if not weights.is_file():
         raise RtsegError(f"--weights {weights} does not exist")
 
@@ -485,14 +490,14 @@ def export_engine(weights: Path, output: Path, *, size: tuple[int, int], fp16: b
     import onnx
 
     from rtseg.checkpoint import build_from_checkpoint
-    from rtseg.export.onnx import export_onnx
+    from rtseg.export.onnx import export_onnx, read_onnx_meta
 
     model, meta = build_from_checkpoint(weights)
-    meta = dataclasses.replace(meta, input_size=(h, w))  # a plan is made for exactly one size
     with tempfile.TemporaryDirectory(prefix="rtseg-trt-") as tmp:
         onnx_path = Path(tmp) / "model.onnx"
         log.info("exporting %s to ONNX at %dx%d (%s)", weights, h, w, precision)
         export_onnx(model, meta, onnx_path, size=(h, w), fp16=precision == "fp16", dynamic=False)
+        meta = read_onnx_meta(onnx_path)  # input_size = the export size; extra["export"] records how
         if quantiser is not None:
             onnx_path = Path(quantiser(onnx_path, Path(tmp) / "model_qdq.onnx", calib_files=calib_files, size=(h, w)))
         graph = prepare_onnx_for_tensorrt(onnx.load(str(onnx_path)))
@@ -505,6 +510,9 @@ def export_engine(weights: Path, output: Path, *, size: tuple[int, int], fp16: b
                                            calib_files=calib_files)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_bytes(plan)
-    write_sidecar(output, PlanInfo(meta=meta, inputs=inputs, outputs=outputs, precision=precision,
-                                   tensorrt_version=str(trt.__version__)))
+    extra = dict(meta.extra)
+    extra["export"] = {**dict(extra.get("export", {})), "format": "tensorrt", "precision": precision,
+                       "tensorrt": str(trt.__version__)}
+    write_sidecar(output, PlanInfo(meta=dataclasses.replace(meta, extra=extra), inputs=inputs, outputs=outputs,
+                                   precision=precision, tensorrt_version=str(trt.__version__)))
     return output
