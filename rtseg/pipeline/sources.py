@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import glob as globlib
 import logging
+import os
 import threading
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -21,7 +22,7 @@ import numpy as np
 from rtseg.errors import RtsegError
 
 __all__ = ["Source", "VideoFileSource", "ImageFolderSource", "LiveSource", "open_source", "open_camera",
-           "IMAGE_SUFFIXES"]
+           "quiet_video_logs", "IMAGE_SUFFIXES"]
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,14 @@ class Source(ABC):
         h, w = self.size
         count = f"{self.frame_count} frames" if self.frame_count else ("live" if self.live else "unknown length")
         return f"{self.name}: {w}x{h} at {self.fps:.3g} fps, {count}"
+
+
+def quiet_video_logs() -> None:
+    """Silence OpenCV's and FFmpeg's own stderr messages ("moov atom not found", "[ WARN ] ..."):
+    the CLI turns every failure they describe into one line of its own. Set OPENCV_FFMPEG_LOGLEVEL
+    to keep FFmpeg's (e.g. 24 = warnings)."""
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # read when FFmpeg is first used; -8 = quiet
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
 
 
 def _fps(cap: cv2.VideoCapture) -> float:

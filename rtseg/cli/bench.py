@@ -1,0 +1,66 @@
+"""``rtseg bench``: every stage, the pipelined app, the same work sequentially and the engine
+alone, in one run on the same frames; a table and the JSON of DESIGN.md."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from rtseg.cli._app import app, console
+from rtseg.cli.run import ENGINE_HELP, load, stage_table
+
+
+@app.command("bench")
+def bench_command(
+    source: Optional[str] = typer.Argument(None, help="Video, image folder or glob [default: a 1024x2048 video "
+                                                      "panned over the bundled real street frame]."),
+    engine: Optional[Path] = typer.Option(None, "--engine", "-e", help=ENGINE_HELP),
+    device: str = typer.Option("cpu", help="cpu, cuda or cuda:N."),
+    runtime: Optional[str] = typer.Option(None, help="For .onnx: auto, onnxruntime or openvino."),
+    frames: int = typer.Option(100, help="Frames per measured run."),
+    size: Optional[str] = typer.Option(None, help="Inference size HxW, e.g. 512x1024 [default: the engine's]."),
+    queue_size: int = typer.Option(4, "--queue-size", help="Frames each queue between stages holds."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Write the results here as JSON."),
+) -> None:
+    """Measure read/transform/infer/post/write, pipelined vs sequential fps, and the engine alone."""
+    import tempfile
+
+    from rtseg.bundled import BENCH_FRAME, bundled
+    from rtseg.pipeline import open_source
+    from rtseg.pipeline.bench import bench, make_panned_video
+    from rtseg.pipeline.sources import quiet_video_logs
+
+    quiet_video_logs()
+    eng = load(engine, device=device, size=size, runtime=runtime)
+    console.print(f"[bold]engine[/] {eng.describe()}", highlight=False)
+    with tempfile.TemporaryDirectory(prefix="rtseg-bench-src-") as tmp:
+        if source is None:
+            console.print(f"making a 1024x2048 source: {frames} frames panned over {BENCH_FRAME.name}", highlight=False)
+            clip = make_panned_video(Path(tmp) / "street_pan_1024x2048.mp4", bundled(BENCH_FRAME, "benchmark frame"),
+                                     frames)
+            spec = str(clip)
+        else:
+            spec = source
+        with console.status("measuring") as status:
+            result = bench(eng, lambda: open_source(spec), frames=frames, queue_size=queue_size,
+                           on_phase=lambda text: status.update(f"measuring: {text}"))
+    if source is None:
+        result["source"] = f"{BENCH_FRAME.name} panned, {result['frames']} frames (mp4v)"
+
+    console.print(stage_table(result["stages_ms"], f"per-stage time ({result['frames']} frames, "
+                                                   f"{result['source_size'][0]}x{result['source_size'][1]} -> "
+                                                   f"{result['input_size'][0]}x{result['input_size'][1]})"))
+    pipe, seq, alone = result["pipelined"], result["sequential"], result["engine_only"]["fps"]
+    table = Table("run", "fps", "wall s", "vs sequential", "vs engine alone", title="throughput")
+    table.add_row("pipelined", f"{pipe['fps']:.2f}", f"{pipe['wall_s']:.2f}", f"{pipe['fps'] / seq['fps']:.2f}x",
+                  f"{pipe['fps'] / alone:.2f}x")
+    table.add_row("sequential", f"{seq['fps']:.2f}", f"{seq['wall_s']:.2f}", "1.00x", f"{seq['fps'] / alone:.2f}x")
+    table.add_row("engine alone", f"{alone:.2f}", "", "", "1.00x")
+    console.print(table)
+    console.print(f"pipelined latency p50 {pipe['latency_ms_p50']:.0f} ms", highlight=False)
+    if json_path is not None:
+        json_path.write_text(json.dumps(result, indent=1) + "\n")
+        console.print(f"wrote {json_path}", highlight=False)

@@ -1,0 +1,116 @@
+"""``rtseg bench`` without the printing: every stage, the pipelined app, the same work run
+sequentially, and the engine alone, in one run on the same frames.
+
+With no source it benchmarks a 1024x2048 video made from the bundled real street frame, panned
+over time (a crop window sliding across a 1.25x enlargement), encoded once to a temporary mp4 so
+that the read stage measures real decoding.
+"""
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import cv2
+import numpy as np
+
+from rtseg.engines.base import Engine
+from rtseg.errors import RtsegError
+from rtseg.pipeline.packet import Look
+from rtseg.pipeline.runner import engine_stages, run
+from rtseg.pipeline.sinks import VideoSink
+from rtseg.pipeline.sources import Source
+
+__all__ = ["pan_frames", "make_panned_video", "bench"]
+
+log = logging.getLogger(__name__)
+
+
+def pan_frames(image: np.ndarray, n: int, *, size: tuple[int, int] = (1024, 2048), zoom: float = 1.25):
+    """Yield ``n`` BGR frames of ``size`` (h, w): a window sliding over ``image`` enlarged by ``zoom``,
+    left to right and back, with a slower vertical sway (a camera panning along the street)."""
+    h, w = size
+    big = cv2.resize(image, (int(w * zoom), int(h * zoom)), interpolation=cv2.INTER_LINEAR)
+    span_x, span_y = big.shape[1] - w, big.shape[0] - h
+    for i in range(n):
+        t = i / max(1, n - 1)
+        x = int(span_x * (1 - abs(1 - 2 * t)))  # 0 -> span -> 0
+        y = int(span_y * 0.5 * (1 - np.cos(np.pi * t)))  # 0 -> span, eased
+        yield np.ascontiguousarray(big[y:y + h, x:x + w])
+
+
+def make_panned_video(path: str | Path, image_path: str | Path, n: int, *, fps: float = 30.0,
+                      size: tuple[int, int] = (1024, 2048)) -> Path:
+    """Encode ``n`` panned frames of ``image_path`` to ``path`` (mp4v). Returns ``path``."""
+    image = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise RtsegError(f"cannot read the benchmark frame {image_path}")
+    path = Path(path)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (size[1], size[0]))
+    if not writer.isOpened():
+        raise RtsegError(f"cannot write {path}")
+    for frame in pan_frames(image, n, size=size):
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+def _engine_only(engine: Engine, batches: list[np.ndarray], n: int) -> float:
+    """Frames per second of ``engine.infer`` alone over ``n`` calls (cycling over ``batches``)."""
+    t0 = time.perf_counter()
+    for i in range(n):
+        engine.infer(batches[i % len(batches)])
+    return n / (time.perf_counter() - t0)
+
+
+def bench(engine: Engine, open_source: Callable[[], Source], *, frames: int = 100, queue_size: int = 4,
+          look: Look | None = None, warmup: int = 5, workdir: str | Path | None = None,
+          on_phase: Callable[[str], None] | None = None) -> dict:
+    """Measure one engine on the first ``frames`` frames of the source ``open_source()`` opens
+    (called once per phase). Returns the dict of DESIGN.md ("rtseg bench --json").
+
+    Phases, in this order: warm-up, sequential run, pipelined run, engine alone. Both runs write
+    a real mp4 (into ``workdir`` or a temporary folder) so the write stage includes encoding.
+    ``stages_ms`` comes from the sequential run, where each stage is timed without the others
+    competing for the cores; the pipelined run gives fps, wall time and latency.
+    """
+    if frames < 1:
+        raise RtsegError(f"--frames must be >= 1; got {frames}")
+    look = look or Look()
+    say = on_phase or (lambda text: log.info(text))
+    with tempfile.TemporaryDirectory(prefix="rtseg-bench-", dir=workdir) as tmp:
+        src = open_source()
+        batches, source_size, desc = [], src.size, src.describe()
+        try:
+            while len(batches) < min(frames, 32) and (frame := src.read()) is not None:
+                batches.append(engine.preprocess([frame]))  # the same frames the runs start with
+        finally:
+            src.close()
+        if not batches:
+            raise RtsegError(f"the source has no frames: {desc}")
+        say(f"warm-up ({warmup} engine calls)")
+        _engine_only(engine, batches, warmup)
+
+        results = {}
+        for mode in ("sequential", "pipelined"):
+            say(f"{mode} run")
+            src = open_source()
+            sink = VideoSink(Path(tmp) / f"{mode}.mp4", src.fps)
+            results[mode] = run(src, engine_stages(engine, look), sink, sequential=mode == "sequential",
+                                queue_size=queue_size, max_frames=frames)
+        n = results["pipelined"].frames
+        say("engine alone")
+        engine_fps = _engine_only(engine, batches, n)
+
+    seq, pipe = results["sequential"], results["pipelined"]
+    return {
+        "engine": engine.name, "device": engine.device, "model": engine.meta.model, "source": desc,
+        "source_size": list(source_size), "input_size": list(engine.input_size), "frames": n,
+        "stages_ms": {name: {k: round(v, 3) for k, v in s.items()} for name, s in seq.stages_ms.items()},
+        "pipelined": {"fps": round(pipe.fps, 3), "wall_s": round(pipe.wall_s, 3),
+                      "latency_ms_p50": round(pipe.latency_ms["p50"], 3)},
+        "sequential": {"fps": round(seq.fps, 3), "wall_s": round(seq.wall_s, 3)},
+        "engine_only": {"fps": round(engine_fps, 3)},
+    }

@@ -1,0 +1,195 @@
+"""``rtseg run`` / ``webcam`` / ``bench`` end to end, as a user runs them (subprocesses: exit codes,
+one-line errors, Ctrl-C). Most use the pipeline tests' fake engine patched in for ``--engine``,
+so they test the app, not a network; one runs a real checkpoint."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+FAKES = ROOT / "tests" / "pipeline"
+sys.path.insert(0, str(FAKES))
+from pipeline_fakes import count_frames, write_video  # noqa: E402
+
+# Patch the CLI's engine loader with the fake engine (its arguments come from the FAKE_ENGINE
+# environment variable as JSON), then run the real console entry point.
+DRIVER = """
+import json, os, sys
+sys.path.insert(0, {fakes!r})
+from pipeline_fakes import FakeEngine
+import rtseg.cli.run as run_module
+kw = json.loads(os.environ.get("FAKE_ENGINE", "{{}}"))
+run_module.load = lambda *a, **k: FakeEngine(**kw)
+from rtseg.cli import main
+sys.argv = ["rtseg"] + sys.argv[1:]
+main()
+"""
+
+
+def rtseg_subprocess(*args, cwd: Path, fake: dict | None = None, timeout: float = 300, real: bool = False):
+    env = {**os.environ, "FAKE_ENGINE": json.dumps(fake or {}), "COLUMNS": "120"}
+    env.pop("DISPLAY", None)
+    cmd = [sys.executable, "-m", "rtseg.cli"] if real else [sys.executable, "-c", DRIVER.format(fakes=str(FAKES))]
+    return subprocess.run([*cmd, *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def rtseg(monkeypatch, capfd, tmp_path):
+    """Run the console entry point in this process (a subprocess costs a torch import each):
+    ``rtseg(*args, fake={...})`` -> Result(returncode, stdout, stderr)."""
+    from pipeline_fakes import FakeEngine
+
+    import rtseg.cli.run as run_module
+    from rtseg.cli import main
+
+    def call(*args, fake: dict | None = None) -> Result:
+        monkeypatch.setattr(run_module, "load", lambda *a, **k: FakeEngine(**(fake or {})))
+        monkeypatch.setattr(sys, "argv", ["rtseg", *map(str, args)])
+        monkeypatch.setenv("COLUMNS", "120")
+        monkeypatch.chdir(tmp_path)
+        capfd.readouterr()
+        try:
+            main()
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        out, err = capfd.readouterr()  # fd level: OpenCV's and FFmpeg's own messages too
+        return Result(code, out, err)
+
+    return call
+
+
+def test_run_writes_a_video_with_the_inputs_frames_and_masks(tmp_path, rtseg):
+    clip = write_video(tmp_path / "clip.mp4", 14, size=(48, 64), fps=12)
+    res = rtseg("run", clip, "--masks", tmp_path / "masks", "--view", "side-by-side")
+    assert res.returncode == 0, res.stderr
+    out = tmp_path / "clip_seg.mp4"  # the default name, in the working directory
+    assert count_frames(out) == (14, 12.0, (48, 128))
+    assert len(list((tmp_path / "masks").glob("*.png"))) == 14
+    for stage in ("read", "transform", "infer", "post", "write"):
+        assert stage in res.stdout
+    assert f"wrote {out}" in res.stdout.replace("\n", "")
+
+
+@pytest.mark.parametrize("sequential", [False, True])
+def test_run_image_folder_keeps_every_frame(tmp_path, rtseg, sequential):
+    for i in range(9):
+        cv2.imwrite(str(tmp_path / f"{i:03d}.png"), np.full((40, 60, 3), 20 * i, np.uint8))
+    args = ["run", tmp_path, "-o", tmp_path / "o.avi", "--queue-size", "1"] + (["--sequential"] if sequential else [])
+    res = rtseg(*args)
+    assert res.returncode == 0, res.stderr
+    assert count_frames(tmp_path / "o.avi")[0] == 9
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", "missing.mp4"], "no such file or folder: missing.mp4"),
+    (["run", "notes.mp4"], "is not a video OpenCV can read"),
+    (["run", "clip.mp4", "--view", "heatmap"], "--view must be one of overlay, mask, side-by-side"),
+    (["run", "clip.mp4", "--alpha", "2"], "--alpha must be in 0..1"),
+    (["run", "clip.mp4", "-o", "out.gif"], "unsupported video type '.gif'"),
+    (["run", "clip.mp4", "--max-frames", "0"], "--max-frames must be >= 1"),
+    (["webcam", "57"], "camera 57 cannot be opened"),
+])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, rtseg, args, message):
+    (tmp_path / "notes.mp4").write_text("not a video " * 50)
+    write_video(tmp_path / "clip.mp4", 3)
+    res = rtseg(*args)
+    assert res.returncode == 2, (res.stdout, res.stderr)
+    assert "Traceback" not in res.stderr
+    # the last line is ours (in this process FFmpeg may already have printed its own: see the next test)
+    last = res.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and message in last
+
+
+@pytest.mark.slow
+def test_a_fresh_process_prints_exactly_one_line(tmp_path):
+    """FFmpeg's and OpenCV's own messages ("moov atom not found") are silenced: one line, exit 2."""
+    (tmp_path / "notes.mp4").write_text("not a video " * 50)
+    res = rtseg_subprocess("run", "notes.mp4", cwd=tmp_path)
+    assert res.returncode == 2
+    assert res.stderr.strip().splitlines() == [
+        "error: notes.mp4 is not a video OpenCV can read (tried FFmpeg); use a video file, an image folder or glob, "
+        "a camera index or a stream URL"]
+
+
+def test_a_failing_stage_is_one_line_naming_it_and_exit_1(tmp_path, rtseg):
+    clip = write_video(tmp_path / "clip.mp4", 20)
+    res = rtseg("run", clip, fake={"fail": {"infer": 4}})
+    assert res.returncode == 1
+    assert res.stderr.strip() == "error: infer stage failed: Boom: injected fault in infer at frame 4"
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_within_seconds_and_leaves_a_playable_video(tmp_path):
+    for i in range(400):
+        cv2.imwrite(str(tmp_path / f"{i:04d}.png"), np.full((48, 64, 3), i % 200, np.uint8))
+    out = tmp_path / "out.mp4"
+    env = {**os.environ, "FAKE_ENGINE": json.dumps({"delay": {"infer": 0.05}}), "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-c", DRIVER.format(fakes=str(FAKES)), "run", str(tmp_path), "-o",
+                             str(out)], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    partial = tmp_path / "out.partial.mp4"
+    deadline = time.monotonic() + 120
+    while not partial.exists() and time.monotonic() < deadline:  # the run is under way
+        time.sleep(0.05)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    t0 = time.monotonic()
+    lines = []
+    for line in proc.stdout:  # the run has stopped and the video is final once "wrote" is printed
+        lines.append(line)
+        if line.startswith("wrote "):
+            stopped_after = time.monotonic() - t0
+            break
+    else:
+        pytest.fail("no 'wrote' line: " + "".join(lines) + proc.stderr.read())
+    # (the interpreter's own exit with torch loaded can take seconds more on a loaded machine: not timed)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert stopped_after < 5, f"Ctrl-C took {stopped_after:.1f} s to stop the run"
+    assert proc.returncode == 130, stderr
+    assert "interrupted" in "".join(lines) + stdout
+    frames, fps, size = count_frames(out)
+    assert 0 < frames < 400 and size == (48, 64) and not partial.exists()
+
+
+@pytest.mark.slow
+def test_run_with_a_real_checkpoint(tmp_path, tiny_checkpoint):
+    engines = pytest.importorskip("rtseg.engines")
+    if not hasattr(engines, "load_engine"):
+        pytest.skip("rtseg.engines.load_engine is not there yet")
+    clip = write_video(tmp_path / "clip.mp4", 3, size=(96, 128))
+    res = rtseg_subprocess("run", clip, "--engine", tiny_checkpoint, "--size", "64x96", "-o", tmp_path / "o.mp4",
+                           cwd=tmp_path, real=True)
+    assert res.returncode == 0, res.stderr
+    assert count_frames(tmp_path / "o.mp4") == (3, 12.0, (96, 128))
+
+
+def test_bench_writes_the_design_json(tmp_path, rtseg):
+    clip = write_video(tmp_path / "clip.mp4", 12, size=(48, 64))
+    res = rtseg("bench", clip, "--frames", "8", "--json", tmp_path / "b.json")
+    assert res.returncode == 0, res.stderr
+    data = json.loads((tmp_path / "b.json").read_text())
+    assert set(data) == {"engine", "device", "model", "source", "source_size", "input_size", "frames", "stages_ms",
+                         "pipelined", "sequential", "engine_only"}
+    assert list(data["stages_ms"]) == ["read", "transform", "infer", "post", "write"]
+    assert all(set(s) == {"mean", "p50", "p95"} for s in data["stages_ms"].values())
+    assert set(data["pipelined"]) == {"fps", "wall_s", "latency_ms_p50"} and set(data["sequential"]) == {"fps", "wall_s"}
+    assert data["frames"] == 8 and data["source_size"] == [48, 64] and data["input_size"] == [24, 32]
+    assert data["engine"] == "fake" and data["engine_only"]["fps"] > 0
+    assert "throughput" in res.stdout
