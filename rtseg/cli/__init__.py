@@ -14,6 +14,7 @@ from rtseg.errors import RtsegError
 from rtseg.cli import train as _train  # noqa: F401,E402
 from rtseg.cli import run as _run  # noqa: F401,E402  (run, webcam)
 from rtseg.cli import bench as _bench  # noqa: F401,E402
+from rtseg.cli import eval as _eval  # noqa: F401,E402
 from rtseg.cli import export as _export  # noqa: F401,E402
 from rtseg.cli import doctor as _doctor  # noqa: F401,E402
 

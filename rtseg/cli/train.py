@@ -48,11 +48,27 @@ class _RichCallbacks:
             console.print(text, highlight=False)
 
 
+# CLI option name -> TrainConfig field, for the options a user may pass along with --resume.
+_FIELD = {"out": "out_dir", "data_root": "data_root"}
+
+
+def _explicit(ctx: typer.Context, values: dict) -> dict:
+    """The options given on the command line (not defaulted), as TrainConfig fields."""
+    def given(name: str) -> bool:
+        source = ctx.get_parameter_source(name)  # an enum: DEFAULT, COMMANDLINE, ENVIRONMENT, ...
+        return source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT")
+
+    return {_FIELD.get(k, k): v for k, v in values.items() if given(k)}
+
+
 @app.command()
 def train(
+    ctx: typer.Context,
     dataset: str = typer.Option("camvid", help="camvid, cityscapes or folder (your own images/labels + classes.json)."),
     data_root: Path = typer.Option(Path("../shared/data/camvid"), "--data-root", help="Dataset root folder."),
-    out: Path = typer.Option(Path("runs/train"), "--out", help="Output folder: best.pt, last.pt, history.json, tensorboard/."),
+    train_split: str = typer.Option("train", "--train-split", help="Split to train on (CamVid: the folder name, e.g. train)."),
+    val_split: str = typer.Option("val", "--val-split", help="Split to validate on (e.g. val, or test for a root holding only test/)."),
+    out: Path = typer.Option(Path("runs/train"), "--out", help="Output folder: best.pt, last.pt, history.json, tensorboard/ [default with --resume: the checkpoint's folder]."),
     epochs: int = typer.Option(100, help="Number of epochs."),
     batch_size: int = typer.Option(8, "--batch-size", help="Images per step (per process under torchrun)."),
     crop: str = typer.Option("360x480", help="Training crop HxW (padded with the ignore id when smaller)."),
@@ -72,7 +88,7 @@ def train(
     seed: int = typer.Option(0, help="Random seed."),
     workers: int = typer.Option(2, help="DataLoader workers per process."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
-    resume: Optional[Path] = typer.Option(None, help="Continue from a last.pt."),
+    resume: Optional[Path] = typer.Option(None, help="Continue from a last.pt with its saved settings; options you pass override them (e.g. a larger --epochs)."),
     init: Optional[Path] = typer.Option(None, help="Start from these weights (fine-tuning)."),
     tensorboard: bool = typer.Option(True, "--tensorboard/--no-tensorboard", help="TensorBoard scalars and prediction images."),
     limit: int = typer.Option(0, help="Use only the first N train and val images (quick checks)."),
@@ -86,17 +102,24 @@ def train(
 
     if threads > 0:
         torch.set_num_threads(threads)
-    cfg = TrainConfig(
-        dataset=dataset, data_root=str(data_root), out_dir=str(out), epochs=epochs, batch_size=batch_size,
-        crop=parse_pair(crop, flag="--crop", cast=int), scale=parse_pair(scale, flag="--scale"), jitter=jitter,
-        optimizer=optimizer, lr=lr, weight_decay=weight_decay, warmup_epochs=warmup_epochs, loss=loss,
-        class_weights=class_weights, aux_weight=aux_weight, clip_grad=clip_grad, amp=amp, val_every=val_every,
-        patience=patience, seed=seed, workers=workers, device=device, resume=str(resume) if resume else None,
-        init=str(init) if init else None, tensorboard=tensorboard, limit=limit,
+    values = dict(
+        dataset=dataset, data_root=str(data_root), train_split=train_split, val_split=val_split, out=str(out),
+        epochs=epochs, batch_size=batch_size, crop=parse_pair(crop, flag="--crop", cast=int),
+        scale=parse_pair(scale, flag="--scale"), jitter=jitter, optimizer=optimizer, lr=lr, weight_decay=weight_decay,
+        warmup_epochs=warmup_epochs, loss=loss, class_weights=class_weights, aux_weight=aux_weight,
+        clip_grad=clip_grad, amp=amp, val_every=val_every, patience=patience, seed=seed, workers=workers,
+        device=device, init=str(init) if init else None, tensorboard=tensorboard, limit=limit,
     )
+    if resume is not None:
+        cfg = TrainConfig.from_checkpoint(resume, **_explicit(ctx, values))
+        out = Path(cfg.out_dir)
+    else:
+        values["out_dir"] = values.pop("out")
+        cfg = TrainConfig(**values)
     main_rank = int(os.environ.get("RANK", "0")) == 0
     result = run_training(cfg, _RichCallbacks(quiet or not main_rank))
     if main_rank:
+        out.mkdir(parents=True, exist_ok=True)
         (out / "history.json").write_text(json.dumps(result["history"], indent=1))
         if not quiet:
             table = Table("epoch", "train loss", "val mIoU", "seconds", title="history")

@@ -118,17 +118,24 @@ def _match(images: list[Path], labels: dict[str, Path], key: Callable[[Path], st
     return pairs
 
 
-def _require_dir(path: Path, what: str) -> Path:
+def _require_dir(path: Path, what: str, found: str = "") -> Path:
     if not path.is_dir():
-        raise RtsegError(f"{what} folder not found: {path}")
+        raise RtsegError(f"{what} folder not found: {path}" + (f" ({found})" if found else ""))
     return path
+
+
+def _splits_found(folders: list[Path]) -> str:
+    """'found splits: test, train' - what a root does hold, for the missing-split error."""
+    names = sorted(p.name for p in folders if p.is_dir() and not p.name.endswith("annot"))
+    return "found splits: " + (", ".join(names) if names else "none")
 
 
 def camvid(root: Path, split: str) -> SegDataset:
     """SegNet CamVid: ``<root>/<split>/`` images, ``<root>/<split>annot/`` labels of the same name,
     ids 0..10, 11 = void (ignored)."""
-    img_dir = _require_dir(root / split, f"CamVid '{split}' image")
-    lab_dir = _require_dir(root / f"{split}annot", f"CamVid '{split}' label")
+    found = _splits_found(list(root.iterdir()))
+    img_dir = _require_dir(root / split, f"CamVid '{split}' image", found)
+    lab_dir = _require_dir(root / f"{split}annot", f"CamVid '{split}' label", found)
     labels = {p.name: p for p in _images(lab_dir)}
     pairs = _match(_images(img_dir), labels, lambda p: p.name, str(img_dir))
     info = DatasetInfo("camvid", CAMVID_CLASSES, CAMVID_PALETTE)
@@ -138,12 +145,15 @@ def camvid(root: Path, split: str) -> SegDataset:
 def cityscapes(root: Path, split: str) -> SegDataset:
     """Official layout: ``leftImg8bit/<split>/<city>/*_leftImg8bit.png`` and
     ``gtFine/<split>/<city>/*_gtFine_labelIds.png``; labelIds mapped to the 19 train ids."""
-    img_dir = _require_dir(root / "leftImg8bit" / split, f"Cityscapes '{split}' image")
-    lab_dir = _require_dir(root / "gtFine" / split, f"Cityscapes '{split}' label")
+    found = _splits_found(list((root / "leftImg8bit").glob("*")))
+    img_dir = _require_dir(root / "leftImg8bit" / split, f"Cityscapes '{split}' image", found)
+    lab_dir = _require_dir(root / "gtFine" / split, f"Cityscapes '{split}' label", found)
     labels = {p.name.replace("_gtFine_labelIds.png", ""): p for p in lab_dir.rglob("*_gtFine_labelIds.png")}
     images = sorted(img_dir.rglob("*_leftImg8bit.png"))
     pairs = _match(images, labels, lambda p: p.name.replace("_leftImg8bit.png", ""), str(img_dir))
-    ignore = tuple(v for v in range(256) if v not in CITYSCAPES_ID_TO_TRAINID)
+    # labelIds run 0..33; the 15 ids without a train id are ignored, as is 255. Anything else
+    # (34..254) is not a Cityscapes labelIds file, so it is reported rather than ignored.
+    ignore = tuple(v for v in range(34) if v not in CITYSCAPES_ID_TO_TRAINID) + (255,)
     info = DatasetInfo("cityscapes", CITYSCAPES_CLASSES, CITYSCAPES_PALETTE)
     return SegDataset(pairs, _lut(CITYSCAPES_ID_TO_TRAINID, ignore), info)
 
@@ -167,8 +177,9 @@ def folder(root: Path, split: str) -> SegDataset:
         raise RtsegError(f"{classes_file}: {len(names)} names and {len(colors)} colors (need the same number, 1..254)")
     if ignore < len(names) and ignore != 255:
         raise RtsegError(f"{classes_file}: ignore_index {ignore} collides with a class id (0..{len(names) - 1})")
-    img_dir = _require_dir(root / split / "images", f"'{split}' image")
-    lab_dir = _require_dir(root / split / "labels", f"'{split}' label")
+    found = _splits_found([d for d in root.iterdir() if (d / "images").is_dir()])
+    img_dir = _require_dir(root / split / "images", f"'{split}' image", found)
+    lab_dir = _require_dir(root / split / "labels", f"'{split}' label", found)
     labels = {p.stem: p for p in _images(lab_dir)}
     pairs = _match(_images(img_dir), labels, lambda p: p.stem, str(img_dir))
     info = DatasetInfo(root.name or "folder", names, colors)

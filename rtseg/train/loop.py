@@ -1,9 +1,11 @@
 """The training loop, readable top to bottom: data, model, loss, optimiser, schedule,
 then epochs of train steps with validation, checkpoints and logging.
 
-Runs alone or under ``torchrun`` (DistributedDataParallel). Progress goes to a
-:class:`TrainCallbacks` object so that the CLI can draw it; this module logs through
-``logging`` only.
+Runs alone or under ``torchrun`` (DistributedDataParallel; SyncBatchNorm on CUDA only, since
+PyTorch's SyncBatchNorm has no CPU kernel). Every epoch reseeds every random source from
+(seed, epoch, rank), so ``--resume`` from last.pt continues exactly as the uninterrupted run
+would have. Progress goes to a :class:`TrainCallbacks` object so that the CLI can draw it;
+this module logs through ``logging`` only.
 """
 from __future__ import annotations
 
@@ -11,9 +13,9 @@ import logging
 import math
 import random
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -25,10 +27,11 @@ from rtseg.checkpoint import load_checkpoint, save_checkpoint
 from rtseg.errors import RtsegError
 from rtseg.meta import ModelMeta
 from rtseg.nets import create_model
-from rtseg.train.data import IGNORE, SegDataset, build_dataset
+from rtseg.train.data import IGNORE, SegDataset, build_dataset, to_tensor
 from rtseg.train.dist import DistInfo, all_reduce_sum, cleanup, init_distributed
+from rtseg.train.evaluate import evaluate_model
 from rtseg.train.losses import LOSSES, build_loss, enet_weights
-from rtseg.train.metrics import ConfusionMatrix
+from rtseg.train.optim import AMP_MODES, autocast_and_scaler, build_optimizer, lr_at
 from rtseg.train.transforms import AugmentConfig, augment
 
 __all__ = ["TrainConfig", "TrainCallbacks", "train", "evaluate_model", "resolve_device"]
@@ -45,7 +48,7 @@ class TrainConfig:
     out_dir: str = "runs/train"  # best.pt, last.pt, tensorboard/ go here
     model: str = "fastscnn"
     epochs: int = 100
-    batch_size: int = 8
+    batch_size: int = 8  # per process under torchrun
     crop: tuple[int, int] = (360, 480)  # (h, w) training crop
     scale: tuple[float, float] = (0.5, 2.0)  # random rescale range before cropping
     jitter: float = 0.3  # colour jitter strength, 0 = off
@@ -60,7 +63,7 @@ class TrainConfig:
     aux_weight: float = 0.4  # auxiliary-head loss weight (paper: 0.4); 0 = no aux heads
     clip_grad: float = 0.0  # max gradient norm, 0 = off
     amp: str = "auto"  # auto (fp16 on CUDA, off on CPU) | off | bf16 | fp16
-    val_every: int = 1  # validate every N epochs
+    val_every: int = 1  # validate every N epochs (and always after the last)
     patience: int = 0  # stop after N validations without a better mIoU, 0 = never
     seed: int = 0
     workers: int = 2  # DataLoader worker processes per rank
@@ -71,16 +74,26 @@ class TrainConfig:
     init: str | None = None  # start from these weights (fine-tuning), the classifier must match
 
     def validate(self) -> "TrainConfig":
+        """Raise RtsegError naming the first bad flag, its value and what is allowed."""
         checks = [
             (self.optimizer in ("sgd", "adamw"), "optimizer", self.optimizer, "sgd, adamw"),
             (self.loss in LOSSES, "loss", self.loss, ", ".join(LOSSES)),
             (self.class_weights in ("none", "enet"), "class-weights", self.class_weights, "none, enet"),
-            (self.amp in ("auto", "off", "bf16", "fp16"), "amp", self.amp, "auto, off, bf16, fp16"),
+            (self.amp in AMP_MODES, "amp", self.amp, ", ".join(AMP_MODES)),
             (self.epochs >= 1, "epochs", self.epochs, ">= 1"),
             (self.batch_size >= 1, "batch-size", self.batch_size, ">= 1"),
+            (min(self.crop) >= 32, "crop", "x".join(map(str, self.crop)), "HxW with both sides >= 32"),
             (0 < self.scale[0] <= self.scale[1], "scale", self.scale, "0 < min <= max"),
+            (0 <= self.jitter < 1, "jitter", self.jitter, "0 <= jitter < 1"),
             (self.val_every >= 1, "val-every", self.val_every, ">= 1"),
+            (self.patience >= 0, "patience", self.patience, ">= 0 (0 = never stop early)"),
             (self.lr is None or self.lr > 0, "lr", self.lr, "> 0"),
+            (self.weight_decay is None or self.weight_decay >= 0, "weight-decay", self.weight_decay, ">= 0"),
+            (self.warmup_epochs >= 0, "warmup-epochs", self.warmup_epochs, ">= 0"),
+            (self.aux_weight >= 0, "aux-weight", self.aux_weight, ">= 0 (0 = no aux heads)"),
+            (self.clip_grad >= 0, "clip-grad", self.clip_grad, ">= 0 (0 = off)"),
+            (self.workers >= 0, "workers", self.workers, ">= 0"),
+            (self.limit >= 0, "limit", self.limit, ">= 0 (0 = all)"),
         ]
         for ok, flag, value, allowed in checks:
             if not ok:
@@ -94,6 +107,21 @@ class TrainConfig:
     @property
     def decay(self) -> float:
         return self.weight_decay if self.weight_decay is not None else (4e-5 if self.optimizer == "sgd" else 1e-4)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, **overrides: Any) -> "TrainConfig":
+        """The configuration a last.pt was trained with, for ``--resume``: ``overrides`` (the
+        options the user did pass) replace saved values; out_dir defaults to the file's folder."""
+        meta = load_checkpoint(path)["meta"]
+        saved = dict(meta.extra.get("train_config", {}))
+        if not saved:
+            raise RtsegError(f"{path} records no training configuration; resume from a last.pt written by rtseg train")
+        known = {f.name for f in fields(cls)}
+        kw = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items() if k in known}
+        kw.update(out_dir=str(Path(path).parent), init=None)
+        kw.update(overrides)
+        kw["resume"] = str(path)
+        return cls(**kw)
 
 
 class TrainCallbacks:
@@ -114,6 +142,7 @@ class TrainCallbacks:
 
 
 def resolve_device(device: str) -> str:
+    """auto -> cuda when PyTorch sees a GPU, else cpu; a one-line error for an unusable choice."""
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -123,80 +152,36 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Weight decay on full convolutions and linear layers only: none on depthwise weights
-    (as in the paper), BatchNorm or biases."""
-    decay, no_decay = [], []
-    for module in model.modules():
-        for name, p in module.named_parameters(recurse=False):
-            if not p.requires_grad:
-                continue
-            depthwise = isinstance(module, nn.Conv2d) and module.groups > 1 and module.groups == module.in_channels
-            if name == "weight" and isinstance(module, (nn.Conv2d, nn.Linear)) and not depthwise:
-                decay.append(p)
-            else:
-                no_decay.append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def lr_at(step: int, total: int, cfg: TrainConfig, steps_per_epoch: int) -> float:
-    """The learning rate at a global step, as a pure function (so --resume needs no scheduler state).
-    sgd: linear warm-up then poly decay (1 - t)^power. adamw: OneCycle (cosine up over the
-    first 30% from peak/25, cosine down to peak/1e4)."""
-    peak = cfg.peak_lr
-    if cfg.optimizer == "sgd":
-        warm = int(cfg.warmup_epochs * steps_per_epoch)
-        if step < warm:
-            return peak * (0.1 + 0.9 * step / warm)
-        return peak * (1 - min(step, total - 1) / total) ** cfg.poly_power
-    up = max(1, int(0.3 * total))
-    if step < up:
-        t = step / up
-        return peak / 25 + (peak - peak / 25) * (1 - math.cos(math.pi * t)) / 2
-    t = min(1.0, (step - up) / max(1, total - up))
-    return peak / 1e4 + (peak - peak / 1e4) * (1 + math.cos(math.pi * t)) / 2
-
-
-def _class_pixel_counts(ds: SegDataset) -> np.ndarray:
-    counts = np.zeros(ds.info.num_classes, np.int64)
-    for i in range(len(ds)):
+def _class_pixel_counts(ds: SegDataset, indices: Iterable[int]) -> np.ndarray:
+    """Labelled pixels per class over the given items (reads every label once: ~1 s for CamVid train)."""
+    n = ds.info.num_classes
+    counts = np.zeros(n, np.int64)
+    for i in indices:
         _, label = ds.read(i)
-        counts += np.bincount(label[label != IGNORE].ravel(), minlength=ds.info.num_classes)[: ds.info.num_classes]
+        counts += np.bincount(label[label != IGNORE].ravel(), minlength=n)[:n]
     return counts
 
 
-def _autocast(cfg: TrainConfig, device: str):
-    mode = cfg.amp
-    if mode == "auto":
-        mode = "fp16" if device.startswith("cuda") else "off"
-    if mode == "off":
-        return torch.autocast(device_type="cpu", enabled=False), None
-    dtype = torch.bfloat16 if mode == "bf16" else torch.float16
-    dev_type = "cuda" if device.startswith("cuda") else "cpu"
-    if dev_type == "cpu" and dtype == torch.float16:
-        raise RtsegError("--amp fp16 needs CUDA; on the CPU use --amp bf16 or --amp off")
-    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
-    return torch.autocast(device_type=dev_type, dtype=dtype), scaler
+def _seed_epoch(seed: int, epoch: int, rank: int, g: torch.Generator) -> None:
+    """Seed python, numpy, torch and the DataLoader's generator (which seeds the workers'
+    augmentation) from (seed, epoch, rank): an epoch's randomness does not depend on how the
+    run got there, which is what makes --resume exact."""
+    s = (seed * 1_000_003 + epoch * 1009 + rank) % 2**31
+    random.seed(s)
+    np.random.seed(s)
+    torch.manual_seed(s)
+    g.manual_seed(s)
 
 
-@torch.inference_mode()
-def evaluate_model(model: nn.Module, loader: DataLoader, num_classes: int, device: str,
-                   info: DistInfo = DistInfo()) -> ConfusionMatrix:
-    """Confusion matrix of ``model`` over ``loader`` (summed over ranks under DDP)."""
-    model.eval()
-    cm = ConfusionMatrix(num_classes, IGNORE)
-    for images, labels in loader:
-        images = images.to(device, memory_format=torch.channels_last)
-        pred = model(images).argmax(1).cpu()
-        cm.update(pred, labels)
-    all_reduce_sum(cm.mat, info)
-    return cm
-
-
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
+def _one_line_batches(loader: DataLoader) -> Iterator:
+    """Iterate a DataLoader; a dataset error raised in a worker process arrives wrapped in a
+    traceback, so keep only its own message (the CLI prints one line)."""
+    try:
+        yield from loader
+    except RtsegError as exc:
+        lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
+        last = lines[-1] if lines else str(exc)
+        raise RtsegError(last.split("RtsegError: ", 1)[-1]) from None
 
 
 def train(cfg: TrainConfig, callbacks: TrainCallbacks | None = None) -> dict[str, Any]:
@@ -207,7 +192,6 @@ def train(cfg: TrainConfig, callbacks: TrainCallbacks | None = None) -> dict[str
     info = init_distributed(device)
     if info.enabled and device.startswith("cuda"):
         device = f"cuda:{info.local_rank}"
-    _seed_everything(cfg.seed + info.rank)
     try:
         return _train(cfg, cb, device, info)
     finally:
@@ -216,26 +200,35 @@ def train(cfg: TrainConfig, callbacks: TrainCallbacks | None = None) -> dict[str
 
 def _train(cfg: TrainConfig, cb: TrainCallbacks, device: str, info: DistInfo) -> dict[str, Any]:
     out = Path(cfg.out_dir)
+    g = torch.Generator()
+    _seed_epoch(cfg.seed, 0, 0, g)  # model initialisation: the same on every rank
     # --- data
     train_ds = build_dataset(cfg.dataset, cfg.data_root, cfg.train_split)
     val_ds = build_dataset(cfg.dataset, cfg.data_root, cfg.val_split)
     aug = AugmentConfig(scale=cfg.scale, crop=cfg.crop, jitter=cfg.jitter, ignore_index=IGNORE)
     train_ds.transform = lambda img, label: augment(img, label, aug)
     num_classes = train_ds.info.num_classes
+    if val_ds.info.class_names != train_ds.info.class_names:
+        raise RtsegError(f"the '{cfg.train_split}' and '{cfg.val_split}' splits have different classes")
+    n_train = min(cfg.limit, len(train_ds)) if cfg.limit else len(train_ds)
+    n_val = min(cfg.limit, len(val_ds)) if cfg.limit else len(val_ds)
     weights = None
     if cfg.class_weights == "enet":
-        weights = enet_weights(_class_pixel_counts(train_ds)).to(device)
+        weights = enet_weights(_class_pixel_counts(train_ds, range(n_train))).to(device)
         cb.on_message("ENet class weights: " + ", ".join(f"{n} {w:.2f}" for n, w in zip(train_ds.info.class_names, weights.tolist())))
-    train_set = Subset(train_ds, range(min(cfg.limit, len(train_ds)))) if cfg.limit else train_ds
-    val_set = Subset(val_ds, range(min(cfg.limit, len(val_ds)))) if cfg.limit else val_ds
+    train_set = Subset(train_ds, range(n_train))
+    # Each rank validates its own slice, without the padding DistributedSampler would add
+    # (padding would count some frames twice); the confusion matrices are then summed.
+    val_set = Subset(val_ds, range(info.rank, n_val, info.world_size))
     train_sampler = DistributedSampler(train_set, info.world_size, info.rank, shuffle=True, seed=cfg.seed) if info.enabled else None
-    val_sampler = DistributedSampler(val_set, info.world_size, info.rank, shuffle=False) if info.enabled else None
-    g = torch.Generator().manual_seed(cfg.seed)
     # drop_last keeps BatchNorm away from a batch of one at the end of an epoch.
     train_loader = DataLoader(train_set, cfg.batch_size, shuffle=train_sampler is None, sampler=train_sampler,
-                              num_workers=cfg.workers, drop_last=len(train_set) > cfg.batch_size,
+                              num_workers=cfg.workers, drop_last=math.ceil(len(train_set) / info.world_size) > cfg.batch_size,
                               persistent_workers=cfg.workers > 0, generator=g)
-    val_loader = DataLoader(val_set, 4, sampler=val_sampler, num_workers=cfg.workers)
+    # Batch 1: frames of a folder data set may differ in size; on the CPU batching buys nothing.
+    val_loader = DataLoader(val_set, 1, num_workers=min(cfg.workers, 1))
+    if len(train_loader) == 0:
+        raise RtsegError(f"no training steps: {len(train_set)} images for --batch-size {cfg.batch_size}")
 
     # --- model, loss, optimiser
     meta = ModelMeta(model=cfg.model, num_classes=num_classes, class_names=train_ds.info.class_names,
@@ -243,47 +236,55 @@ def _train(cfg: TrainConfig, cb: TrainCallbacks, device: str, info: DistInfo) ->
                      extra={"train_config": _jsonable(asdict(cfg))})
     model = create_model(cfg.model, num_classes=num_classes, aux=cfg.aux_weight > 0)
     if cfg.init:
-        init = load_checkpoint(cfg.init)["state_dict"]
-        missing = model.load_state_dict(init, strict=False)
+        try:
+            missing = model.load_state_dict(load_checkpoint(cfg.init)["state_dict"], strict=False)
+        except RuntimeError as exc:
+            raise RtsegError(f"--init {cfg.init} does not fit {cfg.model} with {num_classes} classes "
+                             f"({str(exc).strip().splitlines()[-1].strip()[:160]})") from None
         cb.on_message(f"initialised from {cfg.init} (missing: {len(missing.missing_keys)}, unexpected: {len(missing.unexpected_keys)})")
     model = model.to(device, memory_format=torch.channels_last)
     if info.enabled and device.startswith("cuda"):
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # PyTorch's SyncBatchNorm is GPU-only
     criterion = build_loss(cfg.loss, ignore_index=IGNORE, class_weights=weights, aux_weight=cfg.aux_weight).to(device)
-    groups = _param_groups(model, cfg.decay)
-    if cfg.optimizer == "sgd":
-        optimizer = torch.optim.SGD(groups, lr=cfg.peak_lr, momentum=cfg.momentum)
-    else:
-        optimizer = torch.optim.AdamW(groups, lr=cfg.peak_lr)
-    autocast, scaler = _autocast(cfg, device)
+    optimizer = build_optimizer(model, cfg.optimizer, lr=cfg.peak_lr, weight_decay=cfg.decay, momentum=cfg.momentum)
+    autocast, scaler = autocast_and_scaler(cfg.amp, device)
 
-    start_epoch, best_miou, best_epoch, history = 1, -1.0, 0, []
+    start_epoch, best_miou, best_epoch, stale, history = 1, -1.0, 0, 0, []
     if cfg.resume:
         state = load_checkpoint(cfg.resume, map_location=device)
-        model.load_state_dict(state["state_dict"])
         t = state["train"]
         if "optimizer" not in t:
-            raise RtsegError(f"{cfg.resume} holds no training state (was it a best.pt?); resume from last.pt")
+            raise RtsegError(f"{cfg.resume} holds no training state (is it a best.pt?); resume from last.pt")
+        try:
+            model.load_state_dict(state["state_dict"])
+        except RuntimeError as exc:
+            raise RtsegError(f"--resume {cfg.resume} does not fit this run's model ({str(exc).strip().splitlines()[0][:160]})") from None
         optimizer.load_state_dict(t["optimizer"])
+        if scaler is not None and "scaler" in t:
+            scaler.load_state_dict(t["scaler"])
         start_epoch, best_miou, best_epoch = int(t["epoch"]) + 1, float(t["best_miou"]), int(t["best_epoch"])
-        history = list(t.get("history", []))
-        cb.on_message(f"resumed from {cfg.resume} at epoch {start_epoch}")
+        stale, history = int(t.get("stale", 0)), list(t.get("history", []))
+        cb.on_message(f"resumed from {cfg.resume} at epoch {start_epoch} of {cfg.epochs}")
+        if start_epoch > cfg.epochs:
+            cb.on_message(f"nothing to do: {cfg.resume} finished epoch {start_epoch - 1}; raise --epochs to train on")
     net = nn.parallel.DistributedDataParallel(model) if info.enabled else model
 
     writer = _tensorboard(out / "tensorboard", cb) if cfg.tensorboard and info.is_main else None
     steps_per_epoch = len(train_loader)
     total_steps = cfg.epochs * steps_per_epoch
-    stale = 0
+    warmup_steps = int(cfg.warmup_epochs * steps_per_epoch)
     for epoch in range(start_epoch, cfg.epochs + 1):
         # --- train one epoch
+        _seed_epoch(cfg.seed, epoch, info.rank, g)
         net.train()
         if train_sampler is not None:
             train_sampler.set_epoch(epoch)
         cb.on_epoch_start(epoch, cfg.epochs, steps_per_epoch)
         t0, loss_sum = time.perf_counter(), 0.0
-        for step, (images, labels) in enumerate(train_loader):
+        for step, (images, labels) in enumerate(_one_line_batches(train_loader)):
             gstep = (epoch - 1) * steps_per_epoch + step
-            lr = lr_at(gstep, total_steps, cfg, steps_per_epoch)
+            lr = lr_at(gstep, total_steps, optimizer=cfg.optimizer, peak=cfg.peak_lr,
+                       warmup_steps=warmup_steps, poly_power=cfg.poly_power)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             images = images.to(device, memory_format=torch.channels_last, non_blocking=True)
@@ -293,7 +294,7 @@ def _train(cfg: TrainConfig, cb: TrainCallbacks, device: str, info: DistInfo) ->
             optimizer.zero_grad(set_to_none=True)
             if scaler is not None:
                 scaler.scale(loss).backward()
-                scaler.unscale_(optimizer)
+                scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
             else:
                 loss.backward()
             if cfg.clip_grad > 0:
@@ -312,11 +313,15 @@ def _train(cfg: TrainConfig, cb: TrainCallbacks, device: str, info: DistInfo) ->
                 writer.add_scalar("train/loss", value, gstep)
                 writer.add_scalar("train/lr", lr, gstep)
         seconds = time.perf_counter() - t0
-        train_loss = loss_sum / max(1, steps_per_epoch)
+        # The epoch's mean loss over every rank's steps (one tiny all-reduce per epoch).
+        train_loss = all_reduce_sum(torch.tensor([loss_sum]), info).item() / (steps_per_epoch * info.world_size)
         cb.on_epoch_end(epoch, train_loss, seconds)
-        record = {"epoch": epoch, "train_loss": train_loss, "seconds": round(seconds, 1)}
+        record = {"epoch": epoch, "train_loss": train_loss, "steps": steps_per_epoch, "seconds": round(seconds, 1)}
+        if writer is not None:
+            writer.add_scalar("train/epoch_loss", train_loss, epoch)
 
         # --- validate, checkpoint
+        improved = False
         if epoch % cfg.val_every == 0 or epoch == cfg.epochs:
             metrics = evaluate_model(model, val_loader, num_classes, device, info).compute(train_ds.info.class_names)
             record.update(val_miou=metrics["miou"], val_pixel_acc=metrics["pixel_acc"], val_mean_dice=metrics["mean_dice"])
@@ -326,18 +331,18 @@ def _train(cfg: TrainConfig, cb: TrainCallbacks, device: str, info: DistInfo) ->
             else:
                 stale += 1
             cb.on_validate(epoch, metrics, improved)
-            if info.is_main:
-                if writer is not None:
-                    writer.add_scalar("val/miou", metrics["miou"], epoch)
-                    writer.add_scalar("val/pixel_acc", metrics["pixel_acc"], epoch)
-                    _log_predictions(writer, model, val_ds, meta, device, epoch)
-                if improved:
-                    best_meta = replace(meta, extra={**meta.extra, "epoch": epoch, "val": metrics})
-                    save_checkpoint(out / "best.pt", model, best_meta, epoch=epoch)
+            if writer is not None:
+                for key in ("miou", "pixel_acc", "mean_dice"):
+                    writer.add_scalar(f"val/{key}", metrics[key], epoch)
+                _log_predictions(writer, model, val_ds, meta, device, epoch)
+            if improved and info.is_main:
+                best_meta = replace(meta, extra={**meta.extra, "epoch": epoch, "val": _jsonable(metrics)})
+                save_checkpoint(out / "best.pt", model, best_meta, epoch=epoch)
         history.append(record)
         if info.is_main:
+            extra = {"scaler": scaler.state_dict()} if scaler is not None else {}
             save_checkpoint(out / "last.pt", model, meta, epoch=epoch, optimizer=optimizer.state_dict(),
-                            best_miou=best_miou, best_epoch=best_epoch, history=history)
+                            best_miou=best_miou, best_epoch=best_epoch, stale=stale, history=history, **extra)
         if cfg.patience and stale >= cfg.patience:
             cb.on_message(f"early stop: no better val mIoU for {cfg.patience} validations (best {best_miou:.4f} at epoch {best_epoch})")
             break
@@ -361,13 +366,12 @@ def _tensorboard(logdir: Path, cb: TrainCallbacks):
 
 @torch.inference_mode()
 def _log_predictions(writer, model: nn.Module, ds: SegDataset, meta: ModelMeta, device: str, epoch: int, n: int = 3) -> None:
-    """A few val images next to their predicted colours."""
+    """A few val frames: image | ground truth | prediction (ignored pixels black)."""
     from rtseg.viz import colorize
-    from rtseg.train.data import to_tensor
 
     model.eval()
     for i in range(min(n, len(ds))):
-        img, _ = ds.read(i)
+        img, label = ds.read(i)
         pred = model(to_tensor(img)[None].to(device)).argmax(1)[0].to(torch.uint8).cpu().numpy()
-        both = np.concatenate([img, colorize(pred, meta.palette)], axis=1)[:, :, ::-1]  # BGR -> RGB
-        writer.add_image(f"val/prediction_{i}", both, epoch, dataformats="HWC")
+        row = np.concatenate([img, colorize(label, meta.palette), colorize(pred, meta.palette)], axis=1)
+        writer.add_image(f"val/prediction_{i}", row[:, :, ::-1], epoch, dataformats="HWC")  # BGR -> RGB

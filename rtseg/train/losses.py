@@ -73,8 +73,17 @@ class FocalLoss(nn.Module):
         return loss[valid].mean() if valid.any() else logits.sum() * 0.0
 
 
+def _mean_present(score: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
+    """Mean of a per-class score over the classes present in the (non-ignored) target: a class
+    absent from the batch would otherwise score ~1 for free and dilute the loss (as in
+    segmentation_models_pytorch). Falls back to all classes when nothing is labelled."""
+    present = onehot.sum(dim=(0, 2, 3)) > 0
+    return score[present].mean() if present.any() else score.mean()
+
+
 class DiceLoss(nn.Module):
-    """1 - mean soft Dice over classes present in the batch (prediction or target)."""
+    """1 - mean soft Dice (2|P.T| + s) / (|P| + |T| + s) over the classes present in the target;
+    P = softmax probabilities, T = one-hot target, ignored pixels left out, s = ``smooth``."""
 
     def __init__(self, ignore_index: int = 255, smooth: float = 1.0):
         super().__init__()
@@ -85,11 +94,11 @@ class DiceLoss(nn.Module):
         inter = (probs * onehot).sum(dim=(0, 2, 3))
         denom = probs.sum(dim=(0, 2, 3)) + onehot.sum(dim=(0, 2, 3))
         dice = (2 * inter + self.smooth) / (denom + self.smooth)
-        return 1 - dice.mean()
+        return 1 - _mean_present(dice, onehot)
 
 
 class JaccardLoss(nn.Module):
-    """1 - mean soft IoU (Jaccard) over classes."""
+    """1 - mean soft IoU (|P.T| + s) / (|P| + |T| - |P.T| + s) over the classes present in the target."""
 
     def __init__(self, ignore_index: int = 255, smooth: float = 1.0):
         super().__init__()
@@ -99,7 +108,7 @@ class JaccardLoss(nn.Module):
         probs, onehot = _probs_and_onehot(logits, target, self.ignore_index)
         inter = (probs * onehot).sum(dim=(0, 2, 3))
         union = probs.sum(dim=(0, 2, 3)) + onehot.sum(dim=(0, 2, 3)) - inter
-        return 1 - ((inter + self.smooth) / (union + self.smooth)).mean()
+        return 1 - _mean_present((inter + self.smooth) / (union + self.smooth), onehot)
 
 
 class CrossEntropyDice(nn.Module):

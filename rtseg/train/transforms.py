@@ -42,7 +42,9 @@ def augment(img: np.ndarray, label: np.ndarray, cfg: AugmentConfig) -> tuple[np.
     nh, nw = max(1, round(h * s)), max(1, round(w * s))
     if (nh, nw) != (h, w):
         img = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_LINEAR)
-        label = cv2.resize(label, (nw, nh), interpolation=cv2.INTER_NEAREST)
+        # NEAREST_EXACT samples pixel centres like INTER_LINEAR does; plain INTER_NEAREST
+        # rounds down and shifts the label by up to half a source pixel against the image.
+        label = cv2.resize(label, (nw, nh), interpolation=cv2.INTER_NEAREST_EXACT)
     ch, cw = cfg.crop
     ph, pw = max(ch - nh, 0), max(cw - nw, 0)
     if ph or pw:

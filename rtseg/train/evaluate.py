@@ -1,0 +1,128 @@
+"""Evaluation: a confusion matrix of a network or any engine over a dataset split.
+
+``evaluate_model`` is what the training loop validates with (a torch module over a
+DataLoader, summed over ranks under DDP); ``evaluate`` is ``rtseg eval``: any artifact, frame
+by frame, each at its own size unless a size is given.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn as nn
+from torch.utils.data import DataLoader
+
+from rtseg.errors import RtsegError
+from rtseg.meta import ModelMeta
+from rtseg.train.data import IGNORE, SegDataset
+from rtseg.train.dist import DistInfo, all_reduce_sum
+from rtseg.train.metrics import ConfusionMatrix
+
+__all__ = ["evaluate_model", "Predictor", "load_predictor", "evaluate", "eval_report"]
+
+log = logging.getLogger(__name__)
+
+_TORCH_SUFFIXES = (".pt", ".pth")
+
+
+@torch.inference_mode()
+def evaluate_model(model: nn.Module, loader: DataLoader, num_classes: int, device: str,
+                   info: DistInfo = DistInfo()) -> ConfusionMatrix:
+    """Confusion matrix of ``model`` (normalised float input, logits out) over ``loader``,
+    summed over every rank under DDP (each rank evaluates its own shard)."""
+    model.eval()
+    cm = ConfusionMatrix(num_classes, IGNORE)
+    for images, labels in loader:
+        images = images.to(device, memory_format=torch.channels_last)
+        cm.update(model(images).argmax(1).cpu(), labels)
+    all_reduce_sum(cm.mat, info)
+    return cm
+
+
+class Predictor:
+    """BGR uint8 frame (H, W, 3) -> uint8 class ids (H, W), with the artifact's metadata.
+    ``size`` is the inference size, or None when every frame runs at its own size."""
+
+    def __init__(self, fn: Callable[[np.ndarray], np.ndarray], meta: ModelMeta, size: tuple[int, int] | None,
+                 description: str):
+        self.fn, self.meta, self.size, self.description = fn, meta, size, description
+
+    def __call__(self, frame: np.ndarray) -> np.ndarray:
+        return self.fn(frame)
+
+
+def _native_torch(path: Path, device: str) -> Predictor:
+    """A PyTorch checkpoint run at each frame's own size (Fast-SCNN takes any size)."""
+    from rtseg.checkpoint import build_from_checkpoint
+    from rtseg.nets.deploy import DeployModel
+
+    net, meta = build_from_checkpoint(path, map_location=device)
+    model = DeployModel(net, meta).to(device).eval()
+
+    @torch.inference_mode()
+    def run(frame: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(frame)[None].to(device)
+        return model(x)[0].cpu().numpy()
+
+    return Predictor(run, meta, None, f"pytorch on {device}, {meta.model} at each frame's own size")
+
+
+def load_predictor(path: str | Path, *, device: str = "cpu", size: tuple[int, int] | None = None) -> Predictor:
+    """Any artifact as a :class:`Predictor`. A PyTorch checkpoint without ``size`` runs each
+    frame at its own size; otherwise ``rtseg.load_engine`` loads it (at ``size``, else the
+    artifact's own size) and frames are resized to it and the ids back."""
+    path = Path(path)
+    if not path.is_file():
+        raise RtsegError(f"weights/engine file not found: {path}")
+    if size is None and path.suffix.lower() in _TORCH_SUFFIXES:
+        return _native_torch(path, device)
+    from rtseg import load_engine
+
+    engine = load_engine(path, device=device, size=size)
+    h, w = engine.input_size
+    return Predictor(engine.predict, engine.meta, (h, w), f"{engine.name} on {engine.device}, {engine.meta.model} at {h}x{w}")
+
+
+def evaluate(predictor: Predictor, dataset: SegDataset, *, limit: int = 0,
+             on_frame: Callable[[int, int], None] | None = None) -> ConfusionMatrix:
+    """Run ``predictor`` over the first ``limit`` frames of ``dataset`` (0 = all); ``on_frame(i, n)``
+    after each. The dataset's class count must be the model's."""
+    n_model, n_data = predictor.meta.num_classes, dataset.info.num_classes
+    if n_model != n_data:
+        raise RtsegError(f"the model has {n_model} classes ({predictor.meta.dataset}) but the dataset "
+                         f"{dataset.info.name} has {n_data}; evaluate it on data with the same classes")
+    n = min(limit, len(dataset)) if limit else len(dataset)
+    cm = ConfusionMatrix(n_model, IGNORE)
+    for i in range(n):
+        img, label = dataset.read(i)
+        ids = predictor(img)
+        if ids.shape != label.shape:
+            raise RtsegError(f"the predictor returned {ids.shape} ids for a {label.shape} label ({dataset.pairs[i][0].name})")
+        cm.update(torch.from_numpy(ids), torch.from_numpy(label))
+        if on_frame is not None:
+            on_frame(i + 1, n)
+    return cm
+
+
+def _finite(v: float) -> float | None:
+    """JSON has no NaN: a class absent from both labels and predictions is null."""
+    return None if math.isnan(v) else v
+
+
+def eval_report(cm: ConfusionMatrix, class_names, *, dataset: str, split: str, frames: int) -> dict:
+    """The ``rtseg eval --json`` document, exactly DESIGN.md's fields (fractions in 0..1, ignore
+    excluded; NaN -> null)."""
+    m = cm.compute(class_names)
+    return {
+        "dataset": dataset,
+        "split": split,
+        "frames": frames,
+        "miou": _finite(m["miou"]),
+        "pixel_acc": _finite(m["pixel_acc"]),
+        "mean_dice": _finite(m["mean_dice"]),
+        "per_class_iou": {k: _finite(v) for k, v in m["per_class_iou"].items()},
+    }
