@@ -289,6 +289,8 @@ def check_onnx_for_tensorrt(model: Any, *, size: tuple[int, int] | None = None) 
     domain); Resize attributes TensorRT implements; one uint8 NHWC input and one uint8 NHW output
     with static shapes (at ``size`` when given); uint8 met only by Casts at the network boundary.
     """
+    import onnx
+    import onnx.numpy_helper
     from onnx import TensorProto
 
     problems: list[str] = []
@@ -308,6 +310,16 @@ def check_onnx_for_tensorrt(model: Any, *, size: tuple[int, int] | None = None) 
             if mode not in _RESIZE_MODES or coords not in _RESIZE_COORDS or _attr(node, "antialias", 0):
                 problems.append(f"node {node.name}: Resize mode={mode} coordinate_transformation_mode={coords} "
                                 "is not one TensorRT implements")
+
+    inits = {i.name: i for i in graph.initializer}
+    for node in graph.node:
+        if node.op_type not in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        zp = inits.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+        if zp is None or zp.data_type != TensorProto.INT8 or onnx.numpy_helper.to_array(zp).any():
+            problems.append(f"node {node.name or node.op_type}: TensorRT takes only symmetric int8 Q/DQ "
+                            "(an int8 zero point of 0)")
+            break  # one line for the whole graph is enough
 
     if len(graph.input) != 1 or len(graph.output) != 1:
         problems.append(f"expected one input and one output, found {len(graph.input)} and {len(graph.output)}")
@@ -453,12 +465,26 @@ def build_plan(trt: Any, onnx_path: Path, *, precision: str, workspace_gb: float
 # The whole export.
 
 def _qdq_quantiser() -> Any | None:
-    """helper B's Q/DQ quantiser for TensorRT, if rtseg.export.quantize provides one."""
+    """A Q/DQ quantiser TensorRT 11 can build from, or None.
+
+    TensorRT takes only symmetric int8 Q/DQ (zero points 0, int8 activations and weights), so
+    helper B's ONNX Runtime/OpenVINO quantiser (:func:`rtseg.export.quantize.quantize_onnx`, uint8
+    activations with zero points) qualifies only once it offers ``symmetric=True``.
+    """
     try:
-        from rtseg.export import quantize
+        from rtseg.export.quantize import quantize_onnx
     except ImportError:
         return None
-    return getattr(quantize, "quantize_qdq_for_tensorrt", None)
+    import inspect
+
+    if "symmetric" not in inspect.signature(quantize_onnx).parameters:
+        return None
+
+    def quantise(onnx_in: Path, onnx_out: Path, *, calib_files: Sequence[Path], size: tuple[int, int]) -> Path:
+        # 64 frames: activation ranges settle well before that, and each costs an fp32 forward
+        return quantize_onnx(onnx_in, onnx_out, list(calib_files), frames=min(len(calib_files), 64), symmetric=True)
+
+    return quantise
 
 
 def export_engine(weights: Path, output: Path, *, size: tuple[int, int], fp16: bool = False, int8: bool = False,
@@ -484,8 +510,8 @@ def export_engine(weights: Path, output: Path, *, size: tuple[int, int], fp16: b
     calib_files = _calibration_images(calib) if int8 else []
     quantiser = _qdq_quantiser() if int8 and major >= 11 else None
     if int8 and major >= 11 and quantiser is None:
-        raise RtsegError(f"--int8 on TensorRT {trt.__version__} needs a Q/DQ-quantised ONNX (TensorRT 11 removed "
-                         "int8 calibration) and this rtseg has no Q/DQ quantiser for TensorRT yet; use --fp16, or TensorRT 10")
+        raise RtsegError(f"--int8 on TensorRT {trt.__version__} needs a symmetric int8 Q/DQ ONNX (TensorRT 11 removed "
+                         "int8 calibration) and this rtseg has no such quantiser yet; use --fp16, or TensorRT 10")
 
     import onnx
 
