@@ -27,7 +27,9 @@ def main() -> None:
     try:
         app()
     except RtsegError as exc:
-        console_err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        from rich.markup import escape  # the message is text, not markup: "rtseg[trt]" must print as is
+
+        console_err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         console_err.print("interrupted")
