@@ -81,7 +81,8 @@ class TrainConfig:
             (self.class_weights in ("none", "enet"), "class-weights", self.class_weights, "none, enet"),
             (self.amp in AMP_MODES, "amp", self.amp, ", ".join(AMP_MODES)),
             (self.epochs >= 1, "epochs", self.epochs, ">= 1"),
-            (self.batch_size >= 1, "batch-size", self.batch_size, ">= 1"),
+            # BatchNorm after the 1x1 pyramid-pooling bin needs more than one value per channel.
+            (self.batch_size >= 2, "batch-size", self.batch_size, ">= 2 (per process)"),
             (min(self.crop) >= 32, "crop", "x".join(map(str, self.crop)), "HxW with both sides >= 32"),
             (0 < self.scale[0] <= self.scale[1], "scale", self.scale, "0 < min <= max"),
             (0 <= self.jitter < 1, "jitter", self.jitter, "0 <= jitter < 1"),
@@ -227,8 +228,8 @@ def _train(cfg: TrainConfig, cb: TrainCallbacks, device: str, info: DistInfo) ->
                               persistent_workers=cfg.workers > 0, generator=g)
     # Batch 1: frames of a folder data set may differ in size; on the CPU batching buys nothing.
     val_loader = DataLoader(val_set, 1, num_workers=min(cfg.workers, 1))
-    if len(train_loader) == 0:
-        raise RtsegError(f"no training steps: {len(train_set)} images for --batch-size {cfg.batch_size}")
+    if math.ceil(len(train_set) / info.world_size) < 2:
+        raise RtsegError(f"{len(train_set)} training image(s) for {info.world_size} process(es): each needs at least 2")
 
     # --- model, loss, optimiser
     meta = ModelMeta(model=cfg.model, num_classes=num_classes, class_names=train_ds.info.class_names,

@@ -1,0 +1,85 @@
+"""`rtseg eval` writes DESIGN.md's JSON; `rtseg train` / `rtseg eval` errors are one line, exit 2."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from rtseg.classes import CAMVID_CLASSES
+
+
+def test_eval_json_on_camvid_val(cli, tiny_checkpoint: Path, camvid_root: Path, tmp_path: Path):
+    path = tmp_path / "eval.json"
+    code, out, err = cli("eval", "--weights", tiny_checkpoint, "--dataset", "camvid", "--data-root", camvid_root,
+                         "--split", "val", "--limit", "3", "--json", path)
+    assert code == 0, err
+    doc = json.loads(path.read_text())
+    assert list(doc) == ["dataset", "split", "frames", "miou", "pixel_acc", "mean_dice", "per_class_iou"]
+    assert (doc["dataset"], doc["split"], doc["frames"]) == ("camvid", "val", 3)
+    assert list(doc["per_class_iou"]) == list(CAMVID_CLASSES)
+    for v in [doc["miou"], doc["pixel_acc"], doc["mean_dice"], *doc["per_class_iou"].values()]:
+        assert v is None or 0.0 <= v <= 1.0
+    assert "Bicyclist" in out and "mIoU" in out  # the Rich table
+
+    # pixel accuracy recomputed independently: float network on normalised input, numpy counting
+    from rtseg.checkpoint import build_from_checkpoint
+    from rtseg.train.data import IGNORE, build_dataset, to_tensor
+
+    model, _ = build_from_checkpoint(tiny_checkpoint)
+    ds = build_dataset("camvid", camvid_root, "val")
+    hit = total = 0
+    with torch.inference_mode():
+        for i in range(3):
+            img, label = ds.read(i)
+            pred = model(to_tensor(img)[None]).argmax(1)[0].numpy()
+            keep = label != IGNORE
+            hit, total = hit + int((pred[keep] == label[keep]).sum()), total + int(keep.sum())
+    assert doc["pixel_acc"] == pytest.approx(hit / total, abs=2e-3)  # near-ties may flip a few pixels
+
+
+def _one_line_error(code: int, err: str, *needles: str) -> None:
+    assert code == 2
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    text = " ".join(err.split())
+    assert text.startswith("error:") and "Traceback" not in err, err
+    assert len(lines) <= 2, err  # one logical line (Rich may wrap it once at 80 columns)
+    for needle in needles:
+        assert needle in text, err
+
+
+def test_eval_class_count_mismatch(cli, tiny_checkpoint: Path, folder_data: Path):
+    code, _, err = cli("eval", "--weights", tiny_checkpoint, "--dataset", "folder", "--data-root", folder_data, "-q")
+    _one_line_error(code, err, "the model has 11 classes", "has 3")
+
+
+@pytest.mark.parametrize("args, needles", [
+    (["eval", "--weights", "a.pt", "--engine", "b.onnx"], ["not both"]),
+    (["eval", "--weights", "missing.pt", "--dataset", "folder", "--data-root", "{data}"], ["not found", "missing.pt"]),
+    (["eval", "--weights", "{ckpt}", "--dataset", "folder", "--data-root", "{data}", "--size", "12x"], ["12x"]),
+    (["eval", "--weights", "{ckpt}", "--data-root", "{data}/nope"], ["data root not found"]),
+    (["train", "--dataset", "kitti", "--data-root", "{data}"], ["kitti", "camvid, cityscapes, folder"]),
+    (["train", "--dataset", "folder", "--data-root", "{data}", "--crop", "16x16"], ["--crop", "16x16"]),
+    (["train", "--dataset", "folder", "--data-root", "{data}", "--crop", "big"], ["--crop", "'big'"]),
+    (["train", "--dataset", "folder", "--data-root", "{data}", "--loss", "hinge"], ["--loss", "ce_dice"]),
+    (["train", "--dataset", "folder", "--data-root", "{data}", "--amp", "fp16", "--device", "cpu", "--limit", "2"],
+     ["--amp fp16 needs CUDA"]),
+    (["train", "--dataset", "folder", "--data-root", "{data}", "--batch-size", "1"], ["--batch-size", ">= 2"]),
+    (["train", "--dataset", "folder", "--data-root", "{data}", "--val-split", "test"], ["'test' image folder not found"]),
+    (["train", "--resume", "{ckpt}"], ["records no training configuration"]),
+])
+def test_cli_errors_are_one_line_exit_2(cli, tiny_checkpoint: Path, folder_data: Path, args, needles):
+    args = [a.format(data=folder_data, ckpt=tiny_checkpoint) for a in args]
+    code, _, err = cli(*args)
+    _one_line_error(code, err, *needles)
+
+
+def test_train_reports_a_bad_label_in_one_line(cli, folder_data: Path, tmp_path: Path):
+    import cv2
+
+    cv2.imwrite(str(folder_data / "train" / "labels" / "f001.png"), np.full((64, 96), 9, np.uint8))
+    code, _, err = cli("train", "--dataset", "folder", "--data-root", folder_data, "--out", tmp_path / "r",
+                       "--limit", "4", "--batch-size", "2", "--crop", "64x64", "--workers", "1", "--quiet")
+    _one_line_error(code, err, "f001.png", "values [9]")
