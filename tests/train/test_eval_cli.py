@@ -24,6 +24,13 @@ def test_eval_json_on_camvid_val(cli, tiny_checkpoint: Path, camvid_root: Path, 
         assert v is None or 0.0 <= v <= 1.0
     assert "Bicyclist" in out and "mIoU" in out  # the Rich table
 
+    # the same checkpoint as an engine (rtseg.load_engine) at the frames' own size agrees
+    code, out, err = cli("eval", "--engine", tiny_checkpoint, "--data-root", camvid_root, "--limit", "3",
+                         "--size", "360x480", "--json", tmp_path / "engine.json")
+    assert code == 0, err
+    via_engine = json.loads((tmp_path / "engine.json").read_text())
+    assert via_engine["pixel_acc"] == pytest.approx(doc["pixel_acc"], abs=2e-3)
+
     # pixel accuracy recomputed independently: float network on normalised input, numpy counting
     from rtseg.checkpoint import build_from_checkpoint
     from rtseg.train.data import IGNORE, build_dataset, to_tensor
