@@ -9,8 +9,9 @@ TensorRT 10/11 style: I/O tensors are addressed by name (``num_io_tensors``,
 ``get_tensor_name``, ``set_tensor_address``; the bindings API is gone) and work is enqueued with
 ``execute_async_v3`` on a CUDA stream. Device and pinned host buffers are allocated once, at
 load. One CUDA context: with a CUDA build of torch the buffers are torch CUDA tensors on torch's
-current stream (so a pipeline that also uses torch shares the device's primary context); without
-one, pycuda retains the same primary context explicitly (no ``pycuda.autoinit``).
+current stream (or a torch stream of its own when that is the legacy default stream), in the
+device's primary context, which a pipeline that also uses torch shares; without one, pycuda
+retains the same primary context explicitly (no ``pycuda.autoinit``).
 """
 from __future__ import annotations
 
@@ -75,6 +76,10 @@ class _TorchCuda:
         self.torch = torch
         self.device = torch.device("cuda", index)
         self.stream = torch.cuda.current_stream(self.device)
+        if self.stream.cuda_stream == 0:
+            # The legacy default stream makes enqueueV3 add a device-wide synchronisation (TensorRT
+            # warns about it): use a torch stream of our own, in the same context.
+            self.stream = torch.cuda.Stream(device=self.device)
         self.stream_handle = int(self.stream.cuda_stream)
 
     @contextlib.contextmanager
