@@ -1,0 +1,114 @@
+"""OpenVINO engine: loads an rtseg ONNX file, predicts ids at the frame's size, matches the
+PyTorch engine in f32 (>= 99.5% of pixels on a real frame); the .onnx runtime choice."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from rtseg.bundled import DEFAULT_WEIGHTS
+from rtseg.checkpoint import build_from_checkpoint
+from rtseg.engines import load_engine, resolve_onnx_runtime
+from rtseg.errors import RtsegError
+from rtseg.export.onnx import export_onnx
+
+ov = pytest.importorskip("openvino")
+
+SIZE = (256, 512)  # small enough to keep each inference well under a second here
+F32_PARITY = 0.995  # f32 vs PyTorch fp32: only summation order differs, so near-identical ids
+
+
+@pytest.fixture(scope="module")
+def weights(tiny_checkpoint) -> Path:
+    return DEFAULT_WEIGHTS if DEFAULT_WEIGHTS.is_file() else tiny_checkpoint
+
+
+@pytest.fixture(scope="module")
+def fixed_onnx(weights, tmp_path_factory) -> Path:
+    model, meta = build_from_checkpoint(weights)
+    return export_onnx(model, meta, tmp_path_factory.mktemp("ov") / "fixed.onnx", size=SIZE)
+
+
+@pytest.fixture(scope="module")
+def frame(street_frame) -> np.ndarray:
+    return cv2.resize(street_frame, (SIZE[1], SIZE[0]), interpolation=cv2.INTER_AREA)
+
+
+@pytest.fixture(scope="module")
+def torch_ids(weights, frame) -> np.ndarray:
+    return load_engine(weights, size=SIZE).predict(frame)
+
+
+def test_f32_matches_pytorch_at_the_frame_size(fixed_onnx, street_frame, frame, torch_ids):
+    engine = load_engine(fixed_onnx, runtime="openvino", precision="f32")
+    assert (engine.name, engine.device, engine.input_size, engine.precision) == ("openvino", "cpu", SIZE, "f32")
+    ids = engine.predict(frame)
+    assert ids.shape == frame.shape[:2] and ids.dtype == np.uint8
+    assert (ids == torch_ids).mean() >= F32_PARITY
+    big = engine.predict(street_frame)  # 1024x2048 in: resized down, ids resized back up
+    assert big.shape == street_frame.shape[:2]
+    assert int(big.max()) < engine.meta.num_classes
+
+
+@pytest.mark.skipif(not ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES").count("BF16"),
+                    reason="this CPU has no native bf16")
+def test_bf16_runs_and_reports_agreement(fixed_onnx, frame, torch_ids, record_property, caplog):
+    with caplog.at_level(logging.INFO):
+        engine = load_engine(fixed_onnx, runtime="openvino", precision="bf16")
+    assert engine.precision == "bf16" and "bf16" in engine.describe()
+    ids = engine.predict(frame)
+    assert ids.shape == frame.shape[:2] and int(ids.max()) < engine.meta.num_classes
+    agree = float((ids == torch_ids).mean())
+    record_property("bf16_agreement", agree)  # reported, not asserted: benchmarks/cpu_engines.py has the figures
+    print(f"OpenVINO bf16 vs PyTorch fp32: {agree:.4%} of pixels agree")
+
+
+def test_dynamic_file_is_reshaped_and_batches_agree(weights, tmp_path, frame):
+    model, meta = build_from_checkpoint(weights)
+    dyn = export_onnx(model, meta, tmp_path / "dyn.onnx", dynamic=True)
+    latency = load_engine(dyn, runtime="openvino", size=(128, 256), precision="f32")
+    assert latency.input_size == (128, 256)
+    flipped = np.ascontiguousarray(frame[:, ::-1])
+    batch = latency.preprocess([frame, flipped])
+    one_by_one = latency.infer(batch)
+    parallel = load_engine(dyn, runtime="openvino", size=(128, 256), precision="f32", hint="throughput").infer(batch)
+    assert one_by_one.shape == (2, 128, 256)
+    assert np.array_equal(one_by_one, parallel)  # same frames in the same order, whichever request ran them
+    assert not np.array_equal(one_by_one[0], one_by_one[1])
+
+
+def test_fixed_file_at_another_size_warns_and_keeps_its_size(fixed_onnx, caplog):
+    with caplog.at_level(logging.WARNING):
+        engine = load_engine(fixed_onnx, runtime="openvino", size=(128, 256), precision="f32")
+    assert engine.input_size == SIZE
+    assert "cannot run at 128x256" in caplog.text
+
+
+@pytest.mark.parametrize("kw, match", [({"precision": "int4"}, r"precision 'int4'.*auto, bf16, f32"),
+                                       ({"hint": "fast"}, r"hint 'fast'.*latency, throughput"),
+                                       ({"device": "tpu"}, r"device 'tpu'")])
+def test_bad_options_are_one_line(fixed_onnx, kw, match):
+    with pytest.raises(RtsegError, match=match) as info:
+        load_engine(fixed_onnx, runtime="openvino", **kw)
+    assert "\n" not in str(info.value)
+
+
+def test_auto_runtime_is_the_documented_choice(fixed_onnx):
+    from rtseg.engines.openvino_engine import cpu_has_bf16
+
+    # Documented in rtseg/engines/__init__.py: OpenVINO when it imports (bf16 where the CPU has it).
+    assert resolve_onnx_runtime("auto", "cpu") == "openvino"
+    assert resolve_onnx_runtime(None, "cpu") == "openvino"
+    engine = load_engine(fixed_onnx)
+    assert engine.name == "openvino"
+    assert engine.precision == ("bf16" if cpu_has_bf16() else "f32")
+    assert load_engine(fixed_onnx, runtime="onnxruntime").name == "onnxruntime"
+
+
+def test_unknown_runtime_is_one_line(fixed_onnx):
+    with pytest.raises(RtsegError, match=r"unknown ONNX runtime 'tflite'.*auto, onnxruntime, openvino") as info:
+        load_engine(fixed_onnx, runtime="tflite")
+    assert "\n" not in str(info.value)
