@@ -20,7 +20,9 @@ TINY = ["--dataset", "folder", "--batch-size", "2", "--crop", "64x64", "--worker
 @pytest.mark.slow
 def test_two_epochs_lower_the_loss_and_write_loadable_checkpoints(cli, folder_data: Path, tmp_path: Path):
     out = tmp_path / "run"
-    code, _, err = cli("train", *TINY, "--data-root", folder_data, "--out", out, "--epochs", "2")
+    # also exercises bf16 autocast on the CPU and gradient clipping
+    code, _, err = cli("train", *TINY, "--data-root", folder_data, "--out", out, "--epochs", "2",
+                       "--amp", "bf16", "--clip-grad", "5")
     assert code == 0, err
     history = json.loads((out / "history.json").read_text())
     assert [r["epoch"] for r in history] == [1, 2] and all(r["steps"] == 2 for r in history)
