@@ -143,6 +143,7 @@ def test_cli_run_with_a_plan_without_tensorrt_exits_2(tmp_path, exported):
     assert proc.returncode == 2, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "tensorrt" in lines[0] and "Traceback" not in proc.stderr
+    assert "pip install 'rtseg[trt]'" in lines[0]  # printed as text, not eaten as Rich markup
 
 
 # ---- host logic against a stand-in for tensorrt + CUDA ---------------------------------------

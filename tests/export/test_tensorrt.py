@@ -457,4 +457,5 @@ def test_cli_export_engine_without_tensorrt_exits_2(tiny_checkpoint, tmp_path):
     assert proc.returncode == 2, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "tensorrt" in lines[0] and "Traceback" not in proc.stderr
+    assert "pip install 'rtseg[trt]'" in lines[0]  # printed as text, not eaten as Rich markup
     assert not (tmp_path / "m.plan").exists()
