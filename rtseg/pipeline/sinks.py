@@ -127,15 +127,21 @@ class WindowSink(Sink):
         self.look, self.lut, self.title = look, lut, title
         self.max_h, self.max_w = max_size
         self._opened = False
+        self._shape: tuple[int, ...] | None = None  # size of the picture the window is fitted to
         self._fps = 0.0  # exponential moving average of the displayed frame rate
         self._last: float | None = None
         self.frames = 0
 
-    def _open(self, h: int, w: int) -> None:
-        cv2.namedWindow(self.title, cv2.WINDOW_NORMAL | cv2.WINDOW_KEEPRATIO | cv2.WINDOW_GUI_NORMAL)
-        scale = min(1.0, self.max_h / h, self.max_w / w)  # fit the screen; never upscale
-        cv2.resizeWindow(self.title, int(w * scale), int(h * scale))
-        self._opened = True
+    def _show(self, picture: np.ndarray) -> None:
+        if not self._opened:
+            cv2.namedWindow(self.title, cv2.WINDOW_NORMAL | cv2.WINDOW_KEEPRATIO | cv2.WINDOW_GUI_NORMAL)
+            self._opened = True
+        if picture.shape != self._shape:  # first picture, or the view changed (side-by-side is twice as wide)
+            h, w = picture.shape[:2]
+            scale = min(1.0, self.max_h / h, self.max_w / w)  # fit the screen; never upscale
+            cv2.resizeWindow(self.title, int(w * scale), int(h * scale))
+            self._shape = picture.shape
+        cv2.imshow(self.title, picture)
 
     def _draw(self, packet: Packet) -> np.ndarray:
         if packet.look == self.look.key():
@@ -156,9 +162,7 @@ class WindowSink(Sink):
             dt = now - self._last
             self._fps = 1.0 / dt if self._fps == 0 else 0.9 * self._fps + 0.1 / max(dt, 1e-6)
         self._last = now
-        if not self._opened:
-            self._open(*packet.frame.shape[:2])
-        cv2.imshow(self.title, self._draw(packet))
+        self._show(self._draw(packet))
         self.frames += 1
         action = handle_key(cv2.waitKey(1), self.look)
         paused = action == "pause"
@@ -169,7 +173,7 @@ class WindowSink(Sink):
             elif handle_key(key, self.look) == "quit":
                 action = "quit"
             elif key >= 0:
-                cv2.imshow(self.title, self._draw(packet))
+                self._show(self._draw(packet))
         if action == "quit" or cv2.getWindowProperty(self.title, cv2.WND_PROP_VISIBLE) < 1:
             raise StopRun
         if paused:  # the pause is not part of the frame rate
