@@ -201,6 +201,7 @@ def train(cfg: TrainConfig, callbacks: TrainCallbacks | None = None) -> dict[str
 
 def _train(cfg: TrainConfig, cb: TrainCallbacks, device: str, info: DistInfo) -> dict[str, Any]:
     out = Path(cfg.out_dir)
+    autocast, scaler = autocast_and_scaler(cfg.amp, device)  # first: a bad --amp fails before any work
     g = torch.Generator()
     _seed_epoch(cfg.seed, 0, 0, g)  # model initialisation: the same on every rank
     # --- data
@@ -248,7 +249,6 @@ def _train(cfg: TrainConfig, cb: TrainCallbacks, device: str, info: DistInfo) ->
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # PyTorch's SyncBatchNorm is GPU-only
     criterion = build_loss(cfg.loss, ignore_index=IGNORE, class_weights=weights, aux_weight=cfg.aux_weight).to(device)
     optimizer = build_optimizer(model, cfg.optimizer, lr=cfg.peak_lr, weight_decay=cfg.decay, momentum=cfg.momentum)
-    autocast, scaler = autocast_and_scaler(cfg.amp, device)
 
     start_epoch, best_miou, best_epoch, stale, history = 1, -1.0, 0, 0, []
     if cfg.resume:
