@@ -14,6 +14,7 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from rtseg.errors import RtsegError
@@ -31,14 +32,21 @@ _TORCH_SUFFIXES = (".pt", ".pth")
 
 @torch.inference_mode()
 def evaluate_model(model: nn.Module, loader: DataLoader, num_classes: int, device: str,
-                   info: DistInfo = DistInfo()) -> ConfusionMatrix:
+                   info: DistInfo = DistInfo(), size: tuple[int, int] | None = None) -> ConfusionMatrix:
     """Confusion matrix of ``model`` (normalised float input, logits out) over ``loader``,
-    summed over every rank under DDP (each rank evaluates its own shard)."""
+    summed over every rank under DDP (each rank evaluates its own shard). With ``size``, images
+    are resized to it and the ids brought back to the label's size by nearest neighbour, as the
+    engines do at run time."""
     model.eval()
     cm = ConfusionMatrix(num_classes, IGNORE)
     for images, labels in loader:
         images = images.to(device, memory_format=torch.channels_last)
-        cm.update(model(images).argmax(1).cpu(), labels)
+        if size is not None and tuple(images.shape[-2:]) != tuple(size):
+            images = F.interpolate(images, size=size, mode="bilinear", align_corners=False)
+        pred = model(images).argmax(1)
+        if pred.shape[-2:] != labels.shape[-2:]:
+            pred = F.interpolate(pred[:, None].float(), size=labels.shape[-2:], mode="nearest")[:, 0].long()
+        cm.update(pred.cpu(), labels)
     all_reduce_sum(cm.mat, info)
     return cm
 

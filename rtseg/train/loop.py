@@ -71,6 +71,7 @@ class TrainConfig:
     resume: str | None = None  # a last.pt to continue from
     tensorboard: bool = True  # scalars and a few prediction images under out_dir/tensorboard
     limit: int = 0  # use only the first N train and val images (quick checks), 0 = all
+    val_size: tuple[int, int] | None = None  # validate at this (h, w), recorded as the model's inference size; None = each image's own
     init: str | None = None  # start from these weights (fine-tuning), the classifier must match
 
     def validate(self) -> "TrainConfig":
@@ -234,7 +235,7 @@ def _train(cfg: TrainConfig, cb: TrainCallbacks, device: str, info: DistInfo) ->
 
     # --- model, loss, optimiser
     meta = ModelMeta(model=cfg.model, num_classes=num_classes, class_names=train_ds.info.class_names,
-                     palette=train_ds.info.palette, input_size=tuple(val_ds.read(0)[1].shape), dataset=train_ds.info.name,
+                     palette=train_ds.info.palette, input_size=tuple(cfg.val_size or val_ds.read(0)[1].shape), dataset=train_ds.info.name,
                      extra={"train_config": _jsonable(asdict(cfg))})
     model = create_model(cfg.model, num_classes=num_classes, aux=cfg.aux_weight > 0)
     if cfg.init:
@@ -324,7 +325,7 @@ def _train(cfg: TrainConfig, cb: TrainCallbacks, device: str, info: DistInfo) ->
         # --- validate, checkpoint
         improved = False
         if epoch % cfg.val_every == 0 or epoch == cfg.epochs:
-            metrics = evaluate_model(model, val_loader, num_classes, device, info).compute(train_ds.info.class_names)
+            metrics = evaluate_model(model, val_loader, num_classes, device, info, size=cfg.val_size).compute(train_ds.info.class_names)
             record.update(val_miou=metrics["miou"], val_pixel_acc=metrics["pixel_acc"], val_mean_dice=metrics["mean_dice"])
             improved = metrics["miou"] > best_miou
             if improved:
