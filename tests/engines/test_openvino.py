@@ -66,6 +66,7 @@ def test_bf16_runs_and_reports_agreement(fixed_onnx, frame, torch_ids, record_pr
     print(f"OpenVINO bf16 vs PyTorch fp32: {agree:.4%} of pixels agree")
 
 
+@pytest.mark.slow
 def test_dynamic_file_is_reshaped_and_batches_agree(weights, tmp_path, frame):
     model, meta = build_from_checkpoint(weights)
     dyn = export_onnx(model, meta, tmp_path / "dyn.onnx", dynamic=True)
