@@ -65,7 +65,8 @@ def quantize_onnx(model: str | Path, output: str | Path, calibration: str | Path
     ``calibration``: a folder of images (e.g. CamVid ``train/``) or a list of image files; ``frames``
     of them, spread evenly, are resized to the model's input size and run through it once to
     collect activation ranges (about one fp32 inference per frame, ~0.5 GB each at 1024x2048).
-    The rtseg metadata is carried over, with ``extra["export"]["precision"] = "int8"`` and the calibration set named.
+    The rtseg metadata is carried over, with ``extra["export"]["precision"] = "int8"`` and the
+    calibration set named.
     """
     import cv2
     import onnx
