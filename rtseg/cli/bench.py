@@ -10,7 +10,8 @@ import typer
 from rich.table import Table
 
 from rtseg.cli._app import app, console
-from rtseg.cli.run import ENGINE_HELP, load, stage_table
+from rtseg.cli import run as run_cli  # its engine loader (one place to load, and to patch in tests)
+from rtseg.cli.run import ENGINE_HELP, stage_table
 
 
 @app.command("bench")
@@ -34,7 +35,7 @@ def bench_command(
     from rtseg.pipeline.sources import quiet_video_logs
 
     quiet_video_logs()
-    eng = load(engine, device=device, size=size, runtime=runtime)
+    eng = run_cli.load(engine, device=device, size=size, runtime=runtime)
     console.print(f"[bold]engine[/] {eng.describe()}", highlight=False)
     with tempfile.TemporaryDirectory(prefix="rtseg-bench-src-") as tmp:
         if source is None:
