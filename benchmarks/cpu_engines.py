@@ -9,7 +9,7 @@ engine) and compares the ids with PyTorch fp32 eager:
   pytorch_bf16_autocast   the same under torch.autocast(bfloat16)
   onnxruntime_fp32        rtseg's ONNX export in ONNX Runtime (ORT_ENABLE_ALL, sequential)
   openvino_fp32/_bf16     the same file in OpenVINO, f32 or bf16 inference precision
-  onnxruntime_int8        int8 QDQ copy (rtseg.export.quantize, CamVid train calibration)
+  onnxruntime_int8        int8 QDQ copy (benchmarks/int8_quantize.py, CamVid train calibration)
   openvino_int8           the same int8 file in OpenVINO
   *_tail8                 a cheaper tail: argmax at 1/8 resolution, ids upsampled nearest
                           (the default tail upsamples 11-19 channels of logits bilinearly first)
@@ -113,7 +113,7 @@ def build_paths(deploy: DeployModel, meta: ModelMeta, size: tuple[int, int], wor
         onnx_files["_tail8"] = export_tail8(deploy, meta, size, work / f"tail8_{h}x{w}.onnx")
     if want("int8"):
         if (CAMVID / "train").is_dir():
-            from rtseg.export.quantize import quantize_onnx
+            from int8_quantize import quantize_onnx  # beside this script: int8 did not earn a place in rtseg
             onnx_files["_int8"] = quantize_onnx(fp32, work / f"int8_{h}x{w}.onnx", CAMVID / "train",
                                                 frames=calib_frames)
         else:

@@ -1,4 +1,10 @@
-"""Static int8 quantisation of an rtseg ONNX file, calibrated on real frames.
+"""Static int8 quantisation of an rtseg ONNX file, calibrated on real frames (used by
+benchmarks/cpu_engines.py; not part of the rtseg package).
+
+Measured on the 2-core AMX Xeon with the CamVid weights (benchmarks/results/cpu_engines.json):
+int8 is barely faster than fp32 in ONNX Runtime (1.1-1.25x) and slower in OpenVINO (0.86-0.98x),
+2x slower than OpenVINO bf16, and it costs up to 1.2 val mIoU points (512x1024; class ids agree
+with fp32 on 94-97% of pixels). So it does not ship; this module keeps the row reproducible.
 
 ONNX Runtime's ``quantize_static`` writes a QDQ graph (QuantizeLinear/DequantizeLinear pairs
 around each Conv and MatMul): weights int8 per output channel, activations uint8 with scales
