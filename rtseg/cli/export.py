@@ -32,7 +32,7 @@ def export(
     if fmt not in ("onnx", "engine"):
         raise RtsegError(f"--format must be onnx or engine, got {format!r}")
     if fmt == "onnx" and (int8 or calib is not None):
-        raise RtsegError("--int8/--calib apply to --format engine (TensorRT); for int8 ONNX see rtseg.export.quantize")
+        raise RtsegError("--int8/--calib apply to --format engine (TensorRT) only")
     if fmt == "engine" and dynamic:
         raise RtsegError("--dynamic applies to --format onnx; a TensorRT plan is built for one --size")
     if int8 and calib is None:

@@ -14,9 +14,8 @@ precision   TensorRT 10                                 TensorRT 11
 ==========  ==========================================  ==========================================
 fp32        fp32 ONNX, default flags                    fp32 ONNX (always strongly typed)
 fp16        fp16 ONNX, STRONGLY_TYPED network           fp16 ONNX
-int8        fp32 ONNX, INT8+FP16 flags, entropy         Q/DQ ONNX from rtseg.export.quantize when
-            calibrator over the --calib images          it offers a TensorRT (symmetric int8)
-                                                        quantiser, else a one-line refusal
+int8        fp32 ONNX, INT8+FP16 flags, entropy         refused in one line: needs a symmetric
+            calibrator over the --calib images          int8 Q/DQ ONNX, which rtseg does not make
 ==========  ==========================================  ==========================================
 
 fp16 goes through the fp16 ONNX on both versions on purpose: that exact graph is checked against
@@ -464,29 +463,6 @@ def build_plan(trt: Any, onnx_path: Path, *, precision: str, workspace_gb: float
 # --------------------------------------------------------------------------------------------
 # The whole export.
 
-def _qdq_quantiser() -> Any | None:
-    """A Q/DQ quantiser TensorRT 11 can build from, or None.
-
-    TensorRT takes only symmetric int8 Q/DQ (zero points 0, int8 activations and weights), so
-    helper B's ONNX Runtime/OpenVINO quantiser (:func:`rtseg.export.quantize.quantize_onnx`, uint8
-    activations with zero points) qualifies only once it offers ``symmetric=True``.
-    """
-    try:
-        from rtseg.export.quantize import quantize_onnx
-    except ImportError:
-        return None
-    import inspect
-
-    if "symmetric" not in inspect.signature(quantize_onnx).parameters:
-        return None
-
-    def quantise(onnx_in: Path, onnx_out: Path, *, calib_files: Sequence[Path], size: tuple[int, int]) -> Path:
-        # 64 frames: activation ranges settle well before that, and each costs an fp32 forward
-        return quantize_onnx(onnx_in, onnx_out, list(calib_files), frames=min(len(calib_files), 64), symmetric=True)
-
-    return quantise
-
-
 def export_engine(weights: Path, output: Path, *, size: tuple[int, int], fp16: bool = False, int8: bool = False,
                   calib: Path | None = None, workspace_gb: float = 4.0) -> Path:
     """Build ``output`` (.plan/.engine) from an rtseg checkpoint, plus its ``.json`` sidecar.
@@ -508,8 +484,7 @@ def export_engine(weights: Path, output: Path, *, size: tuple[int, int], fp16: b
     major = tensorrt_major(trt)
     precision = "int8" if int8 else "fp16" if fp16 else "fp32"
     calib_files = _calibration_images(calib) if int8 else []
-    quantiser = _qdq_quantiser() if int8 and major >= 11 else None
-    if int8 and major >= 11 and quantiser is None:
+    if int8 and major >= 11:
         raise RtsegError(f"--int8 on TensorRT {trt.__version__} needs a symmetric int8 Q/DQ ONNX (TensorRT 11 removed "
                          "int8 calibration) and this rtseg has no such quantiser yet; use --fp16, or TensorRT 10")
 
@@ -524,8 +499,6 @@ def export_engine(weights: Path, output: Path, *, size: tuple[int, int], fp16: b
         log.info("exporting %s to ONNX at %dx%d (%s)", weights, h, w, precision)
         export_onnx(model, meta, onnx_path, size=(h, w), fp16=precision == "fp16", dynamic=False)
         meta = read_onnx_meta(onnx_path)  # input_size = the export size; extra["export"] records how
-        if quantiser is not None:
-            onnx_path = Path(quantiser(onnx_path, Path(tmp) / "model_qdq.onnx", calib_files=calib_files, size=(h, w)))
         graph = prepare_onnx_for_tensorrt(onnx.load(str(onnx_path)))
         problems = check_onnx_for_tensorrt(graph, size=(h, w))
         if problems:

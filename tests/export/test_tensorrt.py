@@ -112,7 +112,7 @@ def test_checker_is_not_vacuous():
 
 def test_checker_wants_symmetric_int8_qdq():
     """TensorRT's Q/DQ rule: int8 with zero point 0. ONNX Runtime's default (uint8 activations
-    with a zero point, as rtseg.export.quantize writes for the CPU) is reported."""
+    with a zero point, as CPU quantisers such as benchmarks/int8_quantize.py write) is reported."""
     def graph_with(zero_point):
         inits = [helper.make_tensor("s", TensorProto.FLOAT, [], [0.1]), zero_point]
         nodes = [helper.make_node("Cast", ["images"], ["f"], to=TensorProto.FLOAT),
@@ -304,7 +304,6 @@ def test_int8_on_tensorrt_11_is_refused_in_one_line(tiny_checkpoint, tmp_path, m
     cv2.imwrite(str(tmp_path / "calib" / "a.png"), np.zeros((8, 8, 3), np.uint8))
     monkeypatch.setitem(sys.modules, "tensorrt", _fake_trt("11.1.0"))
     monkeypatch.setattr(T, "cuda_driver_status", lambda: (1, ""))
-    monkeypatch.setattr(T, "_qdq_quantiser", lambda: None)
     _no_onnx_step(monkeypatch)
     with pytest.raises(RtsegError, match="--int8 on TensorRT 11.1.0 needs a symmetric int8 Q/DQ") as err:
         T.export_engine(tiny_checkpoint, tmp_path / "m.plan", size=SIZE, int8=True, calib=tmp_path / "calib")
