@@ -29,8 +29,8 @@ def camvid_root(shared_data: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def street_frame() -> "np.ndarray":
-    """The bundled real 1024x2048 street frame (BGR uint8)."""
+def street_frame():
+    """The bundled real 1024x2048 street frame (BGR uint8 numpy array)."""
     import cv2
 
     frame = cv2.imread(str(ROOT / "assets" / "bench" / "street_1024x2048.jpg"))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import sys
 
-import typer
 
 from rtseg.cli._app import app, console_err
 from rtseg.errors import RtsegError
