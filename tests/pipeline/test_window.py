@@ -80,21 +80,25 @@ def display():
     proc.wait(timeout=10)
 
 
-def _screenshot(display: str) -> np.ndarray:
-    data = subprocess.run(["xwd", "-root", "-silent", "-display", display], capture_output=True, check=True,
-                          timeout=30).stdout
-    return read_xwd(data)
+def _screenshot(display: str) -> np.ndarray | None:
+    """The screen, or None when xwd could not connect yet (a fresh Xvfb can refuse the first
+    connections for a moment; the callers retry until their deadline)."""
+    done = subprocess.run(["xwd", "-root", "-silent", "-display", display], capture_output=True, timeout=30)
+    return read_xwd(done.stdout) if done.returncode == 0 and done.stdout else None
 
 
 def _wait_for(display: str, proc, what, label: str, timeout: float = 300) -> np.ndarray:
     deadline = time.monotonic() + timeout
+    shot = None
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             pytest.fail(f"the window process ended early: {proc.communicate()}")
         shot = _screenshot(display)
-        if what(shot):
+        if shot is not None and what(shot):
             return shot
         time.sleep(0.3)
+    if shot is None:
+        pytest.fail(f"xwd could not take a screenshot of {display} before the deadline")
     colours, counts = np.unique(shot.reshape(-1, 3), axis=0, return_counts=True)
     common = [tuple(c) for c in colours[np.argsort(-counts)[:5]]]
     pytest.fail(f"the window never showed {label}; commonest screen colours (BGR): {common}")
