@@ -49,3 +49,31 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     model = create_model("fastscnn", num_classes=11).eval()
     path = tmp_path_factory.mktemp("ckpt") / "fastscnn_untrained.pt"
     return save_checkpoint(path, model, ModelMeta.for_dataset("camvid", input_size=(360, 480)))
+
+
+@pytest.fixture(scope="session")
+def trt_export(tmp_path_factory, tiny_checkpoint: Path):
+    """``trt_export(size, precision)`` -> (raw, TensorRT-prepared) ONNX exports of the untrained
+    checkpoint, made once per test session: tests/export/test_tensorrt.py and
+    tests/engines/test_trt.py share them (an export takes seconds)."""
+    return lambda size, precision: _cached_trt_export(tmp_path_factory, tiny_checkpoint, size, precision)
+
+
+def _cached_trt_export(tmp_path_factory, checkpoint: Path, size: tuple[int, int], precision: str) -> tuple[Path, Path]:
+    import onnx
+
+    from rtseg.checkpoint import build_from_checkpoint
+    from rtseg.export import tensorrt as T
+    from rtseg.export.onnx import export_onnx
+
+    out = tmp_path_factory.getbasetemp() / "rtseg_trt_onnx"
+    out.mkdir(exist_ok=True)
+    stem = f"{precision}_{size[0]}x{size[1]}"
+    raw, prepared = out / f"{stem}.onnx", out / f"{stem}_trt.onnx"
+    if not prepared.is_file():
+        model, meta = build_from_checkpoint(checkpoint)
+        export_onnx(model, meta, raw, size=size, fp16=precision == "fp16", dynamic=False)
+        graph = T.prepare_onnx_for_tensorrt(onnx.load(str(raw)))
+        onnx.checker.check_model(graph)
+        onnx.save(graph, str(prepared))
+    return raw, prepared

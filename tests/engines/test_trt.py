@@ -17,7 +17,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import onnx
 import pytest
 
 from rtseg.engines import trt_engine as E
@@ -34,31 +33,13 @@ def _gpu_ready() -> bool:
 
 
 @pytest.fixture(scope="module")
-def exported(tiny_checkpoint: Path, tmp_path_factory) -> tuple[Path, T.PlanInfo]:
+def exported(trt_export) -> tuple[Path, T.PlanInfo]:
     """A TensorRT-prepared fp32 ONNX at SIZE and the sidecar info a plan of it would carry."""
-    _, path = cached_export(tmp_path_factory, tiny_checkpoint, "fp32")
+    _, path = trt_export(SIZE, "fp32")
     meta = read_onnx_meta(path)
     info = T.PlanInfo(meta=meta, inputs=(T.TensorInfo("images", "uint8", (1, *SIZE, 3)),),
                       outputs=(T.TensorInfo("ids", "uint8", (1, *SIZE)),), precision="fp32", tensorrt_version="10.9.0")
     return path, info
-
-
-def cached_export(tmp_path_factory, checkpoint: Path, precision: str) -> tuple[Path, Path]:
-    """(raw, TensorRT-prepared) ONNX exports of ``checkpoint`` at SIZE, made once per test session:
-    tests/export/test_tensorrt.py and tests/engines/test_trt.py share them (an export takes seconds)."""
-    from rtseg.checkpoint import build_from_checkpoint
-    from rtseg.export.onnx import export_onnx
-
-    out = tmp_path_factory.getbasetemp() / "rtseg_trt_onnx"
-    out.mkdir(exist_ok=True)
-    raw, prepared = out / f"{precision}_{SIZE[0]}x{SIZE[1]}.onnx", out / f"{precision}_{SIZE[0]}x{SIZE[1]}_trt.onnx"
-    if not prepared.is_file():
-        model, meta = build_from_checkpoint(checkpoint)
-        export_onnx(model, meta, raw, size=SIZE, fp16=precision == "fp16", dynamic=False)
-        graph = T.prepare_onnx_for_tensorrt(onnx.load(str(raw)))
-        onnx.checker.check_model(graph)
-        onnx.save(graph, str(prepared))
-    return raw, prepared
 
 
 def _write_plan(tmp_path: Path, exported, *, batch: int = 1, name: str = "m.plan") -> Path:

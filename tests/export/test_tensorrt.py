@@ -30,30 +30,12 @@ HAVE_TRT = importlib.util.find_spec("tensorrt") is not None
 
 
 @pytest.fixture(scope="module")
-def onnx_pair(tiny_checkpoint: Path, tmp_path_factory) -> dict[str, Path]:
+def onnx_pair(trt_export) -> dict[str, Path]:
     """fp32 and fp16 ONNX exports of the untrained checkpoint, raw and TensorRT-prepared."""
     paths = {}
     for precision in ("fp32", "fp16"):
-        paths[precision], paths[precision + "_prepared"] = cached_export(tmp_path_factory, tiny_checkpoint, precision)
+        paths[precision], paths[precision + "_prepared"] = trt_export(SIZE, precision)
     return paths
-
-
-def cached_export(tmp_path_factory, checkpoint: Path, precision: str) -> tuple[Path, Path]:
-    """(raw, TensorRT-prepared) ONNX exports of ``checkpoint`` at SIZE, made once per test session:
-    tests/export/test_tensorrt.py and tests/engines/test_trt.py share them (an export takes seconds)."""
-    from rtseg.checkpoint import build_from_checkpoint
-    from rtseg.export.onnx import export_onnx
-
-    out = tmp_path_factory.getbasetemp() / "rtseg_trt_onnx"
-    out.mkdir(exist_ok=True)
-    raw, prepared = out / f"{precision}_{SIZE[0]}x{SIZE[1]}.onnx", out / f"{precision}_{SIZE[0]}x{SIZE[1]}_trt.onnx"
-    if not prepared.is_file():
-        model, meta = build_from_checkpoint(checkpoint)
-        export_onnx(model, meta, raw, size=SIZE, fp16=precision == "fp16", dynamic=False)
-        graph = T.prepare_onnx_for_tensorrt(onnx.load(str(raw)))
-        onnx.checker.check_model(graph)
-        onnx.save(graph, str(prepared))
-    return raw, prepared
 
 
 def _ort_ids(path: Path, batch: np.ndarray) -> np.ndarray:
