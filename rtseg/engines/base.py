@@ -55,6 +55,12 @@ class Engine(ABC):
                 cv2.resize(frame, (w, h), dst=batch[i], interpolation=cv2.INTER_LINEAR)
         return batch
 
+    def check_batch(self, batch: np.ndarray) -> None:
+        """Raise a one-line error unless ``batch`` is uint8 (N, h, w, 3) at the inference size."""
+        h, w = self.input_size
+        if batch.dtype != np.uint8 or batch.ndim != 4 or batch.shape[1:] != (h, w, 3):
+            raise RtsegError(f"infer expects uint8 (N, {h}, {w}, 3), got {batch.dtype} {batch.shape}")
+
     @abstractmethod
     def infer(self, batch: np.ndarray) -> np.ndarray:
         """uint8 (N, h, w, 3) BGR -> uint8 (N, h, w) class ids."""

@@ -119,9 +119,7 @@ class OpenVINOEngine(Engine):
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         """uint8 (N, h, w, 3) BGR -> uint8 (N, h, w) class ids."""
-        h, w = self.input_size
-        if batch.dtype != np.uint8 or batch.ndim != 4 or batch.shape[1:] != (h, w, 3):
-            raise RtsegError(f"infer expects uint8 (N, {h}, {w}, 3), got {batch.dtype} {batch.shape}")
+        self.check_batch(batch)
         out = np.empty(batch.shape[:3], np.uint8)
         if len(batch) > 1 and self.hint == "throughput":
             self._infer_parallel(batch, out)

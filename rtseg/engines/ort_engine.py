@@ -101,9 +101,7 @@ class OrtEngine(Engine):
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         """uint8 (N, h, w, 3) BGR -> uint8 (N, h, w) class ids."""
-        h, w = self.input_size
-        if batch.dtype != np.uint8 or batch.ndim != 4 or batch.shape[1:] != (h, w, 3):
-            raise RtsegError(f"infer expects uint8 (N, {h}, {w}, 3), got {batch.dtype} {batch.shape}")
+        self.check_batch(batch)
         batch = np.ascontiguousarray(batch)
         if self.batch is None or len(batch) == self.batch:
             return self.session.run([self._output_name], {self._input_name: batch})[0]

@@ -272,11 +272,9 @@ class TensorRTEngine(Engine):
     def infer(self, batch: np.ndarray) -> np.ndarray:
         """uint8 (N, h, w, 3) BGR -> uint8 (N, h, w) ids, in chunks of the plan's batch size.
         ``last_infer_ms`` becomes the device time of upload + network + download (CUDA events)."""
-        h, w = self.input_size
-        if batch.dtype != np.uint8 or batch.ndim != 4 or batch.shape[1:] != (h, w, 3):
-            raise RtsegError(f"infer expects uint8 (N, {h}, {w}, 3), got {batch.dtype} {batch.shape}")
+        self.check_batch(batch)
         n = len(batch)
-        out = np.empty((n, h, w), np.uint8)
+        out = np.empty((n, *self.input_size), np.uint8)
         total_ms = 0.0
         with self._lock, self._cuda.activate():
             for s in range(0, n, self._batch):
