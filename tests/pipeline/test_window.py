@@ -118,7 +118,9 @@ def test_window_shows_the_mask_and_fps_and_obeys_keys(display):
         assert box.shape[:2] == (120, 160)  # shown at its own size
         light = (box > 200).all(axis=2).sum()  # the read-out's white text (anti-aliased, so not all pure white)
         assert light > 20, "no FPS read-out in the window"
-        assert _colour_share(box, GREY) == 0  # the frame itself is not shown in the mask view
+        # The frame itself (uniform grey) is not shown in the mask view. A stray pixel of the
+        # read-out's anti-aliasing can land on the same value, so allow a handful, not a frame.
+        assert _colour_share(box, GREY) < box.shape[0] * box.shape[1] // 100
 
         if shutil.which("xdotool") is None:
             pytest.skip("xdotool is not installed: the window's pixels were checked, its keys were not")
