@@ -22,6 +22,7 @@ def bench_command(
     device: str = typer.Option("cpu", help="cpu, cuda or cuda:N."),
     runtime: Optional[str] = typer.Option(None, help="For .onnx: auto, onnxruntime or openvino."),
     frames: int = typer.Option(100, help="Frames per measured run."),
+    rounds: int = typer.Option(3, help="Rounds of the three measurements; the figures are medians over them."),
     size: Optional[str] = typer.Option(None, help="Inference size HxW, e.g. 512x1024 [default: the engine's]."),
     queue_size: int = typer.Option(4, "--queue-size", help="Frames each queue between stages holds."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the results here as JSON."),
@@ -46,7 +47,7 @@ def bench_command(
         else:
             spec = source
         with console.status("measuring") as status:
-            result = bench(eng, lambda: open_source(spec), frames=frames, queue_size=queue_size,
+            result = bench(eng, lambda: open_source(spec), frames=frames, rounds=rounds, queue_size=queue_size,
                            on_phase=lambda text: status.update(f"measuring: {text}"))
     if source is None:
         result["source"] = f"{BENCH_FRAME.name} panned, {result['frames']} frames (mp4v)"
@@ -55,11 +56,14 @@ def bench_command(
                                                    f"{result['source_size'][0]}x{result['source_size'][1]} -> "
                                                    f"{result['input_size'][0]}x{result['input_size'][1]})"))
     pipe, seq, alone = result["pipelined"], result["sequential"], result["engine_only"]["fps"]
-    table = Table("run", "fps", "wall s", "vs sequential", "vs engine alone", title="throughput")
-    table.add_row("pipelined", f"{pipe['fps']:.2f}", f"{pipe['wall_s']:.2f}", f"{pipe['fps'] / seq['fps']:.2f}x",
-                  f"{pipe['fps'] / alone:.2f}x")
-    table.add_row("sequential", f"{seq['fps']:.2f}", f"{seq['wall_s']:.2f}", "1.00x", f"{seq['fps'] / alone:.2f}x")
-    table.add_row("engine alone", f"{alone:.2f}", "", "", "1.00x")
+    rnd = result["rounds"]
+    runs = rnd["fps"]
+    table = Table("run", "fps (median)", "each round", "vs sequential", "vs engine alone",
+                  title=f"throughput ({rnd['count']} rounds; ratios are medians of each round's ratio)")
+    table.add_row("pipelined", f"{pipe['fps']:.2f}", " ".join(f"{v:.1f}" for v in runs["pipelined"]),
+                  f"{rnd['pipelined_vs_sequential']:.2f}x", f"{rnd['pipelined_vs_engine_only']:.2f}x")
+    table.add_row("sequential", f"{seq['fps']:.2f}", " ".join(f"{v:.1f}" for v in runs["sequential"]), "1.00x", "")
+    table.add_row("engine alone", f"{alone:.2f}", " ".join(f"{v:.1f}" for v in runs["engine_only"]), "", "1.00x")
     console.print(table)
     console.print(f"pipelined latency p50 {pipe['latency_ms_p50']:.0f} ms", highlight=False)
     if json_path is not None:

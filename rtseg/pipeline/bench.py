@@ -22,6 +22,7 @@ from rtseg.pipeline.packet import Look
 from rtseg.pipeline.runner import engine_stages, run
 from rtseg.pipeline.sinks import VideoSink
 from rtseg.pipeline.sources import Source
+from rtseg.pipeline.timing import STAGES, Timings
 
 __all__ = ["pan_frames", "make_panned_video", "bench"]
 
@@ -65,19 +66,28 @@ def _engine_only(engine: Engine, batches: list[np.ndarray], n: int) -> float:
     return n / (time.perf_counter() - t0)
 
 
-def bench(engine: Engine, open_source: Callable[[], Source], *, frames: int = 100, queue_size: int = 4,
-          look: Look | None = None, warmup: int = 5, workdir: str | Path | None = None,
+def _median(values: list[float]) -> float:
+    return float(np.median(values))
+
+
+def bench(engine: Engine, open_source: Callable[[], Source], *, frames: int = 100, rounds: int = 3,
+          queue_size: int = 4, look: Look | None = None, warmup: int = 5, workdir: str | Path | None = None,
           on_phase: Callable[[str], None] | None = None) -> dict:
     """Measure one engine on the first ``frames`` frames of the source ``open_source()`` opens
-    (called once per phase). Returns the dict of DESIGN.md ("rtseg bench --json").
+    (called once per run). Returns the dict of DESIGN.md ("rtseg bench --json") plus ``rounds``.
 
-    Phases, in this order: warm-up, sequential run, pipelined run, engine alone. Both runs write
+    Each of ``rounds`` rounds runs the three measurements (sequential, pipelined, engine alone)
+    back to back, in an order that rotates from round to round, so that a burst of load from
+    another process on a shared machine lands on all three rather than on one. The fps figures
+    are medians over the rounds; so are the ratios, each taken within its round. Both runs write
     a real mp4 (into ``workdir`` or a temporary folder) so the write stage includes encoding.
-    ``stages_ms`` comes from the sequential run, where each stage is timed without the others
-    competing for the cores; the pipelined run gives fps, wall time and latency.
+    ``stages_ms`` pools the sequential runs, where each stage is timed without the others
+    competing for the cores.
     """
     if frames < 1:
         raise RtsegError(f"--frames must be >= 1; got {frames}")
+    if rounds < 1:
+        raise RtsegError(f"--rounds must be >= 1; got {rounds}")
     look = look or Look()
     say = on_phase or (lambda text: log.info(text))
     with tempfile.TemporaryDirectory(prefix="rtseg-bench-", dir=workdir) as tmp:
@@ -93,24 +103,40 @@ def bench(engine: Engine, open_source: Callable[[], Source], *, frames: int = 10
         say(f"warm-up ({warmup} engine calls)")
         _engine_only(engine, batches, warmup)
 
-        results = {}
-        for mode in ("sequential", "pipelined"):
-            say(f"{mode} run")
-            src = open_source()
-            sink = VideoSink(Path(tmp) / f"{mode}.mp4", src.fps)
-            results[mode] = run(src, engine_stages(engine, look), sink, sequential=mode == "sequential",
-                                queue_size=queue_size, max_frames=frames)
-        n = results["pipelined"].frames
-        say("engine alone")
-        engine_fps = _engine_only(engine, batches, n)
+        seq_timings = Timings(STAGES)  # every sequential round's samples, pooled
+        fps: dict[str, list[float]] = {"sequential": [], "pipelined": [], "engine_only": []}
+        walls: dict[str, list[float]] = {"sequential": [], "pipelined": []}
+        latency, n = [], 0
+        order = ["sequential", "pipelined", "engine_only"]
+        for r in range(rounds):
+            for mode in order[r % 3:] + order[:r % 3]:
+                say(f"round {r + 1}/{rounds}: {mode.replace('_', ' ')}")
+                if mode == "engine_only":
+                    fps[mode].append(_engine_only(engine, batches, n or min(frames, 32)))
+                    continue
+                src = open_source()
+                sink = VideoSink(Path(tmp) / f"{mode}.mp4", src.fps)
+                res = run(src, engine_stages(engine, look), sink, sequential=mode == "sequential",
+                          queue_size=queue_size, max_frames=frames,
+                          timings=seq_timings if mode == "sequential" else None)
+                n = res.frames
+                fps[mode].append(res.fps)
+                walls[mode].append(res.wall_s)
+                if mode == "pipelined":
+                    latency.append(res.latency_ms["p50"])
 
-    seq, pipe = results["sequential"], results["pipelined"]
+    def ratio(a: str, b: str) -> float:
+        return round(_median([x / y for x, y in zip(fps[a], fps[b])]), 3)
+
     return {
         "engine": engine.name, "device": engine.device, "model": engine.meta.model, "source": desc,
         "source_size": list(source_size), "input_size": list(engine.input_size), "frames": n,
-        "stages_ms": {name: {k: round(v, 3) for k, v in s.items()} for name, s in seq.stages_ms.items()},
-        "pipelined": {"fps": round(pipe.fps, 3), "wall_s": round(pipe.wall_s, 3),
-                      "latency_ms_p50": round(pipe.latency_ms["p50"], 3)},
-        "sequential": {"fps": round(seq.fps, 3), "wall_s": round(seq.wall_s, 3)},
-        "engine_only": {"fps": round(engine_fps, 3)},
+        "stages_ms": {name: {k: round(v, 3) for k, v in s.items()} for name, s in seq_timings.summary().items()},
+        "pipelined": {"fps": round(_median(fps["pipelined"]), 3), "wall_s": round(_median(walls["pipelined"]), 3),
+                      "latency_ms_p50": round(_median(latency), 3)},
+        "sequential": {"fps": round(_median(fps["sequential"]), 3), "wall_s": round(_median(walls["sequential"]), 3)},
+        "engine_only": {"fps": round(_median(fps["engine_only"]), 3)},
+        "rounds": {"count": rounds, "fps": {k: [round(v, 3) for v in vs] for k, vs in fps.items()},
+                   "pipelined_vs_sequential": ratio("pipelined", "sequential"),
+                   "pipelined_vs_engine_only": ratio("pipelined", "engine_only")},
     }

@@ -182,14 +182,25 @@ def test_run_with_a_real_checkpoint(tmp_path, tiny_checkpoint):
 
 def test_bench_writes_the_design_json(tmp_path, rtseg):
     clip = write_video(tmp_path / "clip.mp4", 12, size=(48, 64))
-    res = rtseg("bench", clip, "--frames", "8", "--json", tmp_path / "b.json")
+    res = rtseg("bench", clip, "--frames", "8", "--rounds", "2", "--json", tmp_path / "b.json")
     assert res.returncode == 0, res.stderr
     data = json.loads((tmp_path / "b.json").read_text())
     assert set(data) == {"engine", "device", "model", "source", "source_size", "input_size", "frames", "stages_ms",
-                         "pipelined", "sequential", "engine_only"}
+                         "pipelined", "sequential", "engine_only", "rounds"}
+    rounds = data["rounds"]
+    assert rounds["count"] == 2 and all(len(v) == 2 for v in rounds["fps"].values())
+    # The headline figures are the medians of the rounds (of two: their mean).
+    assert data["pipelined"]["fps"] == pytest.approx(sum(rounds["fps"]["pipelined"]) / 2, abs=2e-3)
+    assert data["engine_only"]["fps"] == pytest.approx(sum(rounds["fps"]["engine_only"]) / 2, abs=2e-3)
     assert list(data["stages_ms"]) == ["read", "transform", "infer", "post", "write"]
     assert all(set(s) == {"mean", "p50", "p95"} for s in data["stages_ms"].values())
     assert set(data["pipelined"]) == {"fps", "wall_s", "latency_ms_p50"} and set(data["sequential"]) == {"fps", "wall_s"}
     assert data["frames"] == 8 and data["source_size"] == [48, 64] and data["input_size"] == [24, 32]
     assert data["engine"] == "fake" and data["engine_only"]["fps"] > 0
     assert "throughput" in res.stdout
+
+
+def test_bench_refuses_zero_rounds(tmp_path, rtseg):
+    clip = write_video(tmp_path / "clip.mp4", 4, size=(48, 64))
+    res = rtseg("bench", clip, "--frames", "4", "--rounds", "0")
+    assert res.returncode == 2 and "--rounds" in res.stderr and "Traceback" not in res.stderr
