@@ -34,8 +34,17 @@ def overlay(frame: np.ndarray, colors: np.ndarray, alpha: float, out: np.ndarray
 
 def compose(frame: np.ndarray, ids: np.ndarray, lut: np.ndarray, view: str, alpha: float) -> np.ndarray:
     """The picture a sink writes for ``view``: overlay (frame size), mask (frame size) or
-    side-by-side (frame | overlay, twice as wide)."""
+    side-by-side (frame | overlay, twice as wide).
+
+    ``ids`` may be at the frame's size or smaller (the inference size): smaller ids are coloured
+    at their own size and the colours enlarged with nearest neighbour, which gives the very
+    pixels colouring the enlarged ids would, but sends 4x fewer pixels through the LUT at
+    512x1024 -> 1024x2048 (the 3-channel LUT is the dearest step of this function).
+    """
     colors = colorize(ids, lut)
+    fh, fw = frame.shape[:2]
+    if colors.shape[:2] != (fh, fw):
+        colors = cv2.resize(colors, (fw, fh), interpolation=cv2.INTER_NEAREST)
     if view == "mask":
         return colors
     blended = overlay(frame, colors, alpha)

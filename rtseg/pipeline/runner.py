@@ -78,9 +78,10 @@ def engine_stages(engine: Engine, look: Look, *, lut: np.ndarray | None = None) 
         return getattr(engine, "last_infer_ms", None)  # TensorRT: CUDA-event time of this call
 
     def post(p: Packet) -> None:
-        p.ids = engine.postprocess(p.ids, [p.frame.shape[:2]])[0]
+        small = p.ids[0]  # at the inference size: coloured there (see compose), then enlarged
+        p.ids = engine.postprocess(p.ids, [p.frame.shape[:2]])[0]  # at the frame's size, for --masks
         p.look = look.key()  # read once, so the picture and its label agree if a key changes `look`
-        p.picture = compose(p.frame, p.ids, lut, p.look[0], p.look[1])
+        p.picture = compose(p.frame, small, lut, p.look[0], p.look[1])
 
     return [Stage("transform", transform), Stage("infer", infer), Stage("post", post)]
 

@@ -1,0 +1,44 @@
+"""Colouring and blending: the LUT path gives the palette's colours, and colouring small ids then
+enlarging the colours gives the same pixels as colouring ids enlarged to the frame's size."""
+import cv2
+import numpy as np
+import pytest
+
+from rtseg.viz import VIEWS, colorize, compose, overlay, palette_lut
+
+PALETTE = [(128, 128, 128), (128, 0, 0), (192, 192, 128), (128, 64, 128), (60, 40, 222), (128, 128, 0)]
+
+
+def _ids(h: int, w: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, len(PALETTE) + 2, (h, w), dtype=np.uint8)  # 2 ids past the palette
+
+
+def test_colorize_is_the_palette_in_bgr_and_black_past_it():
+    ids = _ids(37, 53)
+    rgb = np.array(PALETTE + [(0, 0, 0)] * 250, np.uint8)
+    assert np.array_equal(colorize(ids, PALETTE), rgb[ids][..., ::-1])
+
+
+@pytest.mark.parametrize("small, frame", [((64, 128), (128, 256)), ((512, 1024), (1024, 2048)),
+                                          ((360, 480), (1080, 1920)), ((45, 60), (100, 77))])
+@pytest.mark.parametrize("view", VIEWS)
+def test_small_ids_give_the_same_picture_as_ids_at_the_frame_size(small, frame, view):
+    ids = _ids(*small, seed=1)
+    image = np.random.default_rng(2).integers(0, 256, (*frame, 3), dtype=np.uint8)
+    big = cv2.resize(ids, frame[::-1], interpolation=cv2.INTER_NEAREST)  # what Engine.postprocess does
+    lut = palette_lut(PALETTE)
+    picture = compose(image, ids, lut, view, 0.4)
+    assert np.array_equal(picture, compose(image, big, lut, view, 0.4))
+    assert picture.shape == ((*frame, 3) if view != "side-by-side" else (frame[0], 2 * frame[1], 3))
+
+
+def test_overlay_weights_the_colours_by_alpha():
+    frame = np.full((4, 4, 3), 200, np.uint8)
+    colors = np.full((4, 4, 3), 100, np.uint8)
+    assert np.all(overlay(frame, colors, 0.25) == 175)
+    assert np.array_equal(overlay(frame, colors, 0.0), frame) and np.array_equal(overlay(frame, colors, 1.0), colors)
+
+
+def test_unknown_view_is_refused():
+    with pytest.raises(ValueError, match="unknown view"):
+        compose(np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8), np.uint8), palette_lut(PALETTE), "heatmap", 0.5)
