@@ -11,7 +11,7 @@ from rich.table import Table
 
 from rtseg.cli._app import app, console
 from rtseg.cli import run as run_cli  # its engine loader (one place to load, and to patch in tests)
-from rtseg.cli.run import ENGINE_HELP, stage_table
+from rtseg.cli.run import ENGINE_HELP, THREADS_HELP, stage_table
 
 
 @app.command("bench")
@@ -21,6 +21,7 @@ def bench_command(
     engine: Optional[Path] = typer.Option(None, "--engine", "-e", help=ENGINE_HELP),
     device: str = typer.Option("cpu", help="cpu, cuda or cuda:N."),
     runtime: Optional[str] = typer.Option(None, help="For .onnx: auto, onnxruntime or openvino."),
+    threads: int = typer.Option(0, help=THREADS_HELP),
     frames: int = typer.Option(100, help="Frames per measured run."),
     rounds: int = typer.Option(3, help="Rounds of the three measurements; the figures are medians over them."),
     size: Optional[str] = typer.Option(None, help="Inference size HxW, e.g. 512x1024 [default: the engine's]."),
@@ -36,7 +37,7 @@ def bench_command(
     from rtseg.pipeline.sources import quiet_video_logs
 
     quiet_video_logs()
-    eng = run_cli.load(engine, device=device, size=size, runtime=runtime)
+    eng = run_cli.load(engine, device=device, size=size, runtime=runtime, threads=threads)
     console.print(f"[bold]engine[/] {eng.describe()}", highlight=False)
     with tempfile.TemporaryDirectory(prefix="rtseg-bench-src-") as tmp:
         if source is None:

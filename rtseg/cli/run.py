@@ -13,7 +13,10 @@ from rtseg.cli._app import app, console, console_err
 ENGINE_HELP = ".pt/.pth PyTorch checkpoint, .onnx (ONNX Runtime or OpenVINO), .plan/.engine TensorRT [default: the bundled CamVid weights]."
 
 
-def load(engine: Optional[Path], *, device: str, size: Optional[str], runtime: Optional[str]):
+THREADS_HELP = "CPU threads for the network (0 = one per core); TensorRT ignores it."
+
+
+def load(engine: Optional[Path], *, device: str, size: Optional[str], runtime: Optional[str], threads: int = 0):
     """The engine named by --engine, or the bundled weights."""
     from rtseg.bundled import DEFAULT_WEIGHTS, bundled
     from rtseg.engines import load_engine
@@ -21,7 +24,7 @@ def load(engine: Optional[Path], *, device: str, size: Optional[str], runtime: O
 
     path = engine if engine is not None else bundled(DEFAULT_WEIGHTS, "CamVid weights")
     kw = {"runtime": runtime} if runtime else {}
-    return load_engine(path, device=device, size=parse_size(size), **kw)
+    return load_engine(path, device=device, size=parse_size(size), threads=threads, **kw)
 
 
 def stage_table(stages_ms: dict, title: str) -> Table:
@@ -122,6 +125,7 @@ def run_command(
     size: Optional[str] = typer.Option(None, help="Inference size HxW, e.g. 512x1024 [default: the engine's]."),
     device: str = typer.Option("cpu", help="cpu, cuda or cuda:N."),
     runtime: Optional[str] = typer.Option(None, help="For .onnx: auto, onnxruntime or openvino [default: auto]."),
+    threads: int = typer.Option(0, help=THREADS_HELP),
     sequential: bool = typer.Option(False, "--sequential", help="Run the stages one after another in one thread (for comparison)."),
     max_frames: Optional[int] = typer.Option(None, "--max-frames", help="Stop after N frames."),
     queue_size: int = typer.Option(0, "--queue-size", help="Frames each queue between stages holds (0 = 4 for files, 1 for live sources)."),
@@ -136,7 +140,7 @@ def run_command(
     Look(view=view, alpha=alpha)  # cheap checks first: validate the options, then open the source
     src = open_source(source if source is not None else str(bundled(DEMO_CLIP, "demo clip")))
     try:
-        eng = load(engine, device=device, size=size, runtime=runtime)
+        eng = load(engine, device=device, size=size, runtime=runtime, threads=threads)
     except BaseException:
         src.close()
         raise
@@ -153,6 +157,7 @@ def webcam_command(
     size: Optional[str] = typer.Option(None, help="Inference size HxW [default: the engine's]."),
     device: str = typer.Option("cpu", help="cpu, cuda or cuda:N."),
     runtime: Optional[str] = typer.Option(None, help="For .onnx: auto, onnxruntime or openvino."),
+    threads: int = typer.Option(0, help=THREADS_HELP),
     alpha: float = typer.Option(0.5, help="Weight of the class colours, 0..1 (+/- keys change it)."),
     view: str = typer.Option("overlay", help="overlay, mask or side-by-side (m key cycles)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Also record the overlay to this video."),
@@ -164,7 +169,7 @@ def webcam_command(
 
     quiet_video_logs()
     Look(view=view, alpha=alpha)
-    eng = load(engine, device=device, size=size, runtime=runtime)  # before the camera: loading takes a while
+    eng = load(engine, device=device, size=size, runtime=runtime, threads=threads)  # before the camera: loading takes a while
     src = open_camera(int(index)) if index.isdigit() else open_camera(index)
     console.print("keys: q quit, space pause, m view, +/- alpha", highlight=False)
     _run(src, eng, output=output, masks=None, show=True, view=view, alpha=alpha, sequential=False,

@@ -65,14 +65,17 @@ def _backend(module: str, cls: str) -> Any:
 
 
 def load_engine(path: str | Path, *, device: str = "cpu", size: str | Sequence[int] | None = None,
-                runtime: str | None = None, **kw: Any) -> Engine:
+                runtime: str | None = None, threads: int = 0, **kw: Any) -> Engine:
     """Load any rtseg artifact as an :class:`Engine`; its suffix picks the backend.
 
     ``device``: ``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (OpenVINO also takes its own device names).
     ``size``: inference (h, w) or ``"HxW"``; default: the artifact's fixed size, else its
     metadata's ``input_size``. ``runtime``: for ``.onnx`` only (``auto``, ``onnxruntime``,
-    ``openvino``). Extra keywords go to the backend (e.g. ``threads=`` for ONNX Runtime).
+    ``openvino``). ``threads``: CPU threads for the network (0 = one per core); a TensorRT
+    engine runs on the GPU and ignores it. Extra keywords go to the backend.
     """
+    if threads < 0:
+        raise RtsegError(f"--threads must be >= 0 (0 = one per core); got {threads}")
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in SUFFIXES:
@@ -88,11 +91,11 @@ def load_engine(path: str | Path, *, device: str = "cpu", size: str | Sequence[i
     if family == "pytorch":
         from rtseg.engines.torch_engine import TorchEngine
 
-        return TorchEngine(path, device=device, size=size, **kw)
+        return TorchEngine(path, device=device, size=size, threads=threads, **kw)
     if family == "tensorrt":
         return _backend("trt_engine", "TensorRTEngine")(path, device=device, size=size, **kw)
     if resolve_onnx_runtime(runtime, device) == "openvino":
-        return _backend("openvino_engine", "OpenVINOEngine")(path, device=device, size=size, **kw)
+        return _backend("openvino_engine", "OpenVINOEngine")(path, device=device, size=size, threads=threads, **kw)
     from rtseg.engines.ort_engine import OrtEngine
 
-    return OrtEngine(path, device=device, size=size, **kw)
+    return OrtEngine(path, device=device, size=size, threads=threads, **kw)

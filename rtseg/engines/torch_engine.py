@@ -48,12 +48,15 @@ def resolve_torch_device(device: str | None) -> torch.device:
 
 class TorchEngine(Engine):
     """A checkpoint run by PyTorch. ``fp16`` defaults to True on CUDA and must be False on CPU
-    (CPU fp16 convolutions are slower than fp32)."""
+    (CPU fp16 convolutions are slower than fp32). ``threads`` > 0 sets PyTorch's CPU threads
+    (``torch.set_num_threads``: for the whole process); 0 leaves PyTorch's default (one per core)."""
 
     name = "pytorch"
 
     def __init__(self, path: str | Path, *, device: str = "cpu", size: tuple[int, int] | None = None,
-                 fp16: bool | None = None):
+                 fp16: bool | None = None, threads: int = 0):
+        if threads > 0:
+            torch.set_num_threads(threads)
         self.torch_device = resolve_torch_device(device)
         self.device = str(self.torch_device)
         cuda = self.torch_device.type == "cuda"

@@ -113,3 +113,8 @@ def test_unknown_runtime_is_one_line(fixed_onnx):
     with pytest.raises(RtsegError, match=r"unknown ONNX runtime 'tflite'.*auto, onnxruntime, openvino") as info:
         load_engine(fixed_onnx, runtime="tflite")
     assert "\n" not in str(info.value)
+
+
+def test_threads_reach_openvino(fixed_onnx):
+    engine = load_engine(fixed_onnx, runtime="openvino", threads=1)
+    assert int(engine.compiled.get_property("INFERENCE_NUM_THREADS")) == 1

@@ -67,6 +67,19 @@ def test_bad_options(weights, dynamic_onnx):
         load_engine(weights, device="tpu")
     with pytest.raises(RtsegError, match="size must be HxW"):
         load_engine(weights, size="big")
+    with pytest.raises(RtsegError, match="--threads must be >= 0"):
+        load_engine(dynamic_onnx, threads=-1)
+
+
+def test_threads_reach_the_runtime(weights, dynamic_onnx):
+    ort = load_engine(dynamic_onnx, runtime="onnxruntime", threads=1)
+    assert ort.session.get_session_options().intra_op_num_threads == 1
+    before = torch.get_num_threads()
+    try:
+        load_engine(weights, threads=1)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
