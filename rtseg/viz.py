@@ -44,7 +44,7 @@ def compose(frame: np.ndarray, ids: np.ndarray, lut: np.ndarray, view: str, alph
     colors = colorize(ids, lut)
     fh, fw = frame.shape[:2]
     if colors.shape[:2] != (fh, fw):
-        colors = cv2.resize(colors, (fw, fh), interpolation=cv2.INTER_NEAREST)
+        colors = cv2.resize(colors, (fw, fh), interpolation=cv2.INTER_NEAREST_EXACT)
     if view == "mask":
         return colors
     blended = overlay(frame, colors, alpha)

@@ -66,10 +66,12 @@ class Engine(ABC):
         """uint8 (N, h, w, 3) BGR -> uint8 (N, h, w) class ids."""
 
     def postprocess(self, ids: np.ndarray, sizes: Sequence[tuple[int, int]]) -> list[np.ndarray]:
-        """Class ids at the inference size -> one (H, W) uint8 array per frame at its own size."""
+        """Class ids at the inference size -> one (H, W) uint8 array per frame at its own size.
+        INTER_NEAREST_EXACT samples pixel centres, as preprocess's INTER_LINEAR and the training
+        labels do; plain INTER_NEAREST would shift the ids by up to a pixel against the frame."""
         out = []
         for one, (fh, fw) in zip(ids, sizes):
-            out.append(one if one.shape == (fh, fw) else cv2.resize(one, (fw, fh), interpolation=cv2.INTER_NEAREST))
+            out.append(one if one.shape == (fh, fw) else cv2.resize(one, (fw, fh), interpolation=cv2.INTER_NEAREST_EXACT))
         return out
 
     def predict(self, frame: np.ndarray) -> np.ndarray:

@@ -35,8 +35,8 @@ def evaluate_model(model: nn.Module, loader: DataLoader, num_classes: int, devic
                    info: DistInfo = DistInfo(), size: tuple[int, int] | None = None) -> ConfusionMatrix:
     """Confusion matrix of ``model`` (normalised float input, logits out) over ``loader``,
     summed over every rank under DDP (each rank evaluates its own shard). With ``size``, images
-    are resized to it and the ids brought back to the label's size by nearest neighbour, as the
-    engines do at run time."""
+    are resized to it and the ids brought back to the label's size by nearest neighbour (pixel
+    centres aligned, as the engines do at run time)."""
     model.eval()
     cm = ConfusionMatrix(num_classes, IGNORE)
     for images, labels in loader:
@@ -45,7 +45,7 @@ def evaluate_model(model: nn.Module, loader: DataLoader, num_classes: int, devic
             images = F.interpolate(images, size=size, mode="bilinear", align_corners=False)
         pred = model(images).argmax(1)
         if pred.shape[-2:] != labels.shape[-2:]:
-            pred = F.interpolate(pred[:, None].float(), size=labels.shape[-2:], mode="nearest")[:, 0].long()
+            pred = F.interpolate(pred[:, None].float(), size=labels.shape[-2:], mode="nearest-exact")[:, 0].long()
         cm.update(pred.cpu(), labels)
     all_reduce_sum(cm.mat, info)
     return cm

@@ -276,7 +276,7 @@ def test_host_logic_with_stand_in(tmp_path, exported, stand_in, street_frame, ba
     for frame, ids in zip(frames, got):
         small = cv2.resize(frame, (SIZE[1], SIZE[0]), interpolation=cv2.INTER_LINEAR)
         want = sess.run(None, {"images": small[None]})[0][0]
-        want = cv2.resize(want, (frame.shape[1], frame.shape[0]), interpolation=cv2.INTER_NEAREST)
+        want = cv2.resize(want, (frame.shape[1], frame.shape[0]), interpolation=cv2.INTER_NEAREST_EXACT)
         assert ids.shape == frame.shape[:2] and ids.dtype == np.uint8
         np.testing.assert_array_equal(ids, want)
     engine.close()
