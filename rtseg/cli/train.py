@@ -92,6 +92,7 @@ def train(
     init: Optional[Path] = typer.Option(None, help="Start from these weights (fine-tuning)."),
     tensorboard: bool = typer.Option(True, "--tensorboard/--no-tensorboard", help="TensorBoard scalars and prediction images."),
     val_size: Optional[str] = typer.Option(None, "--val-size", help="Validate at this HxW (recorded as the model's inference size); default: each image's own size."),
+    calibrate: bool = typer.Option(False, "--calibrate/--no-calibrate", help="At the end, tune on the validation split a per-class logit offset that undoes the class weights' over-prediction of rare classes, and fold it into best.pt (free at run time)."),
     limit: int = typer.Option(0, help="Use only the first N train and val images (quick checks)."),
     threads: int = typer.Option(0, help="CPU threads for PyTorch (0 = PyTorch's default)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
@@ -109,7 +110,7 @@ def train(
         scale=parse_pair(scale, flag="--scale"), jitter=jitter, optimizer=optimizer, lr=lr, weight_decay=weight_decay,
         warmup_epochs=warmup_epochs, loss=loss, class_weights=class_weights, aux_weight=aux_weight,
         clip_grad=clip_grad, amp=amp, val_every=val_every, patience=patience, seed=seed, workers=workers,
-        device=device, init=str(init) if init else None, tensorboard=tensorboard, limit=limit,
+        device=device, init=str(init) if init else None, tensorboard=tensorboard, limit=limit, calibrate=calibrate,
         val_size=parse_pair(val_size, flag="--val-size", cast=int) if val_size else None,
     )
     if resume is not None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import shutil
 import time
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -27,6 +28,7 @@ from rtseg.checkpoint import load_checkpoint, save_checkpoint
 from rtseg.errors import RtsegError
 from rtseg.meta import ModelMeta
 from rtseg.nets import create_model
+from rtseg.train.calibrate import fold_logit_offset, tune_logit_offset
 from rtseg.train.data import IGNORE, SegDataset, build_dataset, to_tensor
 from rtseg.train.dist import DistInfo, all_reduce_sum, cleanup, init_distributed
 from rtseg.train.evaluate import evaluate_model
@@ -73,6 +75,7 @@ class TrainConfig:
     limit: int = 0  # use only the first N train and val images (quick checks), 0 = all
     val_size: tuple[int, int] | None = None  # validate at this (h, w), recorded as the model's inference size; None = each image's own
     init: str | None = None  # start from these weights (fine-tuning), the classifier must match
+    calibrate: bool = False  # at the end: tune on val the logit offset that undoes the class weights, fold it into best.pt (train/calibrate.py)
 
     def validate(self) -> "TrainConfig":
         """Raise RtsegError naming the first bad flag, its value and what is allowed."""
@@ -350,7 +353,52 @@ def _train(cfg: TrainConfig, cb: TrainCallbacks, device: str, info: DistInfo) ->
             break
     if writer is not None:
         writer.close()
-    return {"best_miou": best_miou, "best_epoch": best_epoch, "history": history, "out_dir": str(out)}
+    result = {"best_miou": best_miou, "best_epoch": best_epoch, "history": history, "out_dir": str(out)}
+    if cfg.calibrate:
+        result["calibration"] = _calibrate(cfg, cb, out, model, val_loader, weights, device, info, train_ds.info.class_names)
+        if result["calibration"]:
+            result["best_miou"] = result["calibration"]["val_miou_after"]
+    return result
+
+
+def _calibrate(cfg: TrainConfig, cb: TrainCallbacks, out: Path, model: nn.Module, val_loader: DataLoader,
+               weights: torch.Tensor | None, device: str, info: DistInfo, class_names: list[str]) -> dict | None:
+    """Tune on the validation split the logit offset that undoes the class weights, and fold it
+    into best.pt; the file as trained stays beside it as best_uncalibrated.pt. Returns what was
+    done, or None when there was nothing to do (no weights, no best.pt, already calibrated, or
+    no offset beat none)."""
+    best = out / "best.pt"
+    if weights is None:
+        cb.on_message("--calibrate: there are no class weights to undo (it applies to --class-weights enet)")
+        return None
+    if not best.is_file():
+        cb.on_message(f"--calibrate: {best} does not exist yet")
+        return None
+    state = load_checkpoint(best, map_location=device)
+    meta = state["meta"]
+    if "calibration" in meta.extra:
+        cb.on_message(f"--calibrate: {best} is calibrated already (tau {meta.extra['calibration']['tau']:g}); left as is")
+        return None
+    net = getattr(model, "module", model)
+    net.load_state_dict(state["state_dict"])
+    log_w = weights.log()
+    scores = tune_logit_offset(net, val_loader, log_w, len(class_names), device, size=cfg.val_size, info=info)
+    tau = max(scores, key=scores.get)  # the first (smallest) tau on a tie
+    cb.on_message("logit offset on val: " + ", ".join(f"tau {t:g} mIoU {m:.4f}" for t, m in scores.items()))
+    if tau == 0:
+        cb.on_message("--calibrate: no offset beats none; best.pt left as is")
+        return None
+    fold_logit_offset(net, log_w, tau)
+    metrics = evaluate_model(net, val_loader, len(class_names), device, info, size=cfg.val_size).compute(class_names)
+    done = {"tau": tau, "val_miou_before": scores[0.0], "val_miou_after": metrics["miou"],
+            "offsets": (-tau * log_w).tolist()}
+    if info.is_main:
+        shutil.copy2(best, out / "best_uncalibrated.pt")
+        calibrated = replace(meta, extra={**meta.extra, "val": _jsonable(metrics), "calibration": done})
+        save_checkpoint(best, net, calibrated, **state["train"])
+    cb.on_message(f"--calibrate: tau {tau:g} folded into {best}: val mIoU {done['val_miou_before']:.4f} -> "
+                  f"{done['val_miou_after']:.4f} (as trained: best_uncalibrated.pt)")
+    return done
 
 
 def _jsonable(d: dict) -> dict:
