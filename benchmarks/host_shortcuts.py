@@ -3,7 +3,7 @@
 Part 1 (always): host work per 1024x2048 frame on the bundled street frame, the straightforward
 way against rtseg's: normalisation in numpy vs folded into the network (nothing on the host but
 a uint8 resize); argmax + upsampling of logits vs nearest upsampling of uint8 ids; ``palette[ids]``
-vs ``cv2.LUT``; blending. Median of ``--runs``.
+vs ``cv2.LUT`` at the frame's size vs ``cv2.LUT`` at the inference size; blending. Median of ``--runs``.
 
 Part 2 (when ../shared/data/camvid and a checkpoint are present): the mIoU cost on CamVid val of
 upsampling class ids (nearest, what rtseg does) instead of logits (bilinear, then argmax) when
@@ -68,7 +68,9 @@ def host_costs(runs: int, size: tuple[int, int] = (512, 1024), classes: int = 11
         f"ids {h}x{w} -> nearest to 1024x2048 (rtseg)":
             _median_ms(lambda: cv2.resize(ids_small, (W, H), interpolation=cv2.INTER_NEAREST), runs),
         "colour: palette[ids] (numpy)": _median_ms(lambda: palette[ids_full], runs),
-        "colour: cv2.LUT (rtseg)": _median_ms(lambda: colorize(ids_full, lut), runs),
+        "colour: cv2.LUT at 1024x2048": _median_ms(lambda: colorize(ids_full, lut), runs),
+        f"colour: cv2.LUT at {h}x{w}, colours enlarged nearest (rtseg)":
+            _median_ms(lambda: cv2.resize(colorize(ids_small, lut), (W, H), interpolation=cv2.INTER_NEAREST), runs),
         "blend: cv2.addWeighted": _median_ms(lambda: overlay(frame, colours, 0.5), runs),
     }
     return costs
