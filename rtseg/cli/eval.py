@@ -24,7 +24,7 @@ def eval_command(
     dataset: str = typer.Option("camvid", help="camvid, cityscapes or folder."),
     data_root: Path = typer.Option(Path("../shared/data/camvid"), "--data-root", help="Dataset root folder."),
     split: str = typer.Option("val", help="Split to evaluate (e.g. val, test)."),
-    size: Optional[str] = typer.Option(None, help="Inference size HxW (default: each image's own size for .pt; an engine's own size otherwise)."),
+    size: Optional[str] = typer.Option(None, help="Inference size HxW (default for a .pt: the size its training validated at, else each image's own; an engine's own size otherwise)."),
     device: str = typer.Option("cpu", help="cpu, cuda or cuda:N."),
     limit: int = typer.Option(0, help="Only the first N frames (0 = all)."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the results as JSON here."),

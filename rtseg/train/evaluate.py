@@ -80,14 +80,20 @@ def _native_torch(path: Path, device: str) -> Predictor:
 
 
 def load_predictor(path: str | Path, *, device: str = "cpu", size: tuple[int, int] | None = None) -> Predictor:
-    """Any artifact as a :class:`Predictor`. A PyTorch checkpoint without ``size`` runs each
-    frame at its own size; otherwise ``rtseg.load_engine`` loads it (at ``size``, else the
-    artifact's own size) and frames are resized to it and the ids back."""
+    """Any artifact as a :class:`Predictor`. A PyTorch checkpoint without ``size`` runs at the
+    size its training validated at (``--val-size``), so eval reproduces the figure training
+    reported, or else each frame at its own size. Otherwise ``rtseg.load_engine`` loads it (at
+    ``size``, else the artifact's own size) and frames are resized to it and the ids back."""
     path = Path(path)
     if not path.is_file():
         raise RtsegError(f"weights/engine file not found: {path}")
     if size is None and path.suffix.lower() in _TORCH_SUFFIXES:
-        return _native_torch(path, device)
+        from rtseg.checkpoint import load_checkpoint
+
+        val_size = load_checkpoint(path)["meta"].extra.get("train_config", {}).get("val_size")
+        if not val_size:
+            return _native_torch(path, device)
+        size = tuple(val_size)
     from rtseg import load_engine
 
     engine = load_engine(path, device=device, size=size)

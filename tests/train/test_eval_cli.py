@@ -90,3 +90,17 @@ def test_train_reports_a_bad_label_in_one_line(cli, folder_data: Path, tmp_path:
     code, _, err = cli("train", "--dataset", "folder", "--data-root", folder_data, "--out", tmp_path / "r",
                        "--limit", "4", "--batch-size", "2", "--crop", "64x64", "--workers", "1", "--quiet")
     _one_line_error(code, err, "f001.png", "values [9]")
+
+
+def test_a_checkpoint_is_evaluated_at_the_size_its_training_validated_at(tiny_checkpoint, tmp_path):
+    from dataclasses import replace
+
+    from rtseg.checkpoint import build_from_checkpoint, save_checkpoint
+    from rtseg.train.evaluate import load_predictor
+
+    assert load_predictor(tiny_checkpoint).size is None  # no --val-size recorded: each frame's own size
+    net, meta = build_from_checkpoint(tiny_checkpoint)
+    trained = replace(meta, extra={**meta.extra, "train_config": {"val_size": [96, 128]}})
+    path = save_checkpoint(tmp_path / "val_size.pt", net, trained)
+    assert load_predictor(path).size == (96, 128)
+    assert load_predictor(path, size=(64, 64)).size == (64, 64)  # --size still wins
