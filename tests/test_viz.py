@@ -37,6 +37,20 @@ def test_small_ids_give_the_same_picture_as_ids_at_the_frame_size(small, frame, 
     assert picture.shape == ((*frame, 3) if view != "side-by-side" else (frame[0], 2 * frame[1], 3))
 
 
+@pytest.mark.parametrize("small, big", [((512, 1024), (1024, 2048)), ((45, 60), (90, 180)), ((45, 60), (100, 77)),
+                                        ((360, 480), (540, 720)), ((64, 64), (32, 32))])
+def test_resize_nearest_is_centre_aligned_at_every_scale(small, big):
+    import cv2
+
+    from rtseg.viz import resize_nearest
+
+    ids = _ids(*small, seed=3)
+    want = cv2.resize(ids, big[::-1], interpolation=cv2.INTER_NEAREST_EXACT)
+    assert np.array_equal(resize_nearest(ids, big), want)  # whole-number scales take the faster path
+    colours = colorize(ids, PALETTE)
+    assert np.array_equal(resize_nearest(colours, big), cv2.resize(colours, big[::-1], interpolation=cv2.INTER_NEAREST_EXACT))
+
+
 def test_overlay_weights_the_colours_by_alpha():
     frame = np.full((4, 4, 3), 200, np.uint8)
     colors = np.full((4, 4, 3), 100, np.uint8)

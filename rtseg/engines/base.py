@@ -15,6 +15,7 @@ import numpy as np
 
 from rtseg.errors import RtsegError
 from rtseg.meta import ModelMeta
+from rtseg.viz import resize_nearest
 
 __all__ = ["Engine", "parse_size"]
 
@@ -67,11 +68,12 @@ class Engine(ABC):
 
     def postprocess(self, ids: np.ndarray, sizes: Sequence[tuple[int, int]]) -> list[np.ndarray]:
         """Class ids at the inference size -> one (H, W) uint8 array per frame at its own size.
-        INTER_NEAREST_EXACT samples pixel centres, as preprocess's INTER_LINEAR and the training
-        labels do; plain INTER_NEAREST would shift the ids by up to a pixel against the frame."""
+        Pixel centres are aligned (see ``rtseg.viz.resize_nearest``), as in preprocess's
+        INTER_LINEAR and the training labels; plain INTER_NEAREST would shift the ids by up to a
+        pixel against the frame at a fractional scale."""
         out = []
         for one, (fh, fw) in zip(ids, sizes):
-            out.append(one if one.shape == (fh, fw) else cv2.resize(one, (fw, fh), interpolation=cv2.INTER_NEAREST_EXACT))
+            out.append(one if one.shape == (fh, fw) else resize_nearest(one, (fh, fw)))
         return out
 
     def predict(self, frame: np.ndarray) -> np.ndarray:
