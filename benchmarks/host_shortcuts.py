@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from rtseg.bundled import BENCH_FRAME, DEFAULT_WEIGHTS, REPO_ROOT
 from rtseg.meta import ModelMeta
-from rtseg.viz import overlay, palette_lut, colorize
+from rtseg.viz import colorize, overlay, palette_lut, resize_nearest
 
 
 def _median_ms(fn, runs: int) -> float:
@@ -49,7 +49,7 @@ def host_costs(runs: int, size: tuple[int, int] = (512, 1024), classes: int = 11
     rng = np.random.default_rng(0)
     logits_small = torch.from_numpy(rng.standard_normal((1, classes, h, w), np.float32))
     ids_small = logits_small.argmax(1)[0].numpy().astype(np.uint8)
-    ids_full = cv2.resize(ids_small, (W, H), interpolation=cv2.INTER_NEAREST)
+    ids_full = resize_nearest(ids_small, (H, W))
     palette = np.array(meta.palette, np.uint8)
     lut = palette_lut(meta.palette)
     colours = colorize(ids_full, lut)
@@ -66,11 +66,11 @@ def host_costs(runs: int, size: tuple[int, int] = (512, 1024), classes: int = 11
             _median_ms(lambda: F.interpolate(logits_small, size=(H, W), mode="bilinear", align_corners=False).argmax(1),
                        max(3, runs // 3)),
         f"ids {h}x{w} -> nearest to 1024x2048 (rtseg)":
-            _median_ms(lambda: cv2.resize(ids_small, (W, H), interpolation=cv2.INTER_NEAREST), runs),
+            _median_ms(lambda: resize_nearest(ids_small, (H, W)), runs),
         "colour: palette[ids] (numpy)": _median_ms(lambda: palette[ids_full], runs),
         "colour: cv2.LUT at 1024x2048": _median_ms(lambda: colorize(ids_full, lut), runs),
         f"colour: cv2.LUT at {h}x{w}, colours enlarged nearest (rtseg)":
-            _median_ms(lambda: cv2.resize(colorize(ids_small, lut), (W, H), interpolation=cv2.INTER_NEAREST), runs),
+            _median_ms(lambda: resize_nearest(colorize(ids_small, lut), (H, W)), runs),
         "blend: cv2.addWeighted": _median_ms(lambda: overlay(frame, colours, 0.5), runs),
     }
     return costs
@@ -103,7 +103,7 @@ def miou_cost(weights: Path, root: Path, sizes: list[tuple[int, int]], limit: in
                 logits = model(torch.from_numpy(small[None]))  # (1, C, h, w)
                 up = F.interpolate(logits, size=(H, W), mode="bilinear", align_corners=False).argmax(1)[0].numpy()
                 ids = logits.argmax(1)[0].numpy().astype(np.uint8)
-            near = cv2.resize(ids, (W, H), interpolation=cv2.INTER_NEAREST)
+            near = resize_nearest(ids, (H, W))
             cms["logits_bilinear"].update(up, label)
             cms["ids_nearest"].update(near, label)
         a, b = (cms[k].compute(meta.class_names)["miou"] for k in ("logits_bilinear", "ids_nearest"))
