@@ -17,12 +17,12 @@ from typing import Sequence
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from rtseg.errors import RtsegError
 from rtseg.train.data import IGNORE
 from rtseg.train.dist import DistInfo, all_reduce_sum
+from rtseg.train.evaluate import at_size, to_label_size
 from rtseg.train.metrics import ConfusionMatrix
 
 __all__ = ["TAUS", "tune_logit_offset", "fold_logit_offset", "final_conv"]
@@ -52,15 +52,9 @@ def tune_logit_offset(model: nn.Module, loader: DataLoader, log_w: torch.Tensor,
     log_w = log_w.to(device).view(1, -1, 1, 1)
     cms = {t: ConfusionMatrix(num_classes, IGNORE) for t in taus}
     for images, labels in loader:
-        images = images.to(device, memory_format=torch.channels_last)
-        if size is not None and tuple(images.shape[-2:]) != tuple(size):
-            images = F.interpolate(images, size=size, mode="bilinear", align_corners=False)
-        logits = model(images)
+        logits = model(at_size(images.to(device, memory_format=torch.channels_last), size))
         for t in taus:
-            pred = (logits - t * log_w).argmax(1)
-            if pred.shape[-2:] != labels.shape[-2:]:
-                pred = F.interpolate(pred[:, None].float(), size=labels.shape[-2:], mode="nearest-exact")[:, 0].long()
-            cms[t].update(pred.cpu(), labels)
+            cms[t].update(to_label_size((logits - t * log_w).argmax(1), labels).cpu(), labels)
     scores = {}
     for t, cm in cms.items():
         all_reduce_sum(cm.mat, info)

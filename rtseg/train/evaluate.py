@@ -23,7 +23,7 @@ from rtseg.train.data import IGNORE, SegDataset
 from rtseg.train.dist import DistInfo, all_reduce_sum
 from rtseg.train.metrics import ConfusionMatrix
 
-__all__ = ["evaluate_model", "Predictor", "load_predictor", "evaluate", "eval_report"]
+__all__ = ["evaluate_model", "at_size", "to_label_size", "Predictor", "load_predictor", "evaluate", "eval_report"]
 
 log = logging.getLogger(__name__)
 
@@ -40,15 +40,24 @@ def evaluate_model(model: nn.Module, loader: DataLoader, num_classes: int, devic
     model.eval()
     cm = ConfusionMatrix(num_classes, IGNORE)
     for images, labels in loader:
-        images = images.to(device, memory_format=torch.channels_last)
-        if size is not None and tuple(images.shape[-2:]) != tuple(size):
-            images = F.interpolate(images, size=size, mode="bilinear", align_corners=False)
-        pred = model(images).argmax(1)
-        if pred.shape[-2:] != labels.shape[-2:]:
-            pred = F.interpolate(pred[:, None].float(), size=labels.shape[-2:], mode="nearest-exact")[:, 0].long()
-        cm.update(pred.cpu(), labels)
+        pred = model(at_size(images.to(device, memory_format=torch.channels_last), size)).argmax(1)
+        cm.update(to_label_size(pred, labels).cpu(), labels)
     all_reduce_sum(cm.mat, info)
     return cm
+
+
+def at_size(images: torch.Tensor, size: tuple[int, int] | None) -> torch.Tensor:
+    """Normalised float images (N, 3, H, W) resized to ``size`` (bilinear), or as they are."""
+    if size is None or tuple(images.shape[-2:]) == tuple(size):
+        return images
+    return F.interpolate(images, size=size, mode="bilinear", align_corners=False)
+
+
+def to_label_size(pred: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Class ids (N, h, w) brought to the labels' size by nearest neighbour, pixel centres aligned."""
+    if pred.shape[-2:] == labels.shape[-2:]:
+        return pred
+    return F.interpolate(pred[:, None].float(), size=labels.shape[-2:], mode="nearest-exact")[:, 0].long()
 
 
 class Predictor:
