@@ -107,6 +107,11 @@ def _opencv() -> list[Check]:
     rows.append(Check("video", "video files/streams", None, detail=names(reg.getStreamBackends)))
     rows.append(Check("video", "cameras", None, detail=names(reg.getCameraBackends)))
     rows.append(Check("video", "video writers", None, detail=names(reg.getWriterBackends)))
+    av, why = _import("av")
+    x264 = av is not None and "libx264" in av.codecs_available
+    rows.append(Check("video", "H.264 output (PyAV)", x264, getattr(av, "__version__", ""),
+                      "mp4/mov/mkv written as H.264" if x264 else
+                      (why or "PyAV has no libx264") + ": mp4v instead (pip install av)"))
     has_gui = gui.upper() not in ("NONE", "NO", "UNKNOWN", "")
     display = os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
     rows.append(Check("video", "GUI (--show, webcam)", has_gui and bool(display or sys.platform != "linux"), gui,

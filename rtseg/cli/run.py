@@ -14,6 +14,8 @@ ENGINE_HELP = ".pt/.pth PyTorch checkpoint, .onnx (ONNX Runtime or OpenVINO), .p
 
 
 THREADS_HELP = "CPU threads for the network (0 = one per core); TensorRT ignores it."
+CODEC_HELP = ("auto: H.264 through PyAV for .mp4/.mov/.mkv (browsers play it), OpenCV's codec otherwise; "
+              "h264 or opencv to insist.")
 
 
 def load(engine: Optional[Path], *, device: str, size: Optional[str], runtime: Optional[str], threads: int = 0):
@@ -63,7 +65,7 @@ class _Status:
 
 
 def _run(source, engine, *, output: Optional[Path], masks: Optional[Path], show: bool, view: str, alpha: float,
-         sequential: bool, max_frames: Optional[int], queue_size: int, quiet: bool) -> None:
+         sequential: bool, max_frames: Optional[int], queue_size: int, quiet: bool, codec: str = "auto") -> None:
     """Build the sinks, run the pipeline with a status display, print the summary; exits 130/1 as needed."""
     from rtseg.pipeline import Look, StageError, engine_stages, run
     from rtseg.pipeline.sinks import MaskSink, MultiSink, VideoSink, WindowSink
@@ -72,7 +74,7 @@ def _run(source, engine, *, output: Optional[Path], masks: Optional[Path], show:
     lut = palette_lut(engine.meta.palette)
     file_look = Look(view=view, alpha=alpha)
     sinks = []
-    video = VideoSink(output, source.fps) if output is not None else None
+    video = VideoSink(output, source.fps, codec=codec) if output is not None else None
     if video is not None:
         sinks.append(video)
     if masks is not None:
@@ -103,7 +105,7 @@ def _run(source, engine, *, output: Optional[Path], masks: Optional[Path], show:
             line += f", {result.dropped} stale frames dropped"
         console.print(line, highlight=False)
     if video is not None and video.frames:
-        console.print(f"wrote {output}" + (" (interrupted: the frames so far)" if result.interrupted else ""),
+        console.print(f"wrote {output} ({video.codec})" + (" (interrupted: the frames so far)" if result.interrupted else ""),
                       highlight=False, soft_wrap=True)
     if masks is not None:
         console.print(f"wrote {result.frames} class-id PNGs to {masks}", highlight=False, soft_wrap=True)
@@ -129,6 +131,7 @@ def run_command(
     sequential: bool = typer.Option(False, "--sequential", help="Run the stages one after another in one thread (for comparison)."),
     max_frames: Optional[int] = typer.Option(None, "--max-frames", help="Stop after N frames."),
     queue_size: int = typer.Option(0, "--queue-size", help="Frames each queue between stages holds (0 = 4 for files, 1 for live sources)."),
+    codec: str = typer.Option("auto", help=CODEC_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or summary, only the output path."),
 ) -> None:
     """Segment a video, image folder, camera or stream; write the overlay video (and masks, window)."""
@@ -147,7 +150,7 @@ def run_command(
     if output is None:
         output = Path.cwd() / f"{src.name}_seg.mp4"
     _run(src, eng, output=output, masks=masks, show=show, view=view, alpha=alpha, sequential=sequential,
-         max_frames=max_frames, queue_size=queue_size, quiet=quiet)
+         max_frames=max_frames, queue_size=queue_size, quiet=quiet, codec=codec)
 
 
 @app.command("webcam")

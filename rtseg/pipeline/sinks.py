@@ -1,14 +1,15 @@
 """Where the pictures go: an overlay video, per-frame class-id PNGs, a window.
 
 The video is written to ``<name>.partial<suffix>`` and renamed when the run ends normally or is
-interrupted, after ``cv2.VideoWriter.release()`` has written the container's index: so the file
-under the final name is always complete and playable, even after Ctrl-C.
+interrupted, after the writer (PyAV's H.264 or OpenCV's) has written the container's index: so
+the file under the final name is always complete and playable, even after Ctrl-C.
 """
 from __future__ import annotations
 
 import logging
 import os
 import time
+from fractions import Fraction
 from pathlib import Path
 from typing import Sequence
 
@@ -20,13 +21,86 @@ from rtseg.pipeline.packet import Look, Packet
 from rtseg.pipeline.runner import Sink, StopRun
 from rtseg.viz import VIEWS, compose
 
-__all__ = ["VideoSink", "MaskSink", "WindowSink", "MultiSink", "NullSink", "FOURCC", "handle_key"]
+__all__ = ["VideoSink", "MaskSink", "WindowSink", "MultiSink", "NullSink", "FOURCC", "handle_key", "h264_available"]
 
 log = logging.getLogger(__name__)
 
-# Containers and the codec used for each. OpenCV's pip wheels carry FFmpeg without an H.264
-# encoder (avc1 fails to open here), so MPEG-4 Part 2 ("mp4v") it is: every player reads it.
+# Containers and the OpenCV codec used for each. OpenCV's pip wheels carry FFmpeg without an
+# H.264 encoder (avc1 fails to open here), so without PyAV it is MPEG-4 Part 2 ("mp4v"), which
+# desktop players read but web browsers do not.
 FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "mp4v"}
+H264_CONTAINERS = (".mp4", ".m4v", ".mov", ".mkv")  # written as H.264 when PyAV is installed
+
+
+def h264_available() -> bool:
+    """True when PyAV is installed with an x264 encoder (``pip install av``)."""
+    try:
+        import av
+    except ImportError:
+        return False
+    return "libx264" in av.codecs_available
+
+
+class _CvWriter:
+    """cv2.VideoWriter with the codec of ``FOURCC``."""
+
+    codec = "mp4v"
+
+    def __init__(self, path: Path, fps: float, size: tuple[int, int], fourcc: str):
+        self.codec = fourcc
+        self._writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, size)
+        if not self._writer.isOpened():
+            raise RtsegError(f"cannot write video {path} (codec {fourcc} at {size[0]}x{size[1]}); try --output with .avi")
+
+    def write(self, bgr: np.ndarray) -> None:
+        self._writer.write(bgr)
+
+    def release(self) -> None:
+        self._writer.release()  # writes the mp4 index (moov atom): without it the file does not play
+
+
+class _H264Writer:
+    """H.264 (x264, preset ultrafast) through PyAV. Against OpenCV's mp4v on 1024x2048 overlay
+    frames: 20 ms a frame instead of 24, files 23% smaller, and browsers play them."""
+
+    codec = "h264"
+
+    def __init__(self, path: Path, fps: float, size: tuple[int, int]):
+        import av
+
+        self._av = av
+        w, h = size
+        rate = Fraction(fps).limit_denominator(1001) if fps > 0 else Fraction(25)
+        try:
+            self._container = av.open(str(path), mode="w")
+            self._stream = self._container.add_stream("libx264", rate=rate)
+        except (av.error.FFmpegError, OSError, ValueError) as exc:
+            raise RtsegError(f"cannot write video {path} ({exc})") from None
+        # 4:2:0, what every player and browser reads, needs even sides; 4:4:4 keeps odd ones exact.
+        self._even = w % 2 == 0 and h % 2 == 0
+        self._stream.width, self._stream.height = w, h
+        self._stream.pix_fmt = "yuv420p" if self._even else "yuv444p"
+        self._stream.options = {"preset": "ultrafast"}  # the write stage is the dearest host stage
+        self._index = 0
+
+    def write(self, bgr: np.ndarray) -> None:
+        if self._even:
+            # OpenCV's I420 conversion (SIMD) rather than PyAV's swscale from bgr24: about 5 ms less
+            # a frame at 1024x2048.
+            frame = self._av.VideoFrame.from_ndarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV_I420), format="yuv420p")
+        else:
+            frame = self._av.VideoFrame.from_ndarray(bgr, format="bgr24")  # PyAV converts it to 4:4:4
+        frame.pts = self._index
+        self._index += 1
+        for packet in self._stream.encode(frame):
+            self._container.mux(packet)
+
+    def release(self) -> None:
+        try:
+            for packet in self._stream.encode():  # flush the frames x264 still holds
+                self._container.mux(packet)
+        finally:
+            self._container.close()  # writes the mp4 index: without it the file does not play
 
 
 class NullSink(Sink):
@@ -37,32 +111,48 @@ class NullSink(Sink):
 
 
 class VideoSink(Sink):
-    """Writes ``packet.picture`` to a video at ``fps``; opened on the first picture (its size)."""
+    """Writes ``packet.picture`` to a video at ``fps``; opened on the first picture (its size).
 
-    def __init__(self, path: str | Path, fps: float):
+    ``codec``: ``auto`` writes H.264 when PyAV is installed and the container takes it, else
+    OpenCV's codec for the container; ``h264`` insists; ``opencv`` never uses PyAV."""
+
+    def __init__(self, path: str | Path, fps: float, *, codec: str = "auto"):
         self.path = Path(path)
         suffix = self.path.suffix.lower()
         if suffix not in FOURCC:
             raise RtsegError(f"--output {path}: unsupported video type {suffix or '(none)'!r}; use one of "
                              f"{', '.join(FOURCC)}")
+        if codec not in ("auto", "h264", "opencv"):
+            raise RtsegError(f"--codec {codec!r} is not allowed; use auto, h264 or opencv")
+        if codec == "h264" and (suffix not in H264_CONTAINERS or not h264_available()):
+            raise RtsegError(f"--codec h264 needs PyAV (pip install av) and one of "
+                             f"{', '.join(H264_CONTAINERS)}; got {suffix}")
         if not self.path.parent.is_dir():
             raise RtsegError(f"--output {path}: folder {self.path.parent} does not exist")
         self.partial = self.path.with_name(f"{self.path.stem}.partial{self.path.suffix}")
         self.fps = fps
+        self.codec_choice = codec
         self.frames = 0
-        self._writer: cv2.VideoWriter | None = None
+        self.codec: str | None = None  # h264, mp4v or MJPG, once the first picture has opened the file
+        self._writer: _CvWriter | _H264Writer | None = None
         self._size: tuple[int, int] | None = None  # (w, h)
+
+    def _open(self, w: int, h: int) -> _CvWriter | _H264Writer:
+        suffix = self.path.suffix.lower()
+        if self.codec_choice != "opencv" and suffix in H264_CONTAINERS and h264_available():
+            return _H264Writer(self.partial, self.fps, (w, h))
+        if FOURCC[suffix] == "mp4v" and (w % 2 or h % 2):
+            log.warning("OpenCV's mp4v writer rounds %dx%d pictures down to even sides; with PyAV installed "
+                        "(pip install av) the video keeps them", w, h)
+        return _CvWriter(self.partial, self.fps, (w, h), FOURCC[suffix])
 
     def write(self, packet: Packet) -> None:
         picture = packet.picture
         h, w = picture.shape[:2]
         if self._writer is None:
             self._size = (w, h)
-            self._writer = cv2.VideoWriter(str(self.partial), cv2.VideoWriter_fourcc(*FOURCC[self.path.suffix.lower()]),
-                                           self.fps, self._size)
-            if not self._writer.isOpened():
-                raise RtsegError(f"cannot write video {self.partial} (codec {FOURCC[self.path.suffix.lower()]} "
-                                 f"at {w}x{h}); try --output with .avi")
+            self._writer = self._open(w, h)
+            self.codec = self._writer.codec
         elif (w, h) != self._size:  # the writer has one frame size (a view change in the window, say)
             picture = cv2.resize(picture, self._size, interpolation=cv2.INTER_AREA)
         self._writer.write(picture)
@@ -71,8 +161,10 @@ class VideoSink(Sink):
     def close(self, *, completed: bool, interrupted: bool) -> None:
         if self._writer is None:
             return
-        self._writer.release()  # writes the mp4 index (moov atom): without it the file does not play
-        self._writer = None
+        try:
+            self._writer.release()
+        finally:
+            self._writer = None
         if completed or interrupted:
             os.replace(self.partial, self.path)  # atomic on one file system
         else:

@@ -8,7 +8,7 @@ import pytest
 from pipeline_fakes import FakeEngine, ListSource, RecordingSink, count_frames, write_video
 from rtseg.errors import RtsegError
 from rtseg.pipeline import Look, Timings, engine_stages, open_source, run
-from rtseg.pipeline.sinks import MaskSink, MultiSink, VideoSink, handle_key
+from rtseg.pipeline.sinks import MaskSink, MultiSink, VideoSink, h264_available, handle_key
 from rtseg.pipeline.timing import StageStats
 
 
@@ -16,15 +16,47 @@ class _Interrupt(RecordingSink):
     """Ctrl-C arriving in the main thread while frame ``at`` is being written."""
 
 
-@pytest.mark.parametrize("suffix", [".mp4", ".avi"])
-def test_output_video_has_the_inputs_size_fps_and_frame_count(tmp_path, suffix):
+needs_h264 = pytest.mark.skipif(not h264_available(), reason="PyAV with x264 is not installed (pip install av)")
+
+
+@pytest.mark.parametrize("suffix, codec, written", [(".mp4", "opencv", "mp4v"), (".avi", "auto", "MJPG"),
+                                                    pytest.param(".mp4", "auto", "h264", marks=needs_h264),
+                                                    pytest.param(".mkv", "h264", "h264", marks=needs_h264)])
+def test_output_video_has_the_inputs_size_fps_and_frame_count(tmp_path, suffix, codec, written):
     src = write_video(tmp_path / "in.mp4", 23, size=(48, 64), fps=12)
     out = tmp_path / f"out{suffix}"
     source = open_source(str(src))
-    result = run(source, engine_stages(FakeEngine(), Look()), VideoSink(out, source.fps))
-    assert result.frames == 23
+    video = VideoSink(out, source.fps, codec=codec)
+    result = run(source, engine_stages(FakeEngine(), Look()), video)
+    assert result.frames == 23 and video.codec == written
     assert count_frames(out) == (23, 12.0, (48, 64))
     assert not (tmp_path / f"out.partial{suffix}").exists()
+
+
+@needs_h264
+def test_h264_keeps_a_fractional_frame_rate_and_the_picture(tmp_path):
+    out = tmp_path / "out.mp4"
+    video = VideoSink(out, 30000 / 1001)
+    run(ListSource(10, size=(64, 96)), engine_stages(FakeEngine(), Look(view="mask")), video)
+    frames, fps, size = count_frames(out)
+    assert (frames, size, video.codec) == (10, (64, 96), "h264") and fps == pytest.approx(29.97, abs=0.01)
+
+
+@needs_h264
+def test_h264_keeps_odd_frame_sides(tmp_path, caplog):
+    video = VideoSink(tmp_path / "odd.mp4", 10)
+    run(ListSource(4, size=(45, 61)), engine_stages(FakeEngine(), Look()), video)
+    assert video.codec == "h264" and count_frames(tmp_path / "odd.mp4")[::2] == (4, (45, 61))
+    # OpenCV's mp4v writer cannot: it rounds down, and says so.
+    run(ListSource(4, size=(45, 61)), engine_stages(FakeEngine(), Look()), VideoSink(tmp_path / "cv.mp4", 10, codec="opencv"))
+    assert count_frames(tmp_path / "cv.mp4")[2] == (44, 60) and "rounds 61x45 pictures down" in caplog.text
+
+
+def test_bad_codec_choices_are_one_line(tmp_path):
+    with pytest.raises(RtsegError, match="--codec 'vp9' is not allowed"):
+        VideoSink(tmp_path / "x.mp4", 25, codec="vp9")
+    with pytest.raises(RtsegError, match="--codec h264 needs"):
+        VideoSink(tmp_path / "x.avi", 25, codec="h264")
 
 
 def test_side_by_side_is_twice_as_wide(tmp_path):
@@ -34,10 +66,11 @@ def test_side_by_side_is_twice_as_wide(tmp_path):
     assert count_frames(out)[2] == (48, 128)
 
 
-def test_ctrl_c_leaves_a_complete_playable_video(tmp_path):
+@pytest.mark.parametrize("codec", ["opencv", pytest.param("h264", marks=needs_h264)])
+def test_ctrl_c_leaves_a_complete_playable_video(tmp_path, codec):
     """The interrupt lands in the main thread during a write; what was written plays back, under the final name."""
     out = tmp_path / "out.mp4"
-    video = VideoSink(out, 25)
+    video = VideoSink(out, 25, codec=codec)
     sink = MultiSink([video, RecordingSink(interrupt_at=12)])
     result = run(ListSource(500), engine_stages(FakeEngine(), Look()), sink)
     assert result.interrupted
