@@ -44,8 +44,6 @@ def h264_available() -> bool:
 class _CvWriter:
     """cv2.VideoWriter with the codec of ``FOURCC``."""
 
-    codec = "mp4v"
-
     def __init__(self, path: Path, fps: float, size: tuple[int, int], fourcc: str):
         self.codec = fourcc
         self._writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, size)
