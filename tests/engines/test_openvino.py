@@ -9,11 +9,9 @@ import cv2
 import numpy as np
 import pytest
 
-from rtseg.bundled import DEFAULT_WEIGHTS
-from rtseg.checkpoint import build_from_checkpoint
+from onnx_exports import export_weights
 from rtseg.engines import load_engine, resolve_onnx_runtime
 from rtseg.errors import RtsegError
-from rtseg.export.onnx import export_onnx
 
 ov = pytest.importorskip("openvino")
 
@@ -22,14 +20,8 @@ F32_PARITY = 0.995  # f32 vs PyTorch fp32: only summation order differs, so near
 
 
 @pytest.fixture(scope="module")
-def weights(tiny_checkpoint) -> Path:
-    return DEFAULT_WEIGHTS if DEFAULT_WEIGHTS.is_file() else tiny_checkpoint
-
-
-@pytest.fixture(scope="module")
 def fixed_onnx(weights, tmp_path_factory) -> Path:
-    model, meta = build_from_checkpoint(weights)
-    return export_onnx(model, meta, tmp_path_factory.mktemp("ov") / "fixed.onnx", size=SIZE)
+    return export_weights(weights, tmp_path_factory.mktemp("ov") / "fixed.onnx", size=SIZE)
 
 
 @pytest.fixture(scope="module")
@@ -68,8 +60,7 @@ def test_bf16_runs_and_reports_agreement(fixed_onnx, frame, torch_ids, record_pr
 
 @pytest.mark.slow
 def test_dynamic_file_is_reshaped_and_batches_agree(weights, tmp_path, frame):
-    model, meta = build_from_checkpoint(weights)
-    dyn = export_onnx(model, meta, tmp_path / "dyn.onnx", dynamic=True)
+    dyn = export_weights(weights, tmp_path / "dyn.onnx", dynamic=True)
     latency = load_engine(dyn, runtime="openvino", size=(128, 256), precision="f32")
     assert latency.input_size == (128, 256)
     flipped = np.ascontiguousarray(frame[:, ::-1])

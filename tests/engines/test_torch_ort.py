@@ -11,32 +11,21 @@ import numpy as np
 import pytest
 import torch
 
-from rtseg.bundled import DEFAULT_WEIGHTS
-from rtseg.checkpoint import build_from_checkpoint
+from onnx_exports import export_weights
 from rtseg.engines import load_engine
 from rtseg.errors import RtsegError
-from rtseg.export.onnx import export_onnx
 
 PARITY = 0.999
 
 
 @pytest.fixture(scope="module")
-def weights(tiny_checkpoint) -> Path:
-    """The bundled CamVid weights when they exist (trained: realistic class boundaries), else an
-    untrained network."""
-    return DEFAULT_WEIGHTS if DEFAULT_WEIGHTS.is_file() else tiny_checkpoint
-
-
-@pytest.fixture(scope="module")
 def dynamic_onnx(weights, tmp_path_factory) -> Path:
-    model, meta = build_from_checkpoint(weights)
-    return export_onnx(model, meta, tmp_path_factory.mktemp("onnx") / "dyn.onnx", dynamic=True)
+    return export_weights(weights, tmp_path_factory.mktemp("onnx") / "dyn.onnx", dynamic=True)
 
 
 @pytest.fixture(scope="module")
 def fixed_onnx(weights, tmp_path_factory) -> Path:
-    model, meta = build_from_checkpoint(weights)
-    return export_onnx(model, meta, tmp_path_factory.mktemp("onnx") / "fixed.onnx", size=(128, 160))
+    return export_weights(weights, tmp_path_factory.mktemp("onnx") / "fixed.onnx", size=(128, 160))
 
 
 def test_suffix_picks_the_backend(weights, dynamic_onnx, tmp_path):
