@@ -78,7 +78,7 @@ def train(
     lr: Optional[float] = typer.Option(None, help="Peak learning rate (default: 0.045 sgd, 2e-3 adamw)."),
     weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="Default 4e-5 for sgd, 1e-4 for adamw; never on depthwise, BN, bias."),
     warmup_epochs: float = typer.Option(1.0, "--warmup-epochs", help="Linear warm-up for sgd."),
-    loss: str = typer.Option("ce", help="ce, ohem, focal, dice, jaccard or ce_dice."),
+    loss: str = typer.Option("ce", help="ce, ohem, focal, dice, jaccard, ce_dice, lovasz or ce_lovasz (Lovasz-softmax, for fine-tuning towards mIoU)."),
     class_weights: str = typer.Option("none", "--class-weights", help="none or enet (w = 1/ln(1.02 + p))."),
     aux_weight: float = typer.Option(0.4, "--aux-weight", help="Auxiliary-head loss weight (paper 0.4; 0 = no aux heads)."),
     clip_grad: float = typer.Option(0.0, "--clip-grad", help="Max gradient norm (0 = off)."),

@@ -12,9 +12,9 @@ import torch.nn.functional as F
 from rtseg.errors import RtsegError
 
 __all__ = ["build_loss", "enet_weights", "LOSSES", "OhemCrossEntropy", "FocalLoss", "DiceLoss", "JaccardLoss",
-           "CrossEntropyDice", "WithAux"]
+           "CrossEntropyDice", "LovaszSoftmax", "CrossEntropyLovasz", "WithAux"]
 
-LOSSES = ("ce", "ohem", "focal", "dice", "jaccard", "ce_dice")
+LOSSES = ("ce", "ohem", "focal", "dice", "jaccard", "ce_dice", "lovasz", "ce_lovasz")
 
 
 def enet_weights(pixel_counts: Sequence[int] | np.ndarray, c: float = 1.02) -> torch.Tensor:
@@ -124,6 +124,62 @@ class CrossEntropyDice(nn.Module):
         return self.ce(logits, target) + self.dice_weight * self.dice(logits, target)
 
 
+def _lovasz_grad(fg_sorted: torch.Tensor) -> torch.Tensor:
+    """Gradient of the Lovasz extension of the Jaccard loss w.r.t. errors sorted descending."""
+    gts = fg_sorted.sum()
+    intersection = gts - fg_sorted.cumsum(0)
+    union = gts + (1.0 - fg_sorted).cumsum(0)
+    jaccard = 1.0 - intersection / union
+    jaccard[1:] = jaccard[1:] - jaccard[:-1]
+    return jaccard
+
+
+class LovaszSoftmax(nn.Module):
+    """Lovasz-softmax (Berman et al., CVPR 2018): a convex surrogate of 1 - IoU for each class,
+    averaged over the classes present in the batch. Unlike soft IoU it is tight at the hard
+    decision, which is why it is used to fine-tune a network trained with cross-entropy for
+    mIoU.
+
+    It costs one sort of the batch's pixels per present class: 4 s a step for 8 360x480 crops
+    on this 2-core CPU, against 1.2 s for the network. ``stride`` scores every stride-th pixel
+    in each direction instead (0.8 s at 2). Fast-SCNN's logits are bilinear enlargements of a
+    1/8-resolution map, so a stride of 2 loses next to nothing of them."""
+
+    def __init__(self, ignore_index: int = 255, stride: int = 1):
+        super().__init__()
+        self.ignore_index, self.stride = ignore_index, stride
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if self.stride > 1:
+            logits, target = logits[:, :, ::self.stride, ::self.stride], target[:, ::self.stride, ::self.stride]
+        c = logits.shape[1]
+        probs = logits.float().softmax(dim=1).permute(0, 2, 3, 1).reshape(-1, c)  # (pixels, C)
+        labels = target.reshape(-1)
+        valid = labels != self.ignore_index
+        probs, labels = probs[valid], labels[valid]
+        if labels.numel() == 0:
+            return logits.sum() * 0.0
+        losses = []
+        for k in labels.unique().tolist():
+            fg = (labels == k).float()
+            errors, order = (fg - probs[:, k]).abs().sort(descending=True)
+            losses.append(torch.dot(errors, _lovasz_grad(fg[order])))
+        return torch.stack(losses).mean()
+
+
+class CrossEntropyLovasz(nn.Module):
+    """Cross-entropy + ``lovasz_weight`` x Lovasz-softmax (on every 2nd pixel each way)."""
+
+    def __init__(self, ignore_index: int = 255, weight=None, lovasz_weight: float = 1.0, stride: int = 2):
+        super().__init__()
+        self.ce = nn.CrossEntropyLoss(weight=weight, ignore_index=ignore_index)
+        self.lovasz = LovaszSoftmax(ignore_index, stride)
+        self.lovasz_weight = lovasz_weight
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.ce(logits, target) + self.lovasz_weight * self.lovasz(logits, target)
+
+
 class WithAux(nn.Module):
     """Main loss plus ``aux_weight`` x the same loss on each auxiliary output (paper: 0.4)."""
 
@@ -153,6 +209,10 @@ def build_loss(name: str, *, ignore_index: int = 255, class_weights: torch.Tenso
         loss = JaccardLoss(ignore_index)
     elif name == "ce_dice":
         loss = CrossEntropyDice(ignore_index, weight=class_weights)
+    elif name == "lovasz":
+        loss = LovaszSoftmax(ignore_index, stride=2)
+    elif name == "ce_lovasz":
+        loss = CrossEntropyLovasz(ignore_index, weight=class_weights)
     else:
         raise RtsegError(f"unknown loss {name!r}; choose one of: {', '.join(LOSSES)}")
     return WithAux(loss, aux_weight)

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from rtseg.train.losses import (LOSSES, CrossEntropyDice, DiceLoss, FocalLoss, JaccardLoss, OhemCrossEntropy, WithAux,
-                                build_loss, enet_weights)
+from rtseg.train.losses import (LOSSES, CrossEntropyDice, CrossEntropyLovasz, DiceLoss, FocalLoss, JaccardLoss,
+                                LovaszSoftmax, OhemCrossEntropy, WithAux, build_loss, enet_weights)
 
 IGNORE = 255
 
@@ -64,6 +64,28 @@ def test_ce_dice_is_the_sum():
     logits, target = torch.randn(2, 3, 4, 5), torch.randint(0, 3, (2, 4, 5))
     expected = torch.nn.functional.cross_entropy(logits, target) + DiceLoss()(logits, target)
     assert CrossEntropyDice()(logits, target).item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_lovasz_of_hard_predictions_is_one_minus_iou_of_the_classes_present():
+    # At 0/1 probabilities the Lovasz extension equals the set function: mean over the classes in
+    # the target of 1 - IoU. Target 0 0 1 1 2, prediction 0 1 1 1 0 (class 3 absent, 255 ignored):
+    # IoU0 = 1/3 (pixels {0,1} vs {0,4}), IoU1 = 2/3, IoU2 = 0 -> loss = (2/3 + 1/3 + 1) / 3
+    target = torch.tensor([[[0, 0, 1, 1, 2, IGNORE]]])
+    pred = torch.tensor([0, 1, 1, 1, 0, 2])
+    logits = torch.full((1, 4, 1, 6), -50.0)
+    logits[0, pred, 0, torch.arange(6)] = 50.0
+    assert LovaszSoftmax()(logits, target).item() == pytest.approx((2 / 3 + 1 / 3 + 1) / 3, abs=1e-6)
+    perfect = torch.full((1, 4, 1, 6), -50.0)
+    perfect[0, torch.tensor([0, 0, 1, 1, 2, 3]), 0, torch.arange(6)] = 50.0
+    assert LovaszSoftmax()(perfect, target).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_lovasz_stride_scores_every_other_pixel():
+    logits, target = torch.randn(2, 3, 8, 10), torch.randint(0, 3, (2, 8, 10))
+    strided = LovaszSoftmax(stride=2)(logits, target)
+    assert strided.item() == pytest.approx(LovaszSoftmax()(logits[:, :, ::2, ::2], target[:, ::2, ::2]).item())
+    expected = torch.nn.functional.cross_entropy(logits, target) + strided
+    assert CrossEntropyLovasz()(logits, target).item() == pytest.approx(expected.item(), rel=1e-5)
 
 
 def test_aux_outputs_are_weighted():
