@@ -95,7 +95,8 @@ def rtseg_run(video: Path, engine_path: Path, out: Path, *, size: tuple[int, int
     kw = {"runtime": runtime} if runtime else {}
     engine = load_engine(engine_path, size=size, **kw)
     source = open_source(str(video))
-    result = run(source, engine_stages(engine, Look()), VideoSink(out, source.fps), sequential=sequential)
+    sink = VideoSink(out, source.fps)
+    result = run(source, engine_stages(engine, Look(), i420=sink.takes_i420), sink, sequential=sequential)
     return ({"fps": result.fps, "wall_s": result.wall_s, "frames": result.frames,
              "stages_ms_p50": {k: v["p50"] for k, v in result.stages_ms.items()}}, engine.describe())
 

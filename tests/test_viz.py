@@ -61,3 +61,51 @@ def test_overlay_weights_the_colours_by_alpha():
 def test_unknown_view_is_refused():
     with pytest.raises(ValueError, match="unknown view"):
         compose(np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8), np.uint8), palette_lut(PALETTE), "heatmap", 0.5)
+
+
+# --- I420: the same pictures drawn in the format the H.264 writer encodes --------------------
+
+
+@pytest.mark.parametrize("small, frame", [((64, 128), (128, 256)), ((512, 1024), (1024, 2048)),
+                                          ((360, 480), (540, 720)), ((45, 60), (100, 78))])
+@pytest.mark.parametrize("view", VIEWS)
+def test_i420_picture_is_the_bgr_picture_converted_to_within_rounding(small, frame, view):
+    import cv2
+
+    from rtseg.viz import compose_i420, yuv_luts
+
+    # regions of a few pixels, as a segmentation has (not a different id at every pixel)
+    ids = cv2.resize(_ids(small[0] // 4 + 1, small[1] // 4 + 1, seed=4), small[::-1], interpolation=cv2.INTER_NEAREST)
+    image = np.random.default_rng(5).integers(0, 256, (*frame, 3), dtype=np.uint8)
+    want = cv2.cvtColor(compose(image, ids, palette_lut(PALETTE), view, 0.4), cv2.COLOR_BGR2YUV_I420)
+    got = compose_i420(image, ids, yuv_luts(PALETTE), view, 0.4)
+    assert got.shape == want.shape == (frame[0] * 3 // 2, frame[1] * (2 if view == "side-by-side" else 1))
+    h, w = frame
+    diff = np.abs(got.astype(int) - want)
+    assert diff[:h].max() <= 1  # luma: rounding only
+    if small[0] * 2 == h and small[1] * 2 == w:
+        assert diff.max() <= 1  # one id per chroma sample: the writer's 2x2 average is that id's colour
+    else:
+        # a chroma sample straddling two ids takes one id's colour instead of an average of both:
+        # only along region borders
+        assert np.mean(diff[h:] <= 1) > 0.75
+
+
+def test_yuv_luts_are_opencvs_conversion_of_each_palette_colour():
+    import cv2
+
+    from rtseg.viz import yuv_luts
+
+    y, u, v = yuv_luts(PALETTE)
+    for i, (r, g, b) in enumerate(PALETTE + [(0, 0, 0)]):
+        tile = cv2.cvtColor(np.full((2, 2, 3), (b, g, r), np.uint8), cv2.COLOR_BGR2YUV_I420)
+        assert (y[i], u[i], v[i]) == (tile[0, 0], tile[2, 0], tile[2, 1])
+
+
+def test_i420_needs_even_sides_and_a_known_view():
+    from rtseg.viz import compose_i420, yuv_luts
+
+    with pytest.raises(ValueError, match="even frame sides"):
+        compose_i420(np.zeros((9, 8, 3), np.uint8), np.zeros((9, 8), np.uint8), yuv_luts(PALETTE), "overlay", 0.5)
+    with pytest.raises(ValueError, match="unknown view"):
+        compose_i420(np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8), np.uint8), yuv_luts(PALETTE), "heatmap", 0.5)

@@ -93,7 +93,8 @@ def _run(source, engine, *, output: Optional[Path], masks: Optional[Path], show:
     total = min(source.frame_count, max_frames) if source.frame_count and max_frames else source.frame_count
     try:
         with _Status(total, source.live, quiet) as status:
-            result = run(source, engine_stages(engine, look, lut=lut), MultiSink(sinks), sequential=sequential,
+            sink = MultiSink(sinks)
+            result = run(source, engine_stages(engine, look, lut=lut, i420=sink.takes_i420), sink, sequential=sequential,
                          queue_size=queue_size, max_frames=max_frames, on_frame=status.update)
     except StageError as exc:
         console_err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)

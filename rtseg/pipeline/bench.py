@@ -116,7 +116,7 @@ def bench(engine: Engine, open_source: Callable[[], Source], *, frames: int = 10
                     continue
                 src = open_source()
                 sink = VideoSink(Path(tmp) / f"{mode}.mp4", src.fps)
-                res = run(src, engine_stages(engine, look), sink, sequential=mode == "sequential",
+                res = run(src, engine_stages(engine, look, i420=sink.takes_i420), sink, sequential=mode == "sequential",
                           queue_size=queue_size, max_frames=frames,
                           timings=seq_timings if mode == "sequential" else None)
                 n = res.frames

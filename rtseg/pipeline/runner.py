@@ -24,7 +24,7 @@ from rtseg.errors import RtsegError
 from rtseg.pipeline.packet import Look, Packet
 from rtseg.pipeline.sources import Source
 from rtseg.pipeline.timing import StageStats, Timings
-from rtseg.viz import compose, palette_lut
+from rtseg.viz import compose, compose_i420, palette_lut, yuv_luts
 
 __all__ = ["Stage", "engine_stages", "run", "RunResult", "StageError", "StopRun", "Sink"]
 
@@ -58,6 +58,8 @@ class Stage:
 class Sink:
     """Where pictures go (the write stage). ``close`` runs once, however the run ended."""
 
+    takes_i420 = False  # True: accepts pictures in I420 as well as BGR (see engine_stages)
+
     def write(self, packet: Packet) -> None:
         raise NotImplementedError
 
@@ -65,10 +67,16 @@ class Sink:
         pass
 
 
-def engine_stages(engine: Engine, look: Look, *, lut: np.ndarray | None = None) -> list[Stage]:
-    """transform (host resize to the inference size), infer (the engine), post (ids back to
-    the frame size, LUT colouring and blending with ``look``)."""
+def engine_stages(engine: Engine, look: Look, *, lut: np.ndarray | None = None, i420: bool = False) -> list[Stage]:
+    """transform (host resize to the inference size), infer (the engine), post (LUT colouring
+    and blending with ``look``). The ids stay at the inference size; ``Packet.frame_ids``
+    enlarges them for a sink that needs them.
+
+    ``i420``: draw the picture in I420 rather than BGR when the frame's sides are even (pass
+    ``sink.takes_i420``). It is what the H.264 writer encodes, and cheaper to draw: 4.6 ms
+    instead of 17 ms for a 1024x2048 overlay on one core, the writer's conversion included."""
     lut = palette_lut(engine.meta.palette) if lut is None else lut
+    luts = yuv_luts(engine.meta.palette) if i420 else None
 
     def transform(p: Packet) -> None:
         p.batch = engine.preprocess([p.frame])
@@ -78,10 +86,13 @@ def engine_stages(engine: Engine, look: Look, *, lut: np.ndarray | None = None) 
         return getattr(engine, "last_infer_ms", None)  # TensorRT: CUDA-event time of this call
 
     def post(p: Packet) -> None:
-        small = p.ids[0]  # at the inference size: coloured there (see compose), then enlarged
-        p.ids = engine.postprocess(p.ids, [p.frame.shape[:2]])[0]  # at the frame's size, for --masks
+        p.ids = p.ids[0]  # at the inference size: coloured there (see compose), then enlarged
         p.look = look.key()  # read once, so the picture and its label agree if a key changes `look`
-        p.picture = compose(p.frame, small, lut, p.look[0], p.look[1])
+        h, w = p.frame.shape[:2]
+        if luts is not None and h % 2 == 0 and w % 2 == 0:
+            p.picture, p.picture_format = compose_i420(p.frame, p.ids, luts, *p.look), "i420"
+        else:
+            p.picture = compose(p.frame, p.ids, lut, *p.look)
 
     return [Stage("transform", transform), Stage("infer", infer), Stage("post", post)]
 

@@ -19,7 +19,7 @@ import numpy as np
 from rtseg.errors import RtsegError
 from rtseg.pipeline.packet import Look, Packet
 from rtseg.pipeline.runner import Sink, StopRun
-from rtseg.viz import VIEWS, compose
+from rtseg.viz import VIEWS, compose, i420_to_bgr
 
 __all__ = ["VideoSink", "MaskSink", "WindowSink", "MultiSink", "NullSink", "FOURCC", "handle_key", "h264_available"]
 
@@ -50,8 +50,8 @@ class _CvWriter:
         if not self._writer.isOpened():
             raise RtsegError(f"cannot write video {path} (codec {fourcc} at {size[0]}x{size[1]}); try --output with .avi")
 
-    def write(self, bgr: np.ndarray) -> None:
-        self._writer.write(bgr)
+    def write(self, picture: np.ndarray, fmt: str) -> None:
+        self._writer.write(picture if fmt == "bgr" else i420_to_bgr(picture))
 
     def release(self) -> None:
         self._writer.release()  # writes the mp4 index (moov atom): without it the file does not play
@@ -81,13 +81,14 @@ class _H264Writer:
         self._stream.options = {"preset": "ultrafast"}  # the write stage is the dearest host stage
         self._index = 0
 
-    def write(self, bgr: np.ndarray) -> None:
+    def write(self, picture: np.ndarray, fmt: str) -> None:
         if self._even:
-            # OpenCV's I420 conversion (SIMD) rather than PyAV's swscale from bgr24: about 5 ms less
-            # a frame at 1024x2048.
-            frame = self._av.VideoFrame.from_ndarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV_I420), format="yuv420p")
-        else:
-            frame = self._av.VideoFrame.from_ndarray(bgr, format="bgr24")  # PyAV converts it to 4:4:4
+            # An I420 picture as it is; BGR by OpenCV's I420 conversion (SIMD) rather than PyAV's
+            # swscale from bgr24: about 5 ms less a frame at 1024x2048.
+            i420 = picture if fmt == "i420" else cv2.cvtColor(picture, cv2.COLOR_BGR2YUV_I420)
+            frame = self._av.VideoFrame.from_ndarray(i420, format="yuv420p")
+        else:  # odd sides: post draws these in BGR (I420 needs even ones)
+            frame = self._av.VideoFrame.from_ndarray(picture, format="bgr24")  # PyAV converts it to 4:4:4
         frame.pts = self._index
         self._index += 1
         for packet in self._stream.encode(frame):
@@ -104,6 +105,8 @@ class _H264Writer:
 class NullSink(Sink):
     """Discards pictures (engine or pipeline measurements without output)."""
 
+    takes_i420 = True
+
     def write(self, packet: Packet) -> None:
         pass
 
@@ -112,7 +115,10 @@ class VideoSink(Sink):
     """Writes ``packet.picture`` to a video at ``fps``; opened on the first picture (its size).
 
     ``codec``: ``auto`` writes H.264 when PyAV is installed and the container takes it, else
-    OpenCV's codec for the container; ``h264`` insists; ``opencv`` never uses PyAV."""
+    OpenCV's codec for the container; ``h264`` insists; ``opencv`` never uses PyAV. Pictures
+    may come in BGR or I420; the H.264 writer encodes I420 as it comes."""
+
+    takes_i420 = True
 
     def __init__(self, path: str | Path, fps: float, *, codec: str = "auto"):
         self.path = Path(path)
@@ -145,15 +151,16 @@ class VideoSink(Sink):
         return _CvWriter(self.partial, self.fps, (w, h), FOURCC[suffix])
 
     def write(self, packet: Packet) -> None:
-        picture = packet.picture
-        h, w = picture.shape[:2]
+        picture, fmt = packet.picture, packet.picture_format
+        h, w = picture.shape[:2] if fmt == "bgr" else (picture.shape[0] * 2 // 3, picture.shape[1])
         if self._writer is None:
             self._size = (w, h)
             self._writer = self._open(w, h)
             self.codec = self._writer.codec
         elif (w, h) != self._size:  # the writer has one frame size (a view change in the window, say)
-            picture = cv2.resize(picture, self._size, interpolation=cv2.INTER_AREA)
-        self._writer.write(picture)
+            bgr = picture if fmt == "bgr" else i420_to_bgr(picture)
+            picture, fmt = cv2.resize(bgr, self._size, interpolation=cv2.INTER_AREA), "bgr"
+        self._writer.write(picture, fmt)
         self.frames += 1
 
     def close(self, *, completed: bool, interrupted: bool) -> None:
@@ -172,6 +179,8 @@ class VideoSink(Sink):
 class MaskSink(Sink):
     """Lossless PNGs of the class ids, one per frame: ``DIR/<frame name>.png`` (uint8, value = class id)."""
 
+    takes_i420 = True  # it writes ids, not pictures
+
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
         try:
@@ -183,7 +192,7 @@ class MaskSink(Sink):
     def write(self, packet: Packet) -> None:
         path = self.folder / f"{packet.name}.png"
         # Compression 1: PNG is lossless at any level; 1 is ~3x faster to write than the default 3.
-        if not cv2.imwrite(str(path), packet.ids, [cv2.IMWRITE_PNG_COMPRESSION, 1]):
+        if not cv2.imwrite(str(path), packet.frame_ids(), [cv2.IMWRITE_PNG_COMPRESSION, 1]):
             raise RtsegError(f"cannot write {path}")
         self.frames += 1
 
@@ -234,7 +243,7 @@ class WindowSink(Sink):
         cv2.imshow(self.title, picture)
 
     def _draw(self, packet: Packet) -> np.ndarray:
-        if packet.look == self.look.key():
+        if packet.look == self.look.key() and packet.picture_format == "bgr":
             picture = packet.picture.copy()  # other sinks may hold it; the read-out is the window's own
         else:
             picture = compose(packet.frame, packet.ids, self.lut, self.look.view, self.look.alpha)
@@ -280,6 +289,7 @@ class MultiSink(Sink):
 
     def __init__(self, sinks: Sequence[Sink]):
         self.sinks = list(sinks)
+        self.takes_i420 = all(sink.takes_i420 for sink in self.sinks)
 
     def write(self, packet: Packet) -> None:
         for sink in self.sinks:

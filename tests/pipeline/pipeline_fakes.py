@@ -13,7 +13,7 @@ import numpy as np
 
 from rtseg.engines.base import Engine
 from rtseg.meta import ModelMeta
-from rtseg.pipeline.packet import Packet
+from rtseg.pipeline.packet import Look, Packet
 from rtseg.pipeline.runner import Sink
 from rtseg.pipeline.sources import Source
 
@@ -64,6 +64,20 @@ class FakeEngine(Engine):
         return super().postprocess(ids, sizes)
 
 
+class FailingLook(Look):
+    """A Look whose ``key()`` (read once per frame by the post stage) raises Boom at frame ``fail_at``."""
+
+    def __init__(self, fail_at: int):
+        super().__init__()
+        self.fail_at, self.reads = fail_at, 0
+
+    def key(self):
+        self.reads += 1
+        if self.reads - 1 == self.fail_at:
+            raise Boom(f"injected fault in post at frame {self.fail_at}")
+        return super().key()
+
+
 class ListSource(Source):
     """``n`` marked frames; raises Boom at frame ``fail_at``; counts frames handed out."""
 
@@ -91,6 +105,8 @@ class RecordingSink(Sink):
         self.seen: list[tuple[int, int, int]] = []
         self.fail_at, self.delay, self.interrupt_at, self.source = fail_at, delay, interrupt_at, source
         self.in_flight_max = 0  # frames read but not yet written, at its largest
+        self.formats: set[str] = set()  # picture formats seen
+        self.takes_i420 = True
         self.closed_with: dict | None = None
 
     def write(self, p: Packet) -> None:
@@ -103,6 +119,7 @@ class RecordingSink(Sink):
         if self.delay:
             time.sleep(self.delay)
         self.seen.append((p.index, frame_mark(p.frame), int(p.ids[0, 0])))
+        self.formats.add(p.picture_format)
 
     def close(self, *, completed, interrupted):
         self.closed_with = {"completed": completed, "interrupted": interrupted}

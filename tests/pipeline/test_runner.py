@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from pipeline_fakes import Boom, FakeEngine, ListSource, RecordingSink, SimulatedCamera, frame_mark
+from pipeline_fakes import Boom, FailingLook, FakeEngine, ListSource, RecordingSink, SimulatedCamera, frame_mark
 from rtseg.errors import RtsegError
 from rtseg.pipeline import Look, StageError, engine_stages, run
 from rtseg.pipeline.sources import LiveSource
@@ -72,13 +72,14 @@ def test_back_pressure_bounds_frames_in_flight():
 @pytest.mark.parametrize("stage", ["read", "transform", "infer", "post", "write"])
 def test_a_fault_in_any_stage_stops_everything_and_names_the_stage(stage, sequential):
     fail_at = 5
-    method = {"transform": "preprocess", "infer": "infer", "post": "postprocess"}.get(stage)
+    method = {"transform": "preprocess", "infer": "infer"}.get(stage)
     engine = FakeEngine(fail={method: fail_at} if method else None)
     source = ListSource(1000, fail_at=fail_at if stage == "read" else None)
     sink = RecordingSink(fail_at=fail_at if stage == "write" else None)
+    look = FailingLook(fail_at) if stage == "post" else Look()  # post reads the look once a frame
 
     def go():
-        return run(source, engine_stages(engine, Look()), sink, sequential=sequential, queue_size=3)
+        return run(source, engine_stages(engine, look), sink, sequential=sequential, queue_size=3)
 
     with pytest.raises(StageError) as info:
         _run_guarded(go)

@@ -42,6 +42,43 @@ def test_h264_keeps_a_fractional_frame_rate_and_the_picture(tmp_path):
     assert (frames, size, video.codec) == (10, (64, 96), "h264") and fps == pytest.approx(29.97, abs=0.01)
 
 
+@pytest.mark.parametrize("codec", [pytest.param("h264", marks=needs_h264), "opencv"])
+@pytest.mark.parametrize("view", ["overlay", "side-by-side"])
+def test_pictures_drawn_in_i420_are_what_the_video_holds(tmp_path, codec, view):
+    """With a sink that takes I420 the post stage draws in it; the file holds the same picture a
+    BGR run writes (H.264 encodes I420 as it comes, the OpenCV writer gets it back in BGR)."""
+    frames = []
+    for i420 in (False, True):
+        out = tmp_path / f"{i420}.mp4"
+        video = VideoSink(out, 10, codec=codec)
+        stages = engine_stages(FakeEngine(), Look(view=view), i420=i420)
+        sink = MultiSink([video, kept := RecordingSink()])
+        run(ListSource(6, size=(64, 96)), stages, sink)
+        assert len(kept.seen) == 6 and kept.formats == {"i420" if i420 else "bgr"}
+        cap = cv2.VideoCapture(str(out))
+        frames.append([cap.read()[1].astype(int) for _ in range(6)])
+        cap.release()
+    for bgr_run, i420_run in zip(*frames):
+        assert bgr_run.shape == (64, 96 * (2 if view == "side-by-side" else 1), 3)
+        # the same picture: one level of YUV rounding is up to 3 in BGR, and the codec adds its own
+        assert np.abs(bgr_run - i420_run).mean() < 3 and np.abs(bgr_run - i420_run).max() <= 12
+
+
+def test_odd_frames_are_drawn_in_bgr_even_when_the_sink_takes_i420():
+    sink = RecordingSink()
+    run(ListSource(3, size=(45, 61)), engine_stages(FakeEngine(), Look(), i420=True), sink)
+    assert sink.formats == {"bgr"}
+
+
+def test_which_sinks_take_i420(tmp_path):
+    from rtseg.pipeline.sinks import WindowSink
+    from rtseg.viz import palette_lut
+
+    window = WindowSink(Look(), palette_lut([(0, 0, 0)]))
+    video, masks = VideoSink(tmp_path / "x.mp4", 25), MaskSink(tmp_path / "m")
+    assert MultiSink([video, masks]).takes_i420 and not MultiSink([video, window]).takes_i420
+
+
 @needs_h264
 def test_h264_keeps_odd_frame_sides(tmp_path, caplog):
     video = VideoSink(tmp_path / "odd.mp4", 10)
