@@ -33,11 +33,11 @@ import torch
 
 from rtseg.bundled import BENCH_FRAME, DEFAULT_WEIGHTS
 from rtseg.checkpoint import build_from_checkpoint, save_checkpoint
-from rtseg.engines import load_engine
+from rtseg.engines import auto_streams, load_engine
 from rtseg.engines.base import parse_size
 from rtseg.pipeline import Look, engine_stages, open_source, run
+from rtseg.pipeline.sinks import VideoSink, encoder_threads
 from rtseg.pipeline.bench import make_panned_video
-from rtseg.pipeline.sinks import VideoSink
 
 
 def naive_loop(video: Path, weights: Path, out: Path, *, size: tuple[int, int] | None, alpha: float = 0.5) -> dict:
@@ -93,9 +93,10 @@ def naive_loop(video: Path, weights: Path, out: Path, *, size: tuple[int, int] |
 def rtseg_run(video: Path, engine_path: Path, out: Path, *, size: tuple[int, int], runtime: str | None,
               sequential: bool) -> tuple[dict, str]:
     kw = {"runtime": runtime} if runtime else {}
-    engine = load_engine(engine_path, size=size, **kw)
+    streams = auto_streams(engine_path, "cpu", live=False, sequential=sequential)  # as `rtseg run` chooses
+    engine = load_engine(engine_path, size=size, streams=streams, **kw)
     source = open_source(str(video))
-    sink = VideoSink(out, source.fps)
+    sink = VideoSink(out, source.fps, threads=encoder_threads(pipelined=not sequential))
     result = run(source, engine_stages(engine, Look(), i420=sink.takes_i420), sink, sequential=sequential)
     return ({"fps": result.fps, "wall_s": result.wall_s, "frames": result.frames,
              "stages_ms_p50": {k: v["p50"] for k, v in result.stages_ms.items()}}, engine.describe())

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from rtseg.cli._app import app, console
 from rtseg.cli import run as run_cli  # its engine loader (one place to load, and to patch in tests)
-from rtseg.cli.run import ENGINE_HELP, THREADS_HELP, stage_table
+from rtseg.cli.run import ENGINE_HELP, STREAMS_HELP, THREADS_HELP, stage_table
 
 
 @app.command("bench")
@@ -22,8 +22,10 @@ def bench_command(
     device: str = typer.Option("cpu", help="cpu, cuda or cuda:N."),
     runtime: Optional[str] = typer.Option(None, help="For .onnx: auto, onnxruntime or openvino."),
     threads: int = typer.Option(0, help=THREADS_HELP),
+    streams: int = typer.Option(0, help=STREAMS_HELP + " The pipelined runs use it; the sequential runs and the "
+                                       "engine alone use one stream."),
     frames: int = typer.Option(100, help="Frames per measured run."),
-    rounds: int = typer.Option(3, help="Rounds of the three measurements; the figures are medians over them."),
+    rounds: int = typer.Option(3, help="Rounds of the measurements; the figures are medians over them."),
     size: Optional[str] = typer.Option(None, help="Inference size HxW, e.g. 512x1024 [default: the engine's]."),
     queue_size: int = typer.Option(4, "--queue-size", help="Frames each queue between stages holds."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the results here as JSON."),
@@ -37,8 +39,14 @@ def bench_command(
     from rtseg.pipeline.sources import quiet_video_logs
 
     quiet_video_logs()
+    from rtseg.engines import auto_streams
+
     eng = run_cli.load(engine, device=device, size=size, runtime=runtime, threads=threads)
-    console.print(f"[bold]engine[/] {eng.describe()}", highlight=False)
+    streams = streams or auto_streams(engine, device, live=False)
+    piped = eng if streams == 1 else run_cli.load(engine, device=device, size=size, runtime=runtime, threads=threads,
+                                                  streams=streams)
+    console.print(f"[bold]engine[/] {eng.describe()}" + (f"; pipelined: {streams} streams" if streams > 1 else ""),
+                  highlight=False)
     with tempfile.TemporaryDirectory(prefix="rtseg-bench-src-") as tmp:
         if source is None:
             console.print(f"making a 1024x2048 source: {frames} frames panned over {BENCH_FRAME.name}", highlight=False)
@@ -49,7 +57,7 @@ def bench_command(
             spec = source
         with console.status("measuring") as status:
             result = bench(eng, lambda: open_source(spec), frames=frames, rounds=rounds, queue_size=queue_size,
-                           on_phase=lambda text: status.update(f"measuring: {text}"))
+                           on_phase=lambda text: status.update(f"measuring: {text}"), pipelined_engine=piped)
     if source is None:
         result["source"] = f"{BENCH_FRAME.name} panned, {result['frames']} frames (mp4v)"
 
@@ -59,13 +67,21 @@ def bench_command(
     pipe, seq, alone = result["pipelined"], result["sequential"], result["engine_only"]["fps"]
     rnd = result["rounds"]
     runs = rnd["fps"]
+    many = "engine_streams" in result
     table = Table("run", "fps (median)", "each round", "vs sequential", "vs engine alone",
                   title=f"throughput ({rnd['count']} rounds; ratios are medians of each round's ratio)")
-    table.add_row("pipelined", f"{pipe['fps']:.2f}", " ".join(f"{v:.1f}" for v in runs["pipelined"]),
-                  f"{rnd['pipelined_vs_sequential']:.2f}x", f"{rnd['pipelined_vs_engine_only']:.2f}x")
+    table.add_row(f"pipelined{f', {streams} streams' if many else ''}", f"{pipe['fps']:.2f}",
+                  " ".join(f"{v:.1f}" for v in runs["pipelined"]), f"{rnd['pipelined_vs_sequential']:.2f}x",
+                  f"{rnd['pipelined_vs_engine_only']:.2f}x")
     table.add_row("sequential", f"{seq['fps']:.2f}", " ".join(f"{v:.1f}" for v in runs["sequential"]), "1.00x", "")
     table.add_row("engine alone", f"{alone:.2f}", " ".join(f"{v:.1f}" for v in runs["engine_only"]), "", "1.00x")
+    if many:
+        table.add_row(f"engine alone, {streams} streams", f"{result['engine_streams']['fps']:.2f}",
+                      " ".join(f"{v:.1f}" for v in runs["engine_streams"]), "", "")
     console.print(table)
+    if many:
+        console.print(f"pipelined vs the engine alone with its {streams} streams busy: "
+                      f"{rnd['pipelined_vs_engine_streams']:.2f}x", highlight=False)
     console.print(f"pipelined latency p50 {pipe['latency_ms_p50']:.0f} ms", highlight=False)
     if json_path is not None:
         json_path.write_text(json.dumps(result, indent=1) + "\n")

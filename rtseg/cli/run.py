@@ -14,11 +14,14 @@ ENGINE_HELP = ".pt/.pth PyTorch checkpoint, .onnx (ONNX Runtime or OpenVINO), .p
 
 
 THREADS_HELP = "CPU threads for the network (0 = one per core); TensorRT ignores it."
+STREAMS_HELP = ("Frames the network works on at once, each on its share of the CPU threads (.onnx only). 0 = auto: "
+                "2 for a .onnx on a CPU with 2+ cores and a file, folder or --sequential-free run; 1 otherwise.")
 CODEC_HELP = ("auto: H.264 through PyAV for .mp4/.mov/.mkv (browsers play it), OpenCV's codec otherwise; "
               "h264 or opencv to insist.")
 
 
-def load(engine: Optional[Path], *, device: str, size: Optional[str], runtime: Optional[str], threads: int = 0):
+def load(engine: Optional[Path], *, device: str, size: Optional[str], runtime: Optional[str], threads: int = 0,
+         streams: int = 1):
     """The engine named by --engine, or the bundled weights."""
     from rtseg.bundled import DEFAULT_WEIGHTS, bundled
     from rtseg.engines import load_engine
@@ -26,7 +29,7 @@ def load(engine: Optional[Path], *, device: str, size: Optional[str], runtime: O
 
     path = engine if engine is not None else bundled(DEFAULT_WEIGHTS, "CamVid weights")
     kw = {"runtime": runtime} if runtime else {}
-    return load_engine(path, device=device, size=parse_size(size), threads=threads, **kw)
+    return load_engine(path, device=device, size=parse_size(size), threads=threads, streams=streams, **kw)
 
 
 def stage_table(stages_ms: dict, title: str) -> Table:
@@ -68,13 +71,14 @@ def _run(source, engine, *, output: Optional[Path], masks: Optional[Path], show:
          sequential: bool, max_frames: Optional[int], queue_size: int, quiet: bool, codec: str = "auto") -> None:
     """Build the sinks, run the pipeline with a status display, print the summary; exits 130/1 as needed."""
     from rtseg.pipeline import Look, StageError, engine_stages, run
-    from rtseg.pipeline.sinks import MaskSink, MultiSink, VideoSink, WindowSink
+    from rtseg.pipeline.sinks import MaskSink, MultiSink, VideoSink, WindowSink, encoder_threads
     from rtseg.viz import palette_lut
 
     lut = palette_lut(engine.meta.palette)
     file_look = Look(view=view, alpha=alpha)
     sinks = []
-    video = VideoSink(output, source.fps, codec=codec) if output is not None else None
+    video = (VideoSink(output, source.fps, codec=codec, threads=encoder_threads(pipelined=not sequential))
+             if output is not None else None)
     if video is not None:
         sinks.append(video)
     if masks is not None:
@@ -129,6 +133,7 @@ def run_command(
     device: str = typer.Option("cpu", help="cpu, cuda or cuda:N."),
     runtime: Optional[str] = typer.Option(None, help="For .onnx: auto, onnxruntime or openvino [default: auto]."),
     threads: int = typer.Option(0, help=THREADS_HELP),
+    streams: int = typer.Option(0, help=STREAMS_HELP),
     sequential: bool = typer.Option(False, "--sequential", help="Run the stages one after another in one thread (for comparison)."),
     max_frames: Optional[int] = typer.Option(None, "--max-frames", help="Stop after N frames."),
     queue_size: int = typer.Option(0, "--queue-size", help="Frames each queue between stages holds (0 = 4 for files, 1 for live sources)."),
@@ -144,7 +149,10 @@ def run_command(
     Look(view=view, alpha=alpha)  # cheap checks first: validate the options, then open the source
     src = open_source(source if source is not None else str(bundled(DEMO_CLIP, "demo clip")))
     try:
-        eng = load(engine, device=device, size=size, runtime=runtime, threads=threads)
+        from rtseg.engines import auto_streams
+
+        streams = streams or auto_streams(engine, device, live=src.live, sequential=sequential)
+        eng = load(engine, device=device, size=size, runtime=runtime, threads=threads, streams=streams)
     except BaseException:
         src.close()
         raise
@@ -162,6 +170,7 @@ def webcam_command(
     device: str = typer.Option("cpu", help="cpu, cuda or cuda:N."),
     runtime: Optional[str] = typer.Option(None, help="For .onnx: auto, onnxruntime or openvino."),
     threads: int = typer.Option(0, help=THREADS_HELP),
+    streams: int = typer.Option(1, help="Frames the network works on at once (.onnx only); 1 keeps the latency lowest."),
     alpha: float = typer.Option(0.5, help="Weight of the class colours, 0..1 (+/- keys change it)."),
     view: str = typer.Option("overlay", help="overlay, mask or side-by-side (m key cycles)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Also record the overlay to this video."),
@@ -173,7 +182,8 @@ def webcam_command(
 
     quiet_video_logs()
     Look(view=view, alpha=alpha)
-    eng = load(engine, device=device, size=size, runtime=runtime, threads=threads)  # before the camera: loading takes a while
+    # before the camera: loading takes a while
+    eng = load(engine, device=device, size=size, runtime=runtime, threads=threads, streams=streams)
     src = open_camera(int(index)) if index.isdigit() else open_camera(index)
     console.print("keys: q quit, space pause, m view, +/- alpha", highlight=False)
     _run(src, eng, output=output, masks=None, show=True, view=view, alpha=alpha, sequential=False,

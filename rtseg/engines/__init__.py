@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 from pathlib import Path
 from typing import Any, Sequence
 
-from rtseg.engines.base import Engine, parse_size
+from rtseg.engines.base import Engine, check_streams, parse_size
 from rtseg.errors import RtsegError
 
-__all__ = ["Engine", "load_engine", "SUFFIXES", "ONNX_RUNTIMES", "resolve_onnx_runtime"]
+__all__ = ["Engine", "load_engine", "auto_streams", "SUFFIXES", "ONNX_RUNTIMES", "resolve_onnx_runtime"]
 
 # suffix -> backend family; the order is the one error messages list.
 SUFFIXES = {".pt": "pytorch", ".pth": "pytorch", ".onnx": "onnx", ".plan": "tensorrt", ".engine": "tensorrt"}
@@ -64,15 +65,32 @@ def _backend(module: str, cls: str) -> Any:
         raise RtsegError(f"this rtseg has no {cls} ({name} is missing); reinstall rtseg") from None
 
 
+def auto_streams(engine: str | Path | None, device: str, *, live: bool, sequential: bool = False) -> int:
+    """--streams 0: two streams where they pay, one elsewhere.
+
+    On a CPU the pipeline's own threads (decode, colour, encode) share the cores with the network.
+    A one-stream network spreads each frame over every core and stalls whenever one of them is
+    taken; two single-threaded streams keep working. With a 1024x2048 video written as H.264 on
+    this 2-core machine that took ONNX Runtime from 10.4 to 13.6 fps and OpenVINO from 16 to 19
+    (rtseg bench; benchmarks/results/bench_*.json). A live source wants the lowest latency instead (one
+    stream), and so do --sequential runs; PyTorch and TensorRT engines have one stream."""
+    if live or sequential or engine is None or Path(engine).suffix.lower() != ".onnx":
+        return 1
+    if device.strip().lower() not in ("cpu", "auto"):
+        return 1
+    return 2 if len(os.sched_getaffinity(0)) >= 2 else 1
+
+
 def load_engine(path: str | Path, *, device: str = "cpu", size: str | Sequence[int] | None = None,
-                runtime: str | None = None, threads: int = 0, **kw: Any) -> Engine:
+                runtime: str | None = None, threads: int = 0, streams: int = 1, **kw: Any) -> Engine:
     """Load any rtseg artifact as an :class:`Engine`; its suffix picks the backend.
 
     ``device``: ``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (OpenVINO also takes its own device names).
     ``size``: inference (h, w) or ``"HxW"``; default: the artifact's fixed size, else its
     metadata's ``input_size``. ``runtime``: for ``.onnx`` only (``auto``, ``onnxruntime``,
     ``openvino``). ``threads``: CPU threads for the network (0 = one per core); a TensorRT
-    engine runs on the GPU and ignores it. Extra keywords go to the backend.
+    engine runs on the GPU and ignores it. ``streams``: frames inferred at once from different
+    threads (``Engine.streams``), for ``.onnx`` files. Extra keywords go to the backend.
     """
     if threads < 0:
         raise RtsegError(f"--threads must be >= 0 (0 = one per core); got {threads}")
@@ -87,6 +105,9 @@ def load_engine(path: str | Path, *, device: str = "cpu", size: str | Sequence[i
     family = SUFFIXES[suffix]
     if runtime is not None and family != "onnx":
         raise RtsegError(f"runtime={runtime!r} applies to .onnx files only; {path.name} is a {family} artifact")
+    if check_streams(streams) > 1 and family != "onnx":
+        raise RtsegError(f"--streams {streams} applies to .onnx files (ONNX Runtime, OpenVINO); {path.name} is a "
+                         f"{family} artifact")
 
     if family == "pytorch":
         from rtseg.engines.torch_engine import TorchEngine
@@ -95,7 +116,8 @@ def load_engine(path: str | Path, *, device: str = "cpu", size: str | Sequence[i
     if family == "tensorrt":
         return _backend("trt_engine", "TensorRTEngine")(path, device=device, size=size, **kw)
     if resolve_onnx_runtime(runtime, device) == "openvino":
-        return _backend("openvino_engine", "OpenVINOEngine")(path, device=device, size=size, threads=threads, **kw)
+        return _backend("openvino_engine", "OpenVINOEngine")(path, device=device, size=size, threads=threads,
+                                                              streams=streams, **kw)
     from rtseg.engines.ort_engine import OrtEngine
 
-    return OrtEngine(path, device=device, size=size, threads=threads, **kw)
+    return OrtEngine(path, device=device, size=size, threads=threads, streams=streams, **kw)

@@ -7,8 +7,9 @@ each frame's size, nearest neighbour).
 """
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
-from typing import Sequence
+from typing import Callable, Generic, Sequence, TypeVar
 
 import cv2
 import numpy as np
@@ -17,7 +18,9 @@ from rtseg.errors import RtsegError
 from rtseg.meta import ModelMeta
 from rtseg.viz import resize_nearest
 
-__all__ = ["Engine", "parse_size"]
+__all__ = ["Engine", "parse_size", "PerThread", "check_streams"]
+
+T = TypeVar("T")
 
 
 def parse_size(text: str | Sequence[int] | None) -> tuple[int, int] | None:
@@ -37,13 +40,47 @@ def parse_size(text: str | Sequence[int] | None) -> tuple[int, int] | None:
     return h, w
 
 
+def check_streams(streams: int) -> int:
+    """``streams`` as given, or a one-line error naming the flag."""
+    if not isinstance(streams, int) or streams < 1:
+        raise RtsegError(f"--streams must be >= 1; got {streams}")
+    return streams
+
+
+class PerThread(Generic[T]):
+    """Each calling thread gets its own item, made by ``make(k)`` the first time that thread
+    asks (k = 0, 1, ...), or, when ``items`` is given, the next of them in turn. For backends
+    whose handles must not be shared between threads (an OpenVINO infer request) or that run
+    best one per thread (an ONNX Runtime session per stream)."""
+
+    def __init__(self, make: Callable[[int], T] | None = None, items: Sequence[T] = ()):
+        self._make, self._items = make, list(items)
+        self._local, self._lock, self._count = threading.local(), threading.Lock(), 0
+
+    def get(self) -> T:
+        item = getattr(self._local, "item", None)
+        if item is None:
+            with self._lock:
+                k, self._count = self._count, self._count + 1
+            item = self._items[k % len(self._items)] if self._items else self._make(k)
+            self._local.item = item
+        return item
+
+
 class Engine(ABC):
-    """A loaded model. Subclasses set ``name``, ``device``, ``meta`` and ``input_size``."""
+    """A loaded model. Subclasses set ``name``, ``device``, ``meta`` and ``input_size``.
+
+    ``streams``: how many ``infer`` calls the engine runs at once, each from its own thread with
+    its share of the CPU threads (ONNX Runtime and OpenVINO). ``infer`` is safe to call from that
+    many threads; the pipeline's infer stage runs that many workers. On a CPU this trades one
+    frame's latency for throughput: one stream spends both cores on a frame, and the pipeline's
+    own threads then stall it; two streams each keep a core busy on their own frame."""
 
     name: str = "engine"
     device: str = "cpu"
     meta: ModelMeta
     input_size: tuple[int, int]  # (h, w) the network runs at
+    streams: int = 1
 
     def preprocess(self, frames: Sequence[np.ndarray]) -> np.ndarray:
         """BGR uint8 frames of any size -> uint8 batch (N, h, w, 3) at the inference size."""
@@ -88,4 +125,6 @@ class Engine(ABC):
 
     def describe(self) -> str:
         h, w = self.input_size
-        return f"{self.name} on {self.device}, {self.meta.model} ({self.meta.dataset}, {self.meta.num_classes} classes) at {h}x{w}"
+        streams = f", {self.streams} streams" if self.streams > 1 else ""
+        return (f"{self.name} on {self.device}, {self.meta.model} ({self.meta.dataset}, {self.meta.num_classes} classes) "
+                f"at {h}x{w}{streams}")

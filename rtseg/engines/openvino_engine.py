@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rtseg.engines.base import Engine
+from rtseg.engines.base import Engine, PerThread, check_streams
 from rtseg.errors import RtsegError, require
 from rtseg.export.onnx import read_onnx_meta
 
@@ -63,18 +63,23 @@ class OpenVINOEngine(Engine):
 
     ``precision``: ``auto`` (bf16 when the CPU has it natively, else f32), ``bf16`` or ``f32``.
     ``hint``: ``latency`` (one frame as fast as possible) or ``throughput`` (several frames of a
-    batch in parallel streams). ``threads``: inference threads (0 = one per core).
+    batch in parallel streams). ``threads``: inference threads in all (0 = one per core).
+    ``streams``: frames inferred at once from different threads, each on threads/streams of the
+    threads (see Engine.streams); more than one implies the throughput hint.
     """
 
     name = "openvino"
 
     def __init__(self, path: str | Path, *, device: str = "cpu", size: tuple[int, int] | None = None,
-                 precision: str = "auto", hint: str = "latency", threads: int = 0):
+                 precision: str = "auto", hint: str = "latency", threads: int = 0, streams: int = 1):
         ov = _ov()
         path = Path(path)
         self.meta = read_onnx_meta(path)  # also: missing file, not ONNX, not rtseg -> one line
         precision = _choice("precision", precision, PRECISIONS)
         hint = _choice("hint", hint, HINTS)
+        self.streams = check_streams(streams)
+        if self.streams > 1:
+            hint = "throughput"
         core = ov.Core()
         target = _ov_device(device, core.available_devices)
         self.device = target.lower()
@@ -107,13 +112,16 @@ class OpenVINOEngine(Engine):
         config = {"PERFORMANCE_HINT": hint.upper(), "INFERENCE_PRECISION_HINT": precision}
         if target == "CPU":
             config["INFERENCE_NUM_THREADS"] = threads if threads > 0 else len(os.sched_getaffinity(0))
+        if self.streams > 1:
+            config["NUM_STREAMS"] = self.streams
         try:
             self.compiled = core.compile_model(model, target, config)
         except RuntimeError as exc:
             raise RtsegError(f"OpenVINO cannot compile {path} for {target} "
                              f"({str(exc).strip().splitlines()[0][:160]})") from None
         self.hint = hint
-        self._request = self.compiled.create_infer_request()
+        # An infer request must not be used by two threads at once: one per calling thread.
+        self._requests = PerThread(lambda k: self.compiled.create_infer_request())
         self._queue = None  # AsyncInferQueue, made on the first multi-frame batch in throughput mode
         log.info("loaded %s (%s, %s hint)", self.describe(), precision, hint)
 
@@ -124,9 +132,10 @@ class OpenVINOEngine(Engine):
         if len(batch) > 1 and self.hint == "throughput":
             self._infer_parallel(batch, out)
             return out
+        request = self._requests.get()
         for i in range(len(batch)):
             # The request's output buffer is reused by the next call: copy the ids out.
-            out[i] = self._request.infer({0: np.ascontiguousarray(batch[i:i + 1])})[0][0]
+            out[i] = request.infer({0: np.ascontiguousarray(batch[i:i + 1])})[0][0]
         return out
 
     def _infer_parallel(self, batch: np.ndarray, out: np.ndarray) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from rtseg.engines.base import Engine
+from rtseg.engines.base import Engine, PerThread, check_streams
 from rtseg.errors import RtsegError
 from rtseg.export.onnx import read_onnx_meta
 
@@ -54,12 +54,14 @@ def ort_providers(device: str | None, available: list[str]) -> tuple[str, list[A
 
 
 class OrtEngine(Engine):
-    """An rtseg ONNX file run by ONNX Runtime. ``threads``: intra-op threads (0 = one per core)."""
+    """An rtseg ONNX file run by ONNX Runtime. ``threads``: intra-op threads in all (0 = one per
+    core). ``streams``: sessions run at once from different threads, each with threads/streams
+    intra-op threads (see Engine.streams)."""
 
     name = "onnxruntime"
 
     def __init__(self, path: str | Path, *, device: str = "cpu", size: tuple[int, int] | None = None,
-                 threads: int = 0):
+                 threads: int = 0, streams: int = 1):
         import onnxruntime as ort
 
         path = Path(path)
@@ -67,7 +69,9 @@ class OrtEngine(Engine):
         self.device, providers = ort_providers(device, ort.get_available_providers())
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL  # fusions, layout for MLAS
-        opts.intra_op_num_threads = threads if threads > 0 else len(os.sched_getaffinity(0))
+        self.streams = check_streams(streams)
+        total = threads if threads > 0 else len(os.sched_getaffinity(0))
+        opts.intra_op_num_threads = max(1, total // self.streams)
         opts.inter_op_num_threads = 1  # the graph is one chain: parallelism is inside the ops
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
@@ -76,9 +80,13 @@ class OrtEngine(Engine):
         load_errors = (ort_errors.Fail, ort_errors.InvalidGraph, ort_errors.InvalidProtobuf, ort_errors.NotImplemented,
                        ort_errors.InvalidArgument, RuntimeError, ValueError)
         try:
-            self.session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+            # A session is safe to share, but its one thread pool is not shared well: a session per stream.
+            sessions = [ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+                        for _ in range(self.streams)]
         except load_errors as exc:
             raise RtsegError(f"ONNX Runtime cannot load {path} ({str(exc).splitlines()[0][:160]})") from None
+        self.session = sessions[0]
+        self._sessions = PerThread(items=sessions)
         self.providers = self.session.get_providers()
 
         inp = self.session.get_inputs()[0]
@@ -103,11 +111,12 @@ class OrtEngine(Engine):
         """uint8 (N, h, w, 3) BGR -> uint8 (N, h, w) class ids."""
         self.check_batch(batch)
         batch = np.ascontiguousarray(batch)
+        session = self._sessions.get()
         if self.batch is None or len(batch) == self.batch:
-            return self.session.run([self._output_name], {self._input_name: batch})[0]
+            return session.run([self._output_name], {self._input_name: batch})[0]
         # A static-batch file: one call per chunk of its batch size (1 for a default export).
         k = self.batch
         if len(batch) % k:
             raise RtsegError(f"this ONNX file takes batches of {k}; got {len(batch)} frames (export with --dynamic)")
-        return np.concatenate([self.session.run([self._output_name], {self._input_name: batch[i:i + k]})[0]
+        return np.concatenate([session.run([self._output_name], {self._input_name: batch[i:i + k]})[0]
                                for i in range(0, len(batch), k)])

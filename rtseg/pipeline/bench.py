@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Callable
@@ -20,7 +21,7 @@ from rtseg.engines.base import Engine
 from rtseg.errors import RtsegError
 from rtseg.pipeline.packet import Look
 from rtseg.pipeline.runner import engine_stages, run
-from rtseg.pipeline.sinks import VideoSink
+from rtseg.pipeline.sinks import VideoSink, encoder_threads
 from rtseg.pipeline.sources import Source
 from rtseg.pipeline.timing import STAGES, Timings
 
@@ -66,15 +67,39 @@ def _engine_only(engine: Engine, batches: list[np.ndarray], n: int) -> float:
     return n / (time.perf_counter() - t0)
 
 
+def _engine_streams(engine: Engine, batches: list[np.ndarray], n: int) -> float:
+    """Frames per second of ``engine.infer`` alone, called from ``engine.streams`` threads at
+    once (``n`` calls in all): what a multi-stream engine can do with no other work running."""
+    k = engine.streams
+
+    def work(j: int) -> None:
+        for i in range(j, n, k):
+            engine.infer(batches[i % len(batches)])
+
+    threads = [threading.Thread(target=work, args=(j,), name=f"rtseg-bench-{j}") for j in range(k)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return n / (time.perf_counter() - t0)
+
+
 def _median(values: list[float]) -> float:
     return float(np.median(values))
 
 
 def bench(engine: Engine, open_source: Callable[[], Source], *, frames: int = 100, rounds: int = 3,
           queue_size: int = 4, look: Look | None = None, warmup: int = 5, workdir: str | Path | None = None,
-          on_phase: Callable[[str], None] | None = None) -> dict:
+          on_phase: Callable[[str], None] | None = None, pipelined_engine: Engine | None = None) -> dict:
     """Measure one engine on the first ``frames`` frames of the source ``open_source()`` opens
     (called once per run). Returns the dict of DESIGN.md ("rtseg bench --json") plus ``rounds``.
+
+    ``pipelined_engine``: the same network loaded with several streams (Engine.streams) for the
+    pipelined runs; the sequential runs and "engine alone" keep ``engine``, the one-stream
+    engine that puts every core on one frame (its fastest single frame). A fourth measurement
+    then gives the multi-stream engine alone with all its streams busy (``engine_streams``),
+    the ceiling the pipelined runs approach; the JSON reports both ratios.
 
     Each of ``rounds`` rounds runs the three measurements (sequential, pipelined, engine alone)
     back to back, in an order that rotates from round to round, so that a burst of load from
@@ -90,6 +115,8 @@ def bench(engine: Engine, open_source: Callable[[], Source], *, frames: int = 10
         raise RtsegError(f"--rounds must be >= 1; got {rounds}")
     look = look or Look()
     say = on_phase or (lambda text: log.info(text))
+    piped = pipelined_engine or engine
+    streams = piped.streams
     with tempfile.TemporaryDirectory(prefix="rtseg-bench-", dir=workdir) as tmp:
         src = open_source()
         batches, source_size, desc = [], src.size, src.describe()
@@ -102,21 +129,28 @@ def bench(engine: Engine, open_source: Callable[[], Source], *, frames: int = 10
             raise RtsegError(f"the source has no frames: {desc}")
         say(f"warm-up ({warmup} engine calls)")
         _engine_only(engine, batches, warmup)
+        if piped is not engine:
+            _engine_streams(piped, batches, warmup * streams)
 
         seq_timings = Timings(STAGES)  # every sequential round's samples, pooled
-        fps: dict[str, list[float]] = {"sequential": [], "pipelined": [], "engine_only": []}
+        order = ["sequential", "pipelined", "engine_only"] + (["engine_streams"] if streams > 1 else [])
+        fps: dict[str, list[float]] = {mode: [] for mode in order}
         walls: dict[str, list[float]] = {"sequential": [], "pipelined": []}
         latency, n = [], 0
-        order = ["sequential", "pipelined", "engine_only"]
         for r in range(rounds):
-            for mode in order[r % 3:] + order[:r % 3]:
+            for mode in order[r % len(order):] + order[:r % len(order)]:
                 say(f"round {r + 1}/{rounds}: {mode.replace('_', ' ')}")
                 if mode == "engine_only":
                     fps[mode].append(_engine_only(engine, batches, n or min(frames, 32)))
                     continue
+                if mode == "engine_streams":
+                    fps[mode].append(_engine_streams(piped, batches, n or min(frames, 32)))
+                    continue
                 src = open_source()
-                sink = VideoSink(Path(tmp) / f"{mode}.mp4", src.fps)
-                res = run(src, engine_stages(engine, look, i420=sink.takes_i420), sink, sequential=mode == "sequential",
+                sink = VideoSink(Path(tmp) / f"{mode}.mp4", src.fps,
+                                 threads=encoder_threads(pipelined=mode == "pipelined"))
+                stages = engine_stages(engine if mode == "sequential" else piped, look, i420=sink.takes_i420)
+                res = run(src, stages, sink, sequential=mode == "sequential",
                           queue_size=queue_size, max_frames=frames,
                           timings=seq_timings if mode == "sequential" else None)
                 n = res.frames
@@ -128,7 +162,7 @@ def bench(engine: Engine, open_source: Callable[[], Source], *, frames: int = 10
     def ratio(a: str, b: str) -> float:
         return round(_median([x / y for x, y in zip(fps[a], fps[b])]), 3)
 
-    return {
+    result = {
         "engine": engine.name, "device": engine.device, "model": engine.meta.model, "source": desc,
         "source_size": list(source_size), "input_size": list(engine.input_size), "frames": n,
         "stages_ms": {name: {k: round(v, 3) for k, v in s.items()} for name, s in seq_timings.summary().items()},
@@ -140,3 +174,8 @@ def bench(engine: Engine, open_source: Callable[[], Source], *, frames: int = 10
                    "pipelined_vs_sequential": ratio("pipelined", "sequential"),
                    "pipelined_vs_engine_only": ratio("pipelined", "engine_only")},
     }
+    result["streams"] = streams  # of the pipelined runs' engine
+    if streams > 1:
+        result["engine_streams"] = {"fps": round(_median(fps["engine_streams"]), 3), "streams": streams}
+        result["rounds"]["pipelined_vs_engine_streams"] = ratio("pipelined", "engine_streams")
+    return result

@@ -5,8 +5,9 @@ through a bounded ``queue.Queue`` (back-pressure: a slow stage stalls the ones b
 instead of letting memory grow). The write stage runs in the calling (main) thread, because
 OpenCV windows must live there and because that is where Ctrl-C arrives. A sentinel marks
 the end of the stream; a stop ``Event`` ends every stage within ~0.1 s (the queue timeout).
-One thread per stage and FIFO queues keep the frame order. Sequential mode runs the very same
-stage functions one after another in the calling thread.
+One thread per stage and FIFO queues keep the frame order; a stage with several workers (the
+infer stage of a multi-stream engine) lets its packets out in index order. Sequential mode runs
+the very same stage functions one after another in the calling thread.
 """
 from __future__ import annotations
 
@@ -49,10 +50,13 @@ class StopRun(Exception):
 @dataclass(frozen=True)
 class Stage:
     """A named step on a packet. ``fn`` fills in the packet and may return the milliseconds to
-    record for this frame (an engine that times itself on the device); None = wall time."""
+    record for this frame (an engine that times itself on the device); None = wall time.
+    ``workers``: threads running ``fn`` on successive packets at once when pipelined (``fn``
+    must then be thread-safe); the packets still leave in order."""
 
     name: str
     fn: Callable[[Packet], float | None]
+    workers: int = 1
 
 
 class Sink:
@@ -94,7 +98,7 @@ def engine_stages(engine: Engine, look: Look, *, lut: np.ndarray | None = None, 
         else:
             p.picture = compose(p.frame, p.ids, lut, *p.look)
 
-    return [Stage("transform", transform), Stage("infer", infer), Stage("post", post)]
+    return [Stage("transform", transform), Stage("infer", infer, workers=engine.streams), Stage("post", post)]
 
 
 @dataclass
@@ -240,16 +244,49 @@ class _Sequential(_Run):
             index += 1
 
 
+class _Turns:
+    """Lets packets out of a stage's workers in index order: a worker done with packet i waits
+    until packet i-1 has gone. Also counts the workers still running, so that the last one
+    passes the end of the stream on."""
+
+    def __init__(self, workers: int):
+        self.next, self.running = 0, workers
+        self.cond = threading.Condition()
+
+    def wait(self, index: int, stop: threading.Event) -> None:
+        with self.cond:
+            while self.next != index:
+                if stop.is_set():
+                    raise _Stopped
+                self.cond.wait(_TICK)
+
+    def done(self) -> None:
+        with self.cond:
+            self.next += 1
+            self.cond.notify_all()
+
+    def finished(self) -> bool:
+        """A worker has seen the end; True for the last one."""
+        with self.cond:
+            self.running -= 1
+            return self.running == 0
+
+
 class _Pipelined(_Run):
-    """A thread per stage up to post; the write stage in the calling thread."""
+    """A thread per stage up to post (more for a stage with several workers); the write stage
+    in the calling thread."""
 
     def body(self) -> bool:
         n = len(self.stages) + 1  # queues: read -> stage 0 -> ... -> stage k-1 -> write
         self.queues = [queue.Queue(maxsize=self.queue_size) for _ in range(n)]
         self.threads = [threading.Thread(target=self._reader, name="rtseg-read", daemon=True)]
         for i, s in enumerate(self.stages):
-            self.threads.append(threading.Thread(target=self._worker, args=(s, self.queues[i], self.queues[i + 1]),
-                                                 name=f"rtseg-{s.name}", daemon=True))
+            if s.workers < 1:
+                raise RtsegError(f"stage {s.name} needs at least one worker; got {s.workers}")
+            turns = _Turns(s.workers) if s.workers > 1 else None
+            for k in range(s.workers):
+                self.threads.append(threading.Thread(target=self._worker, args=(s, self.queues[i], self.queues[i + 1], turns),
+                                                     name=f"rtseg-{s.name}" + (f"-{k}" if turns else ""), daemon=True))
         for t in self.threads:
             t.start()
         last = self.queues[-1]
@@ -293,11 +330,22 @@ class _Pipelined(_Run):
         except Exception as exc:
             self.fail("read", exc)
 
-    def _worker(self, stage: Stage, inbox: queue.Queue, outbox: queue.Queue) -> None:
+    def _worker(self, stage: Stage, inbox: queue.Queue, outbox: queue.Queue, turns: _Turns | None) -> None:
         try:
             while (p := self._get(inbox)) is not _END:
                 self.apply(stage, p)
-                self._put(outbox, p)
+                if turns is None:
+                    self._put(outbox, p)
+                    continue
+                turns.wait(p.index, self.stop)
+                try:
+                    self._put(outbox, p)
+                finally:
+                    turns.done()
+            if turns is not None:
+                self._put(inbox, _END)  # for the other workers of this stage
+                if not turns.finished():
+                    return  # the last one passes the end on, after every packet has gone
             self._put(outbox, _END)
         except _Stopped:
             pass

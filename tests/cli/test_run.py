@@ -29,7 +29,7 @@ sys.path.insert(0, {fakes!r})
 from pipeline_fakes import FakeEngine
 import rtseg.cli.run as run_module
 kw = json.loads(os.environ.get("FAKE_ENGINE", "{{}}"))
-run_module.load = lambda *a, **k: FakeEngine(**kw)
+run_module.load = lambda *a, **k: FakeEngine(**kw, streams=k.get("streams", 1))
 from rtseg.cli import main
 sys.argv = ["rtseg"] + sys.argv[1:]
 main()
@@ -60,7 +60,8 @@ def rtseg(monkeypatch, capfd, tmp_path):
     from rtseg.cli import main
 
     def call(*args, fake: dict | None = None) -> Result:
-        monkeypatch.setattr(run_module, "load", lambda *a, **k: FakeEngine(**(fake or {})))
+        monkeypatch.setattr(run_module, "load",
+                            lambda *a, **k: FakeEngine(**(fake or {}), streams=k.get("streams", 1)))
         monkeypatch.setattr(sys, "argv", ["rtseg", *map(str, args)])
         monkeypatch.setenv("COLUMNS", "120")
         monkeypatch.chdir(tmp_path)
@@ -186,7 +187,8 @@ def test_bench_writes_the_design_json(tmp_path, rtseg):
     assert res.returncode == 0, res.stderr
     data = json.loads((tmp_path / "b.json").read_text())
     assert set(data) == {"engine", "device", "model", "source", "source_size", "input_size", "frames", "stages_ms",
-                         "pipelined", "sequential", "engine_only", "rounds"}
+                         "pipelined", "sequential", "engine_only", "rounds", "streams"}
+    assert data["streams"] == 1  # not a .onnx: one stream, so no "engine_streams" either
     rounds = data["rounds"]
     assert rounds["count"] == 2 and all(len(v) == 2 for v in rounds["fps"].values())
     # The headline figures are the medians of the rounds (of two: their mean).
@@ -198,6 +200,16 @@ def test_bench_writes_the_design_json(tmp_path, rtseg):
     assert data["frames"] == 8 and data["source_size"] == [48, 64] and data["input_size"] == [24, 32]
     assert data["engine"] == "fake" and data["engine_only"]["fps"] > 0
     assert "throughput" in res.stdout
+
+
+def test_bench_with_streams_measures_the_engine_with_its_streams_busy(tmp_path, rtseg):
+    clip = write_video(tmp_path / "clip.mp4", 12, size=(48, 64))
+    res = rtseg("bench", clip, "--frames", "8", "--rounds", "2", "--streams", "2", "--json", tmp_path / "b.json")
+    assert res.returncode == 0, res.stderr
+    data = json.loads((tmp_path / "b.json").read_text())
+    assert data["streams"] == 2 and data["engine_streams"]["streams"] == 2 and data["engine_streams"]["fps"] > 0
+    assert len(data["rounds"]["fps"]["engine_streams"]) == 2 and data["rounds"]["pipelined_vs_engine_streams"] > 0
+    assert "engine alone, 2 streams" in res.stdout and "with its 2 streams busy" in res.stdout
 
 
 def test_bench_refuses_zero_rounds(tmp_path, rtseg):

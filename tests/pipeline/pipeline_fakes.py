@@ -36,16 +36,20 @@ class FakeEngine(Engine):
 
     name = "fake"
 
-    def __init__(self, *, input_size=(24, 32), fail=None, delay=None, rng=None):
+    def __init__(self, *, input_size=(24, 32), fail=None, delay=None, rng=None, streams=1):
         self.meta = ModelMeta(model="fake", num_classes=251, class_names=tuple(f"c{i}" for i in range(251)),
                               palette=tuple((i, 255 - i, (7 * i) % 256) for i in range(251)), input_size=input_size)
         self.input_size = input_size
         self.fail, self.delay, self.rng = fail or {}, delay or {}, rng or np.random.default_rng(0)
         self.calls = {"preprocess": 0, "infer": 0, "postprocess": 0}
+        self.streams = streams  # infer workers the pipeline runs
+        self.inferring = self.most_at_once = 0  # infer calls running now, and at most
+        self._lock = threading.Lock()
 
     def _step(self, method: str) -> None:
-        n = self.calls[method]
-        self.calls[method] += 1
+        with self._lock:
+            n = self.calls[method]
+            self.calls[method] += 1
         if self.fail.get(method) == n:
             raise Boom(f"injected fault in {method} at frame {n}")
         if method in self.delay:
@@ -56,8 +60,15 @@ class FakeEngine(Engine):
         return super().preprocess(frames)
 
     def infer(self, batch):
-        self._step("infer")
-        return batch[..., 0].copy()
+        with self._lock:
+            self.inferring += 1
+            self.most_at_once = max(self.most_at_once, self.inferring)
+        try:
+            self._step("infer")
+            return batch[..., 0].copy()
+        finally:
+            with self._lock:
+                self.inferring -= 1
 
     def postprocess(self, ids, sizes):
         self._step("postprocess")

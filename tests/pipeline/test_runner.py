@@ -52,6 +52,36 @@ def test_every_frame_in_order_with_jittery_stages(sequential):
     assert not _stage_threads()
 
 
+@pytest.mark.parametrize("streams", [2, 3])
+def test_several_infer_workers_keep_the_order(streams):
+    """A multi-stream engine: its infer calls overlap, and the frames still leave in order."""
+    engine = FakeEngine(delay={"infer": 0.01}, streams=streams)
+    source, sink = ListSource(60), RecordingSink()
+    result = _run_guarded(lambda: run(source, engine_stages(engine, Look()), sink, queue_size=2))
+    assert [s[0] for s in sink.seen] == list(range(60))
+    assert all(frame == ids == i % 251 for i, frame, ids in sink.seen)
+    assert result.completed and engine.most_at_once >= 2 and not _stage_threads()
+
+
+@pytest.mark.parametrize("frames", [0, 1, 2])
+def test_several_infer_workers_and_fewer_frames_than_workers(frames):
+    sink = RecordingSink()
+    result = _run_guarded(lambda: run(ListSource(frames), engine_stages(FakeEngine(streams=3), Look()), sink))
+    assert result.completed and [s[0] for s in sink.seen] == list(range(frames)) and not _stage_threads()
+
+
+def test_a_fault_in_one_of_several_infer_workers_stops_everything():
+    engine = FakeEngine(fail={"infer": 5}, delay={"infer": 0.005}, streams=3)
+    source, sink = ListSource(1000), RecordingSink()
+    with pytest.raises(StageError, match="^infer stage failed: Boom"):
+        _run_guarded(lambda: run(source, engine_stages(engine, Look()), sink, queue_size=3))
+    assert source.given < 1000 and [s[0] for s in sink.seen] == list(range(len(sink.seen)))
+    deadline = time.monotonic() + 1.0
+    while _stage_threads() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not _stage_threads()
+
+
 def test_max_frames_stops_early():
     source, sink = ListSource(50), RecordingSink()
     result = run(source, engine_stages(FakeEngine(), Look()), sink, max_frames=7)

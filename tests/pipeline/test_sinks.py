@@ -79,6 +79,30 @@ def test_which_sinks_take_i420(tmp_path):
     assert MultiSink([video, masks]).takes_i420 and not MultiSink([video, window]).takes_i420
 
 
+def test_encoder_threads_leave_the_network_its_cores_when_pipelined(monkeypatch):
+    import os
+
+    from rtseg.pipeline.sinks import encoder_threads
+
+    for cores, want in [(1, 1), (2, 1), (4, 2), (16, 14)]:
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid, n=cores: set(range(n)))
+        assert encoder_threads(pipelined=True) == want
+        assert encoder_threads(pipelined=False) == 0  # x264's own choice
+
+
+@needs_h264
+def test_the_thread_count_reaches_x264(tmp_path):
+    video = VideoSink(tmp_path / "t.mp4", 10, threads=1)
+    sink = MultiSink([video, seen := RecordingSink()])
+
+    class Peek(RecordingSink):
+        def write(self, p):
+            seen.threads = video._writer._stream.codec_context.thread_count  # set when x264 opened
+
+    run(ListSource(2, size=(32, 48)), engine_stages(FakeEngine(), Look()), MultiSink([sink, Peek()]))
+    assert seen.threads == 1 and count_frames(tmp_path / "t.mp4")[0] == 2
+
+
 @needs_h264
 def test_h264_keeps_odd_frame_sides(tmp_path, caplog):
     video = VideoSink(tmp_path / "odd.mp4", 10)
