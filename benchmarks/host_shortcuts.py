@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from rtseg.bundled import BENCH_FRAME, DEFAULT_WEIGHTS, REPO_ROOT
 from rtseg.meta import ModelMeta
-from rtseg.viz import colorize, overlay, palette_lut, resize_nearest
+from rtseg.viz import colorize, compose, compose_i420, overlay, palette_lut, resize_nearest, yuv_luts
 
 
 def _median_ms(fn, runs: int) -> float:
@@ -53,6 +53,7 @@ def host_costs(runs: int, size: tuple[int, int] = (512, 1024), classes: int = 11
     palette = np.array(meta.palette, np.uint8)
     lut = palette_lut(meta.palette)
     colours = colorize(ids_full, lut)
+    luts = yuv_luts(meta.palette)
 
     def normalise_numpy():  # float CHW at the frame's size, as the naive loop does
         x = (cv2.cvtColor(frame, cv2.COLOR_BGR2RGB).astype(np.float32) / 255.0 - mean) / std
@@ -72,6 +73,12 @@ def host_costs(runs: int, size: tuple[int, int] = (512, 1024), classes: int = 11
         f"colour: cv2.LUT at {h}x{w}, colours enlarged nearest (rtseg)":
             _median_ms(lambda: resize_nearest(colorize(ids_small, lut), (H, W)), runs),
         "blend: cv2.addWeighted": _median_ms(lambda: overlay(frame, colours, 0.5), runs),
+        # what the H.264 writer needs is I420: drawing in BGR then converting, against drawing in I420
+        f"overlay for the encoder: BGR compose from {h}x{w} ids + BGR->I420":
+            _median_ms(lambda: cv2.cvtColor(compose(frame, ids_small, lut, "overlay", 0.5), cv2.COLOR_BGR2YUV_I420),
+                       runs),
+        f"overlay for the encoder: I420 compose from {h}x{w} ids (rtseg)":
+            _median_ms(lambda: compose_i420(frame, ids_small, luts, "overlay", 0.5), runs),
     }
     return costs
 

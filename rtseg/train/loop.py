@@ -9,8 +9,10 @@ this module logs through ``logging`` only.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import math
+import multiprocessing as mp
 import random
 import shutil
 import time
@@ -212,7 +214,7 @@ def _train(cfg: TrainConfig, cb: TrainCallbacks, device: str, info: DistInfo) ->
     train_ds = build_dataset(cfg.dataset, cfg.data_root, cfg.train_split)
     val_ds = build_dataset(cfg.dataset, cfg.data_root, cfg.val_split)
     aug = AugmentConfig(scale=cfg.scale, crop=cfg.crop, jitter=cfg.jitter, ignore_index=IGNORE)
-    train_ds.transform = lambda img, label: augment(img, label, aug)
+    train_ds.transform = functools.partial(augment, cfg=aug)  # picklable: workers start by forkserver
     num_classes = train_ds.info.num_classes
     if val_ds.info.class_names != train_ds.info.class_names:
         raise RtsegError(f"the '{cfg.train_split}' and '{cfg.val_split}' splits have different classes")
@@ -227,12 +229,18 @@ def _train(cfg: TrainConfig, cb: TrainCallbacks, device: str, info: DistInfo) ->
     # (padding would count some frames twice); the confusion matrices are then summed.
     val_set = Subset(val_ds, range(info.rank, n_val, info.world_size))
     train_sampler = DistributedSampler(train_set, info.world_size, info.rank, shuffle=True, seed=cfg.seed) if info.enabled else None
+    # Workers start from a clean forkserver process, not by forking this one: a fork copies only
+    # the calling thread, so a process that had started thread pools (OpenVINO's, say, in a
+    # script that also runs inference) could hand a worker a lock held forever, and crash.
+    context = "forkserver" if cfg.workers > 0 and "forkserver" in mp.get_all_start_methods() else None
     # drop_last keeps BatchNorm away from a batch of one at the end of an epoch.
     train_loader = DataLoader(train_set, cfg.batch_size, shuffle=train_sampler is None, sampler=train_sampler,
                               num_workers=cfg.workers, drop_last=math.ceil(len(train_set) / info.world_size) > cfg.batch_size,
-                              persistent_workers=cfg.workers > 0, generator=g)
+                              persistent_workers=cfg.workers > 0, generator=g, multiprocessing_context=context)
     # Batch 1: frames of a folder data set may differ in size; on the CPU batching buys nothing.
-    val_loader = DataLoader(val_set, 1, num_workers=min(cfg.workers, 1))
+    val_workers = min(cfg.workers, 1)
+    val_loader = DataLoader(val_set, 1, num_workers=val_workers, persistent_workers=val_workers > 0,
+                            multiprocessing_context=context if val_workers else None)
     if math.ceil(len(train_set) / info.world_size) < 2:
         raise RtsegError(f"{len(train_set)} training image(s) for {info.world_size} process(es): each needs at least 2")
 

@@ -75,7 +75,13 @@ def display():
     if not number:
         proc.kill()
         pytest.skip("Xvfb did not start")
-    yield f":{number.decode()}"
+    name = f":{number.decode()}"
+    # A fresh Xvfb can refuse the first connections for a moment, and Qt gives up at once when
+    # it cannot connect: wait until a client gets through before the window's process starts.
+    deadline = time.monotonic() + 30
+    while _screenshot(name) is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    yield name
     proc.terminate()
     proc.wait(timeout=10)
 
