@@ -70,10 +70,11 @@ def auto_streams(engine: str | Path | None, device: str, *, live: bool, sequenti
 
     On a CPU the pipeline's own threads (decode, colour, encode) share the cores with the network.
     A one-stream network spreads each frame over every core and stalls whenever one of them is
-    taken; two single-threaded streams keep working. With a 1024x2048 video written as H.264 on
-    this 2-core machine that took ONNX Runtime from 10.4 to 13.6 fps and OpenVINO from 16 to 19
-    (rtseg bench; benchmarks/results/bench_*.json). A live source wants the lowest latency instead (one
-    stream), and so do --sequential runs; PyTorch and TensorRT engines have one stream."""
+    taken; two single-threaded streams keep working. On 1024x2048 video written as H.264 on this
+    2-core machine, pipelined over sequential went from 1.02x to 1.36x with ONNX Runtime and
+    from 1.04x to 1.20x with OpenVINO (rtseg bench --streams 1 and 2,
+    benchmarks/results/bench_*_512x1024*.json). A live source wants the lowest latency instead
+    (one stream), and so do --sequential runs; PyTorch and TensorRT engines have one stream."""
     if live or sequential or engine is None or Path(engine).suffix.lower() != ".onnx":
         return 1
     if device.strip().lower() not in ("cpu", "auto"):
