@@ -46,7 +46,7 @@ class Packet:
     def frame_ids(self) -> np.ndarray:
         """The class ids at the frame's size (H, W), enlarged from the inference size on first
         use (aligned nearest neighbour, as Engine.postprocess): only the sinks that need them
-        (--masks) pay for it, 2 ms a 1024x2048 frame on one core."""
+        (--masks) pay for it: 0.8 ms a 1024x2048 frame (benchmarks/host_shortcuts.py)."""
         size = self.frame.shape[:2]
         if self.ids.shape != size:
             self.ids = resize_nearest(self.ids, size)

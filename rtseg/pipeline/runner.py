@@ -77,8 +77,9 @@ def engine_stages(engine: Engine, look: Look, *, lut: np.ndarray | None = None, 
     enlarges them for a sink that needs them.
 
     ``i420``: draw the picture in I420 rather than BGR when the frame's sides are even (pass
-    ``sink.takes_i420``). It is what the H.264 writer encodes, and cheaper to draw: 4.6 ms
-    instead of 17 ms for a 1024x2048 overlay on one core, the writer's conversion included."""
+    ``sink.takes_i420``). It is what the H.264 writer encodes, and cheaper to draw: 3.7 ms
+    instead of 6.6 ms for a 1024x2048 overlay, the writer's conversion included
+    (benchmarks/host_shortcuts.py)."""
     lut = palette_lut(engine.meta.palette) if lut is None else lut
     luts = yuv_luts(engine.meta.palette) if i420 else None
 
