@@ -34,13 +34,12 @@ def bench_command(
     import tempfile
 
     from rtseg.bundled import BENCH_FRAME, bundled
+    from rtseg.engines import auto_streams
     from rtseg.pipeline import open_source
     from rtseg.pipeline.bench import bench, make_panned_video
     from rtseg.pipeline.sources import quiet_video_logs
 
     quiet_video_logs()
-    from rtseg.engines import auto_streams
-
     eng = run_cli.load(engine, device=device, size=size, runtime=runtime, threads=threads)
     streams = streams or auto_streams(engine, device, live=False)
     piped = eng if streams == 1 else run_cli.load(engine, device=device, size=size, runtime=runtime, threads=threads,

@@ -15,7 +15,8 @@ ENGINE_HELP = ".pt/.pth PyTorch checkpoint, .onnx (ONNX Runtime or OpenVINO), .p
 
 THREADS_HELP = "CPU threads for the network (0 = one per core); TensorRT ignores it."
 STREAMS_HELP = ("Frames the network works on at once, each on its share of the CPU threads (.onnx only). 0 = auto: "
-                "2 for a .onnx on a CPU with 2+ cores and a file, folder or --sequential-free run; 1 otherwise.")
+                "2 for a .onnx on a CPU with 2+ cores reading a file or folder; 1 for live sources, --sequential "
+                "and other engines.")
 CODEC_HELP = ("auto: H.264 through PyAV for .mp4/.mov/.mkv (browsers play it), OpenCV's codec otherwise; "
               "h264 or opencv to insist.")
 

@@ -101,9 +101,10 @@ def bench(engine: Engine, open_source: Callable[[], Source], *, frames: int = 10
     then gives the multi-stream engine alone with all its streams busy (``engine_streams``),
     the ceiling the pipelined runs approach; the JSON reports both ratios.
 
-    Each of ``rounds`` rounds runs the three measurements (sequential, pipelined, engine alone)
-    back to back, in an order that rotates from round to round, so that a burst of load from
-    another process on a shared machine lands on all three rather than on one. The fps figures
+    Each of ``rounds`` rounds runs the measurements (sequential, pipelined, engine alone, and
+    the multi-stream engine alone) back to back, in an order that rotates from round to round, so
+    that a burst of load from another process on a shared machine lands on all of them rather
+    than on one. The fps figures
     are medians over the rounds; so are the ratios, each taken within its round. Both runs write
     a real mp4 (into ``workdir`` or a temporary folder) so the write stage includes encoding.
     ``stages_ms`` pools the sequential runs, where each stage is timed without the others
