@@ -88,14 +88,18 @@ def _native_torch(path: Path, device: str) -> Predictor:
     return Predictor(run, meta, None, f"pytorch on {device}, {meta.model} at each frame's own size")
 
 
-def load_predictor(path: str | Path, *, device: str = "cpu", size: tuple[int, int] | None = None) -> Predictor:
+def load_predictor(path: str | Path, *, device: str = "cpu", size: tuple[int, int] | None = None,
+                   runtime: str | None = None) -> Predictor:
     """Any artifact as a :class:`Predictor`. A PyTorch checkpoint without ``size`` runs at the
     size its training validated at (``--val-size``), so eval reproduces the figure training
     reported, or else each frame at its own size. Otherwise ``rtseg.load_engine`` loads it (at
-    ``size``, else the artifact's own size) and frames are resized to it and the ids back."""
+    ``size``, else the artifact's own size) and frames are resized to it and the ids back;
+    ``runtime`` picks the one for a ``.onnx`` (auto, onnxruntime, openvino)."""
     path = Path(path)
     if not path.is_file():
         raise RtsegError(f"weights/engine file not found: {path}")
+    if runtime is not None and path.suffix.lower() != ".onnx":
+        raise RtsegError(f"--runtime {runtime} applies to .onnx files only; {path.name} is not one")
     if size is None and path.suffix.lower() in _TORCH_SUFFIXES:
         from rtseg.checkpoint import load_checkpoint
 
@@ -105,7 +109,7 @@ def load_predictor(path: str | Path, *, device: str = "cpu", size: tuple[int, in
         size = tuple(val_size)
     from rtseg import load_engine
 
-    engine = load_engine(path, device=device, size=size)
+    engine = load_engine(path, device=device, size=size, **({"runtime": runtime} if runtime else {}))
     h, w = engine.input_size
     return Predictor(engine.predict, engine.meta, (h, w), f"{engine.name} on {engine.device}, {engine.meta.model} at {h}x{w}")
 

@@ -104,3 +104,22 @@ def test_a_checkpoint_is_evaluated_at_the_size_its_training_validated_at(tiny_ch
     path = save_checkpoint(tmp_path / "val_size.pt", net, trained)
     assert load_predictor(path).size == (96, 128)
     assert load_predictor(path, size=(64, 64)).size == (64, 64)  # --size still wins
+
+
+def test_eval_of_an_onnx_engine_on_the_runtime_asked_for(cli, tiny_checkpoint: Path, camvid_root: Path, tmp_path: Path):
+    from rtseg.checkpoint import build_from_checkpoint
+    from rtseg.export.onnx import export_onnx
+
+    model, meta = build_from_checkpoint(tiny_checkpoint)
+    onnx_file = export_onnx(model, meta, tmp_path / "m.onnx", size=(360, 480))
+    code, out, err = cli("eval", "--engine", onnx_file, "--runtime", "onnxruntime", "--data-root", camvid_root,
+                         "--limit", "2", "--json", tmp_path / "ort.json")
+    assert code == 0, err
+    assert "onnxruntime on cpu" in out
+    code, _, err = cli("eval", "--engine", tiny_checkpoint, "--size", "360x480", "--data-root", camvid_root,
+                       "--limit", "2", "--json", tmp_path / "pt.json")
+    assert code == 0, err
+    ort, pt = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("ort", "pt"))
+    assert ort["pixel_acc"] == pytest.approx(pt["pixel_acc"], abs=2e-3)  # fp32 both: the same ids
+    code, _, err = cli("eval", "--engine", tiny_checkpoint, "--runtime", "onnxruntime", "--data-root", camvid_root)
+    assert code == 2 and "applies to .onnx files only" in err and "Traceback" not in err
