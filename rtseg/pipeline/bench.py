@@ -59,29 +59,25 @@ def make_panned_video(path: str | Path, image_path: str | Path, n: int, *, fps: 
     return path
 
 
-def _engine_only(engine: Engine, batches: list[np.ndarray], n: int) -> float:
-    """Frames per second of ``engine.infer`` alone over ``n`` calls (cycling over ``batches``)."""
-    t0 = time.perf_counter()
-    for i in range(n):
-        engine.infer(batches[i % len(batches)])
-    return n / (time.perf_counter() - t0)
-
-
-def _engine_streams(engine: Engine, batches: list[np.ndarray], n: int) -> float:
-    """Frames per second of ``engine.infer`` alone, called from ``engine.streams`` threads at
-    once (``n`` calls in all): what a multi-stream engine can do with no other work running."""
+def _engine_alone(engine: Engine, batches: list[np.ndarray], n: int) -> float:
+    """Frames per second of ``engine.infer`` alone over ``n`` calls (cycling over ``batches``),
+    made from ``engine.streams`` threads at once: a one-stream engine in the calling thread, a
+    multi-stream one with every stream busy (what it can do with no other work running)."""
     k = engine.streams
 
     def work(j: int) -> None:
         for i in range(j, n, k):
             engine.infer(batches[i % len(batches)])
 
-    threads = [threading.Thread(target=work, args=(j,), name=f"rtseg-bench-{j}") for j in range(k)]
     t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    if k == 1:
+        work(0)
+    else:
+        threads = [threading.Thread(target=work, args=(j,), name=f"rtseg-bench-{j}") for j in range(k)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
     return n / (time.perf_counter() - t0)
 
 
@@ -129,9 +125,9 @@ def bench(engine: Engine, open_source: Callable[[], Source], *, frames: int = 10
         if not batches:
             raise RtsegError(f"the source has no frames: {desc}")
         say(f"warm-up ({warmup} engine calls)")
-        _engine_only(engine, batches, warmup)
+        _engine_alone(engine, batches, warmup)
         if piped is not engine:
-            _engine_streams(piped, batches, warmup * streams)
+            _engine_alone(piped, batches, warmup * streams)
 
         seq_timings = Timings(STAGES)  # every sequential round's samples, pooled
         order = ["sequential", "pipelined", "engine_only"] + (["engine_streams"] if streams > 1 else [])
@@ -141,11 +137,9 @@ def bench(engine: Engine, open_source: Callable[[], Source], *, frames: int = 10
         for r in range(rounds):
             for mode in order[r % len(order):] + order[:r % len(order)]:
                 say(f"round {r + 1}/{rounds}: {mode.replace('_', ' ')}")
-                if mode == "engine_only":
-                    fps[mode].append(_engine_only(engine, batches, n or min(frames, 32)))
-                    continue
-                if mode == "engine_streams":
-                    fps[mode].append(_engine_streams(piped, batches, n or min(frames, 32)))
+                if mode in ("engine_only", "engine_streams"):
+                    alone = engine if mode == "engine_only" else piped
+                    fps[mode].append(_engine_alone(alone, batches, n or min(frames, 32)))
                     continue
                 src = open_source()
                 sink = VideoSink(Path(tmp) / f"{mode}.mp4", src.fps,
