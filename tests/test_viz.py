@@ -30,7 +30,7 @@ def test_colorize_is_the_palette_in_bgr_and_black_past_it():
 def test_small_ids_give_the_same_picture_as_ids_at_the_frame_size(small, frame, view):
     ids = _ids(*small, seed=1)
     image = np.random.default_rng(2).integers(0, 256, (*frame, 3), dtype=np.uint8)
-    big = _Ids().postprocess(ids[None], [frame])[0]  # the ids the post stage hands to --masks
+    big = _Ids().postprocess(ids[None], [frame])[0]  # the ids at the frame's size (what --masks writes)
     lut = palette_lut(PALETTE)
     picture = compose(image, ids, lut, view, 0.4)
     assert np.array_equal(picture, compose(image, big, lut, view, 0.4))

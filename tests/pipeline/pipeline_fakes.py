@@ -41,7 +41,7 @@ class FakeEngine(Engine):
                               palette=tuple((i, 255 - i, (7 * i) % 256) for i in range(251)), input_size=input_size)
         self.input_size = input_size
         self.fail, self.delay, self.rng = fail or {}, delay or {}, rng or np.random.default_rng(0)
-        self.calls = {"preprocess": 0, "infer": 0, "postprocess": 0}
+        self.calls = {"preprocess": 0, "infer": 0}
         self.streams = streams  # infer workers the pipeline runs
         self.inferring = self.most_at_once = 0  # infer calls running now, and at most
         self._lock = threading.Lock()
@@ -70,9 +70,22 @@ class FakeEngine(Engine):
             with self._lock:
                 self.inferring -= 1
 
-    def postprocess(self, ids, sizes):
-        self._step("postprocess")
-        return super().postprocess(ids, sizes)
+
+
+def with_jitter(stages, seconds: float, names=("post",), rng=None):
+    """``stages`` with a random sleep of up to ``seconds`` added to those in ``names`` (the
+    engine's own delays cover transform and infer; post does not call the engine)."""
+    from rtseg.pipeline.runner import Stage
+
+    rng = rng or np.random.default_rng(1)
+
+    def slowed(fn):
+        def run(p):
+            time.sleep(rng.uniform(0, seconds))
+            return fn(p)
+        return run
+
+    return [Stage(s.name, slowed(s.fn), s.workers) if s.name in names else s for s in stages]
 
 
 class FailingLook(Look):

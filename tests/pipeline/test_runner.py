@@ -6,7 +6,8 @@ import time
 
 import pytest
 
-from pipeline_fakes import Boom, FailingLook, FakeEngine, ListSource, RecordingSink, SimulatedCamera, frame_mark
+from pipeline_fakes import (Boom, FailingLook, FakeEngine, ListSource, RecordingSink, SimulatedCamera, frame_mark,
+                            with_jitter)
 from rtseg.errors import RtsegError
 from rtseg.pipeline import Look, StageError, engine_stages, run
 from rtseg.pipeline.sources import LiveSource
@@ -39,9 +40,10 @@ def _run_guarded(fn, timeout: float = 10.0):
 
 @pytest.mark.parametrize("sequential", MODES)
 def test_every_frame_in_order_with_jittery_stages(sequential):
-    engine = FakeEngine(delay={"preprocess": 0.004, "infer": 0.006, "postprocess": 0.004})
+    engine = FakeEngine(delay={"preprocess": 0.004, "infer": 0.006})
     source, sink = ListSource(60), RecordingSink()
-    result = run(source, engine_stages(engine, Look()), sink, sequential=sequential, queue_size=2)
+    stages = with_jitter(engine_stages(engine, Look()), 0.004)
+    result = run(source, stages, sink, sequential=sequential, queue_size=2)
     assert [s[0] for s in sink.seen] == list(range(60))
     # each picture's ids come from its own frame: nothing got mixed up between packets
     assert all(frame == ids == i % 251 for i, frame, ids in sink.seen)
