@@ -49,12 +49,12 @@ def check_streams(streams: int) -> int:
 
 class PerThread(Generic[T]):
     """Each calling thread gets its own item, made by ``make(k)`` the first time that thread
-    asks (k = 0, 1, ...), or, when ``items`` is given, the next of them in turn. For backends
-    whose handles must not be shared between threads (an OpenVINO infer request) or that run
-    best one per thread (an ONNX Runtime session per stream)."""
+    asks (k = 0, 1, ... in the order threads first ask). For backends whose handles must not be
+    shared between threads (an OpenVINO infer request) or that run best one per thread (an ONNX
+    Runtime session per stream: ``make`` picks ``sessions[k % streams]``)."""
 
-    def __init__(self, make: Callable[[int], T] | None = None, items: Sequence[T] = ()):
-        self._make, self._items = make, list(items)
+    def __init__(self, make: Callable[[int], T]):
+        self._make = make
         self._local, self._lock, self._count = threading.local(), threading.Lock(), 0
 
     def get(self) -> T:
@@ -62,8 +62,7 @@ class PerThread(Generic[T]):
         if item is None:
             with self._lock:
                 k, self._count = self._count, self._count + 1
-            item = self._items[k % len(self._items)] if self._items else self._make(k)
-            self._local.item = item
+            item = self._local.item = self._make(k)
         return item
 
 

@@ -85,8 +85,8 @@ class OrtEngine(Engine):
                         for _ in range(self.streams)]
         except load_errors as exc:
             raise RtsegError(f"ONNX Runtime cannot load {path} ({str(exc).splitlines()[0][:160]})") from None
-        self.session = sessions[0]
-        self._sessions = PerThread(items=sessions)
+        self.session, self.sessions = sessions[0], sessions
+        self._session = PerThread(lambda k: sessions[k % len(sessions)])
         self.providers = self.session.get_providers()
 
         inp = self.session.get_inputs()[0]
@@ -111,7 +111,7 @@ class OrtEngine(Engine):
         """uint8 (N, h, w, 3) BGR -> uint8 (N, h, w) class ids."""
         self.check_batch(batch)
         batch = np.ascontiguousarray(batch)
-        session = self._sessions.get()
+        session = self._session.get()
         if self.batch is None or len(batch) == self.batch:
             return session.run([self._output_name], {self._input_name: batch})[0]
         # A static-batch file: one call per chunk of its batch size (1 for a default export).

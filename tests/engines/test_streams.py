@@ -44,7 +44,7 @@ def test_two_streams_from_two_threads_give_the_one_stream_ids(onnx_file, batches
         start.wait()  # both threads infer at the same time
         for i in range(k, len(batches), 2):
             got[i] = two.infer(batches[i])
-        handles[threading.current_thread().name] = (two._sessions if runtime == "onnxruntime" else two._requests).get()
+        handles[threading.current_thread().name] = (two._session if runtime == "onnxruntime" else two._requests).get()
 
     threads = [threading.Thread(target=work, args=(k,), name=f"w{k}") for k in range(2)]
     for t in threads:
@@ -57,8 +57,8 @@ def test_two_streams_from_two_threads_give_the_one_stream_ids(onnx_file, batches
 
 def test_ort_streams_share_the_threads(onnx_file):
     engine = load_engine(onnx_file, runtime="onnxruntime", threads=4, streams=2)
-    assert len(engine._sessions._items) == 2
-    assert all(s.get_session_options().intra_op_num_threads == 2 for s in engine._sessions._items)
+    assert len(engine.sessions) == 2
+    assert all(s.get_session_options().intra_op_num_threads == 2 for s in engine.sessions)
 
 
 def test_streams_is_refused_where_it_does_not_apply(weights, onnx_file):

@@ -92,15 +92,14 @@ def test_encoder_threads_leave_the_network_its_cores_when_pipelined(monkeypatch)
 
 @needs_h264
 def test_the_thread_count_reaches_x264(tmp_path):
+    from rtseg.pipeline.packet import Packet
+
     video = VideoSink(tmp_path / "t.mp4", 10, threads=1)
-    sink = MultiSink([video, seen := RecordingSink()])
-
-    class Peek(RecordingSink):
-        def write(self, p):
-            seen.threads = video._writer._stream.codec_context.thread_count  # set when x264 opened
-
-    run(ListSource(2, size=(32, 48)), engine_stages(FakeEngine(), Look()), MultiSink([sink, Peek()]))
-    assert seen.threads == 1 and count_frames(tmp_path / "t.mp4")[0] == 2
+    for i in range(2):
+        video.write(Packet(index=i, name=str(i), frame=None, t_read=0.0, picture=np.zeros((32, 48, 3), np.uint8)))
+    threads = video._writer._stream.codec_context.thread_count  # set when x264 opened, on the first frame
+    video.close(completed=True, interrupted=False)
+    assert threads == 1 and count_frames(tmp_path / "t.mp4")[0] == 2
 
 
 @needs_h264
