@@ -31,7 +31,7 @@ class _RichCallbacks:
         self.progress.start()
 
     def on_step(self, epoch: int, step: int, loss: float, lr: float) -> None:
-        self.progress.update(self.task, advance=1, loss=loss, lr=lr)
+        self.progress.update(self.task, completed=step + 1, loss=loss, lr=lr)  # on CUDA called every few steps
 
     def on_epoch_end(self, epoch: int, train_loss: float, seconds: float) -> None:
         self.progress.stop()
@@ -66,8 +66,8 @@ def train(
     ctx: typer.Context,
     dataset: str = typer.Option("camvid", help="camvid, cityscapes or folder (your own images/labels + classes.json)."),
     data_root: Path = typer.Option(Path("../shared/data/camvid"), "--data-root", help="Dataset root folder."),
-    train_split: str = typer.Option("train", "--train-split", help="Split to train on (CamVid: the folder name, e.g. train)."),
-    val_split: str = typer.Option("val", "--val-split", help="Split to validate on (e.g. val, or test for a root holding only test/)."),
+    train_split: str = typer.Option("train", "--train-split", help="Split(s) to train on, joined by + (e.g. train, or train+val for final weights)."),
+    val_split: str = typer.Option("val", "--val-split", help="Split(s) to validate on, joined by + (e.g. val, or test for a root holding only test/)."),
     out: Path = typer.Option(Path("runs/train"), "--out", help="Output folder: best.pt, last.pt, history.json, tensorboard/ (default with --resume: the checkpoint's folder)."),
     epochs: int = typer.Option(100, help="Number of epochs."),
     batch_size: int = typer.Option(8, "--batch-size", help="Images per step (per process under torchrun)."),
@@ -79,10 +79,11 @@ def train(
     weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="Default 4e-5 for sgd, 1e-4 for adamw; never on depthwise, BN, bias."),
     warmup_epochs: float = typer.Option(1.0, "--warmup-epochs", help="Linear warm-up for sgd."),
     loss: str = typer.Option("ce", help="ce, ohem, focal, dice, jaccard, ce_dice, lovasz or ce_lovasz (Lovasz-softmax, for fine-tuning towards mIoU)."),
-    class_weights: str = typer.Option("none", "--class-weights", help="none or enet (w = 1/ln(1.02 + p))."),
+    class_weights: str = typer.Option("none", "--class-weights", help="none, enet (w = 1/ln(1.02 + p), ENet's) or espnet (w = 1/ln(1.10 + p), the milder weighting of ESPNet and CGNet)."),
     aux_weight: float = typer.Option(0.4, "--aux-weight", help="Auxiliary-head loss weight (paper 0.4; 0 = no aux heads)."),
     clip_grad: float = typer.Option(0.0, "--clip-grad", help="Max gradient norm (0 = off)."),
-    amp: str = typer.Option("auto", help="auto (fp16 on CUDA, off on CPU), off, bf16 or fp16."),
+    amp: str = typer.Option("auto", help="auto (bf16 on CUDA, fp16 on GPUs without bf16, off on CPU), off, bf16 or fp16."),
+    data_on_device: str = typer.Option("auto", "--data-on-device", help="auto (on for CUDA), on or off: decode the train split once, hold it on the device as uint8 and augment whole batches there."),
     val_every: int = typer.Option(1, "--val-every", help="Validate every N epochs."),
     patience: int = typer.Option(0, help="Early stop after N validations without a better mIoU (0 = never)."),
     seed: int = typer.Option(0, help="Random seed."),
@@ -109,7 +110,7 @@ def train(
         epochs=epochs, batch_size=batch_size, crop=parse_pair(crop, flag="--crop", cast=int),
         scale=parse_pair(scale, flag="--scale"), jitter=jitter, optimizer=optimizer, lr=lr, weight_decay=weight_decay,
         warmup_epochs=warmup_epochs, loss=loss, class_weights=class_weights, aux_weight=aux_weight,
-        clip_grad=clip_grad, amp=amp, val_every=val_every, patience=patience, seed=seed, workers=workers,
+        clip_grad=clip_grad, amp=amp, data_on_device=data_on_device, val_every=val_every, patience=patience, seed=seed, workers=workers,
         device=device, init=str(init) if init else None, tensorboard=tensorboard, limit=limit, calibrate=calibrate,
         val_size=parse_pair(val_size, flag="--val-size", cast=int) if val_size else None,
     )

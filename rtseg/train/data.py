@@ -131,13 +131,13 @@ def _splits_found(folders: list[Path]) -> str:
 
 
 def camvid(root: Path, split: str) -> SegDataset:
-    """SegNet CamVid: ``<root>/<split>/`` images, ``<root>/<split>annot/`` labels of the same name,
-    ids 0..10, 11 = void (ignored)."""
+    """SegNet CamVid: ``<root>/<split>/`` images, ``<root>/<split>annot/`` labels of the same name
+    (matched by stem, so JPEG images find their PNG labels), ids 0..10, 11 = void (ignored)."""
     found = _splits_found(list(root.iterdir()))
     img_dir = _require_dir(root / split, f"CamVid '{split}' image", found)
     lab_dir = _require_dir(root / f"{split}annot", f"CamVid '{split}' label", found)
-    labels = {p.name: p for p in _images(lab_dir)}
-    pairs = _match(_images(img_dir), labels, lambda p: p.name, str(img_dir))
+    labels = {p.stem: p for p in _images(lab_dir)}
+    pairs = _match(_images(img_dir), labels, lambda p: p.stem, str(img_dir))
     info = DatasetInfo("camvid", CAMVID_CLASSES, CAMVID_PALETTE)
     return SegDataset(pairs, _lut({i: i for i in range(11)}, (11,)), info)
 
@@ -188,11 +188,20 @@ def folder(root: Path, split: str) -> SegDataset:
 
 
 def build_dataset(name: str, root: str | Path, split: str) -> SegDataset:
-    """``name`` in camvid, cityscapes, folder."""
+    """``name`` in camvid, cityscapes, folder. ``split`` is one split or several joined by
+    ``+`` (``train+val``: the standard CamVid protocol trains the final model on both)."""
     root = Path(root)
     if not root.is_dir():
         raise RtsegError(f"data root not found: {root}")
     builders = {"camvid": camvid, "cityscapes": cityscapes, "folder": folder}
     if name not in builders:
         raise RtsegError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASET_NAMES)}")
-    return builders[name](root, split)
+    names = [part.strip() for part in split.split("+")]
+    if not all(names):
+        raise RtsegError(f"split {split!r} has an empty name; use split names joined by +, e.g. train+val")
+    if len(set(names)) != len(names):
+        raise RtsegError(f"split {split!r} names a split twice")
+    parts = [builders[name](root, part) for part in names]
+    if len(parts) == 1:
+        return parts[0]
+    return SegDataset([pair for ds in parts for pair in ds.pairs], parts[0].lut, parts[0].info)

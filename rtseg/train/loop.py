@@ -32,15 +32,20 @@ from rtseg.meta import ModelMeta
 from rtseg.nets import create_model
 from rtseg.train.calibrate import fold_logit_offset, tune_logit_offset
 from rtseg.train.data import IGNORE, SegDataset, build_dataset, to_tensor
+from rtseg.train.device_data import DeviceData, evaluate_device
 from rtseg.train.dist import DistInfo, all_reduce_sum, cleanup, init_distributed
 from rtseg.train.evaluate import evaluate_model
 from rtseg.train.losses import LOSSES, build_loss, enet_weights
 from rtseg.train.optim import AMP_MODES, autocast_and_scaler, build_optimizer, lr_at
 from rtseg.train.transforms import AugmentConfig, augment
 
-__all__ = ["TrainConfig", "TrainCallbacks", "train", "evaluate_model", "resolve_device"]
+__all__ = ["TrainConfig", "TrainCallbacks", "train", "evaluate_model", "resolve_device", "CLASS_WEIGHTS"]
 
 log = logging.getLogger(__name__)
+
+# --class-weights name -> c in w = 1/ln(c + p); ENet's 1.02 weights a 0.3% class 45x, a 30% one 3.8x;
+# ESPNet's and CGNet's 1.10 gives 10x and 2.6x.
+CLASS_WEIGHTS = {"none": None, "enet": 1.02, "espnet": 1.10}
 
 
 @dataclass(frozen=True)
@@ -63,10 +68,12 @@ class TrainConfig:
     poly_power: float = 0.9
     warmup_epochs: float = 1.0  # linear warm-up for sgd (adamw's OneCycle has its own)
     loss: str = "ce"  # one of LOSSES
-    class_weights: str = "none"  # none | enet  (w = 1/ln(1.02 + p))
+    class_weights: str = "none"  # none | enet (w = 1/ln(1.02 + p), ENet's) | espnet (w = 1/ln(1.10 + p), milder: ESPNet, CGNet)
     aux_weight: float = 0.4  # auxiliary-head loss weight (paper: 0.4); 0 = no aux heads
     clip_grad: float = 0.0  # max gradient norm, 0 = off
-    amp: str = "auto"  # auto (fp16 on CUDA, off on CPU) | off | bf16 | fp16
+    amp: str = "auto"  # auto (bf16 on CUDA, fp16 on GPUs without it, off on CPU) | off | bf16 | fp16
+    data_on_device: str = "auto"  # auto (on for CUDA) | on | off: decode the train split once, keep it on the device, augment there (train/device_data.py)
+    sync_every: int = 0  # read the loss back (a device sync) every N steps; 0 = every step on the CPU, every 20 on CUDA
     val_every: int = 1  # validate every N epochs (and always after the last)
     patience: int = 0  # stop after N validations without a better mIoU, 0 = never
     seed: int = 0
@@ -84,7 +91,9 @@ class TrainConfig:
         checks = [
             (self.optimizer in ("sgd", "adamw"), "optimizer", self.optimizer, "sgd, adamw"),
             (self.loss in LOSSES, "loss", self.loss, ", ".join(LOSSES)),
-            (self.class_weights in ("none", "enet"), "class-weights", self.class_weights, "none, enet"),
+            (self.class_weights in CLASS_WEIGHTS, "class-weights", self.class_weights, ", ".join(CLASS_WEIGHTS)),
+            (self.data_on_device in ("auto", "on", "off"), "data-on-device", self.data_on_device, "auto, on, off"),
+            (self.sync_every >= 0, "sync-every", self.sync_every, ">= 0 (0 = automatic)"),
             (self.amp in AMP_MODES, "amp", self.amp, ", ".join(AMP_MODES)),
             (self.epochs >= 1, "epochs", self.epochs, ">= 1"),
             # BatchNorm after the 1x1 pyramid-pooling bin needs more than one value per channel.
@@ -221,9 +230,9 @@ def _train(cfg: TrainConfig, cb: TrainCallbacks, device: str, info: DistInfo) ->
     n_train = min(cfg.limit, len(train_ds)) if cfg.limit else len(train_ds)
     n_val = min(cfg.limit, len(val_ds)) if cfg.limit else len(val_ds)
     weights = None
-    if cfg.class_weights == "enet":
-        weights = enet_weights(_class_pixel_counts(train_ds, range(n_train))).to(device)
-        cb.on_message("ENet class weights: " + ", ".join(f"{n} {w:.2f}" for n, w in zip(train_ds.info.class_names, weights.tolist())))
+    if CLASS_WEIGHTS[cfg.class_weights] is not None:
+        weights = enet_weights(_class_pixel_counts(train_ds, range(n_train)), c=CLASS_WEIGHTS[cfg.class_weights]).to(device)
+        cb.on_message(f"{cfg.class_weights} class weights: " + ", ".join(f"{n} {w:.2f}" for n, w in zip(train_ds.info.class_names, weights.tolist())))
     train_set = Subset(train_ds, range(n_train))
     # Each rank validates its own slice, without the padding DistributedSampler would add
     # (padding would count some frames twice); the confusion matrices are then summed.
@@ -234,15 +243,30 @@ def _train(cfg: TrainConfig, cb: TrainCallbacks, device: str, info: DistInfo) ->
     # script that also runs inference) could hand a worker a lock held forever, and crash.
     context = "forkserver" if cfg.workers > 0 and "forkserver" in mp.get_all_start_methods() else None
     # drop_last keeps BatchNorm away from a batch of one at the end of an epoch.
-    train_loader = DataLoader(train_set, cfg.batch_size, shuffle=train_sampler is None, sampler=train_sampler,
-                              num_workers=cfg.workers, drop_last=math.ceil(len(train_set) / info.world_size) > cfg.batch_size,
-                              persistent_workers=cfg.workers > 0, generator=g, multiprocessing_context=context)
-    # Batch 1: frames of a folder data set may differ in size; on the CPU batching buys nothing.
-    val_workers = min(cfg.workers, 1)
-    val_loader = DataLoader(val_set, 1, num_workers=val_workers, persistent_workers=val_workers > 0,
-                            multiprocessing_context=context if val_workers else None)
+    drop_last = math.ceil(len(train_set) / info.world_size) > cfg.batch_size
     if math.ceil(len(train_set) / info.world_size) < 2:
         raise RtsegError(f"{len(train_set)} training image(s) for {info.world_size} process(es): each needs at least 2")
+    on_device = cfg.data_on_device == "on" or (cfg.data_on_device == "auto" and device.startswith("cuda"))
+    device_train = device_val = train_loader = None
+    if on_device:
+        t_load = time.perf_counter()
+        device_train = DeviceData(train_ds, range(n_train), device)
+        if not info.enabled:  # under DDP each rank validates its own shard through the DataLoader
+            try:
+                device_val = DeviceData(val_ds, range(n_val), device)
+            except RtsegError:  # frames of several sizes: validated one by one below
+                device_val = None
+        held = device_train.nbytes + (device_val.nbytes if device_val is not None else 0)
+        cb.on_message(f"data on {device}: {len(device_train)} train" + (f" + {len(device_val)} val" if device_val else "")
+                      + f" frames, {held / 2**20:.0f} MiB as uint8, decoded in {time.perf_counter() - t_load:.1f} s")
+    else:
+        train_loader = DataLoader(train_set, cfg.batch_size, shuffle=train_sampler is None, sampler=train_sampler,
+                                  num_workers=cfg.workers, drop_last=drop_last,
+                                  persistent_workers=cfg.workers > 0, generator=g, multiprocessing_context=context)
+    # Batch 1: frames of a folder data set may differ in size; on the CPU batching buys nothing.
+    val_workers = min(cfg.workers, 1) if device_val is None else 0
+    val_loader = DataLoader(val_set, 1, num_workers=val_workers, persistent_workers=val_workers > 0,
+                            multiprocessing_context=context if val_workers else None)
 
     # --- model, loss, optimiser
     meta = ModelMeta(model=cfg.model, num_classes=num_classes, class_names=train_ds.info.class_names,
@@ -257,6 +281,8 @@ def _train(cfg: TrainConfig, cb: TrainCallbacks, device: str, info: DistInfo) ->
                              f"({str(exc).strip().splitlines()[-1].strip()[:160]})") from None
         cb.on_message(f"initialised from {cfg.init} (missing: {len(missing.missing_keys)}, unexpected: {len(missing.unexpected_keys)})")
     model = model.to(device, memory_format=torch.channels_last)
+    if device.startswith("cuda"):
+        torch.backends.cudnn.benchmark = True  # training shapes are fixed: pick the fastest kernels once
     if info.enabled and device.startswith("cuda"):
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # PyTorch's SyncBatchNorm is GPU-only
     criterion = build_loss(cfg.loss, ignore_index=IGNORE, class_weights=weights, aux_weight=cfg.aux_weight).to(device)
@@ -283,7 +309,13 @@ def _train(cfg: TrainConfig, cb: TrainCallbacks, device: str, info: DistInfo) ->
     net = nn.parallel.DistributedDataParallel(model) if info.enabled else model
 
     writer = _tensorboard(out / "tensorboard", cb) if cfg.tensorboard and info.is_main else None
-    steps_per_epoch = len(train_loader)
+    if device_train is not None:
+        steps_per_epoch = device_train.steps(cfg.batch_size, drop_last, info.rank, info.world_size)
+    else:
+        steps_per_epoch = len(train_loader)
+    # Reading the loss back waits for the device; on a GPU that stalls the queue of launched work,
+    # so it happens every sync_every steps there (the loss is summed on the device meanwhile).
+    sync_every = cfg.sync_every or (20 if device.startswith("cuda") else 1)
     total_steps = cfg.epochs * steps_per_epoch
     warmup_steps = int(cfg.warmup_epochs * steps_per_epoch)
     for epoch in range(start_epoch, cfg.epochs + 1):
@@ -293,8 +325,12 @@ def _train(cfg: TrainConfig, cb: TrainCallbacks, device: str, info: DistInfo) ->
         if train_sampler is not None:
             train_sampler.set_epoch(epoch)
         cb.on_epoch_start(epoch, cfg.epochs, steps_per_epoch)
-        t0, loss_sum = time.perf_counter(), 0.0
-        for step, (images, labels) in enumerate(_one_line_batches(train_loader)):
+        t0, loss_sum = time.perf_counter(), torch.zeros((), device=device)
+        if device_train is not None:
+            batches = device_train.batches(cfg.batch_size, aug, g, drop_last=drop_last, rank=info.rank, world_size=info.world_size)
+        else:
+            batches = _one_line_batches(train_loader)
+        for step, (images, labels) in enumerate(batches):
             gstep = (epoch - 1) * steps_per_epoch + step
             lr = lr_at(gstep, total_steps, optimizer=cfg.optimizer, peak=cfg.peak_lr,
                        warmup_steps=warmup_steps, poly_power=cfg.poly_power)
@@ -317,14 +353,16 @@ def _train(cfg: TrainConfig, cb: TrainCallbacks, device: str, info: DistInfo) ->
                 scaler.update()
             else:
                 optimizer.step()
-            value = loss.item()  # syncs the device; cheap next to a training step
-            if not math.isfinite(value):
-                raise RtsegError(f"loss became {value} at epoch {epoch} step {step}; lower --lr or set --clip-grad")
-            loss_sum += value
-            cb.on_step(epoch, step, value, lr)
-            if writer is not None:
-                writer.add_scalar("train/loss", value, gstep)
-                writer.add_scalar("train/lr", lr, gstep)
+            loss_sum += loss.detach()
+            if (step + 1) % sync_every == 0 or step + 1 == steps_per_epoch:
+                value = loss.item()  # syncs the device
+                if not math.isfinite(value):
+                    raise RtsegError(f"loss became {value} at epoch {epoch} step {step}; lower --lr or set --clip-grad")
+                cb.on_step(epoch, step, value, lr)
+                if writer is not None:
+                    writer.add_scalar("train/loss", value, gstep)
+                    writer.add_scalar("train/lr", lr, gstep)
+        loss_sum = loss_sum.item()
         seconds = time.perf_counter() - t0
         # The epoch's mean loss over every rank's steps (one tiny all-reduce per epoch).
         train_loss = all_reduce_sum(torch.tensor([loss_sum]), info).item() / (steps_per_epoch * info.world_size)
@@ -336,7 +374,11 @@ def _train(cfg: TrainConfig, cb: TrainCallbacks, device: str, info: DistInfo) ->
         # --- validate, checkpoint
         improved = False
         if epoch % cfg.val_every == 0 or epoch == cfg.epochs:
-            metrics = evaluate_model(model, val_loader, num_classes, device, info, size=cfg.val_size).compute(train_ds.info.class_names)
+            if device_val is not None:
+                cm = evaluate_device(model, device_val, num_classes, size=cfg.val_size, ignore_index=IGNORE)
+            else:
+                cm = evaluate_model(model, val_loader, num_classes, device, info, size=cfg.val_size)
+            metrics = cm.compute(train_ds.info.class_names)
             record.update(val_miou=metrics["miou"], val_pixel_acc=metrics["pixel_acc"], val_mean_dice=metrics["mean_dice"])
             improved = metrics["miou"] > best_miou
             if improved:
@@ -377,7 +419,7 @@ def _calibrate(cfg: TrainConfig, cb: TrainCallbacks, out: Path, model: nn.Module
     no offset beat none)."""
     best = out / "best.pt"
     if weights is None:
-        cb.on_message("--calibrate: there are no class weights to undo (it applies to --class-weights enet)")
+        cb.on_message("--calibrate: there are no class weights to undo (it applies to --class-weights enet and espnet)")
         return None
     if not best.is_file():
         cb.on_message(f"--calibrate: {best} does not exist yet")
