@@ -71,7 +71,8 @@ class DeviceData:
         if per_rank * world_size > n:
             order = torch.cat([order, order[: per_rank * world_size - n]])
         order = order[rank::world_size]
-        draws = draw_params(len(order), self.size, cfg, generator)  # the whole epoch's choices at once
+        # The whole epoch's choices at once, uploaded once: per step only slices of them.
+        draws = draw_params(len(order), self.size, cfg, generator).to(self.device)
         order_dev = order.to(self.device, non_blocking=True)
         for k in range(self.steps(batch_size, drop_last, rank, world_size)):
             sl = slice(k * batch_size, (k + 1) * batch_size)
