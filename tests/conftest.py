@@ -77,3 +77,18 @@ def _cached_trt_export(tmp_path_factory, checkpoint: Path, size: tuple[int, int]
         onnx.checker.check_model(graph)
         onnx.save(graph, str(prepared))
     return raw, prepared
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_export_cache(tmp_path_factory):
+    """Exports that `--runtime auto` makes of a .pt go to a folder of the test session, never to
+    the user's ~/.cache/rtseg."""
+    import os
+
+    before = os.environ.get("RTSEG_CACHE")
+    os.environ["RTSEG_CACHE"] = str(tmp_path_factory.mktemp("rtseg_cache"))
+    yield
+    if before is None:
+        os.environ.pop("RTSEG_CACHE", None)
+    else:
+        os.environ["RTSEG_CACHE"] = before

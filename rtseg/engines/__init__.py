@@ -7,6 +7,10 @@
 ``.plan`` ``.engine`` TensorRT (:mod:`rtseg.engines.trt_engine`)
 ==================  =========================================================
 
+``runtime=`` runs an artifact elsewhere: a ``.pt`` on ONNX Runtime, OpenVINO or TensorRT is
+exported once into a cache (:mod:`rtseg.engines.cache`) and loaded from there. ``auto`` picks
+the fastest runtime installed for the device (:func:`resolve_runtime`).
+
 Backends are imported when first used, so a missing optional package only matters to the
 artifacts that need it.
 """
@@ -16,16 +20,18 @@ import importlib
 import importlib.util
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from rtseg.engines.base import Engine, check_streams, parse_size
 from rtseg.errors import RtsegError
 
-__all__ = ["Engine", "load_engine", "auto_streams", "SUFFIXES", "ONNX_RUNTIMES", "resolve_onnx_runtime"]
+__all__ = ["Engine", "load_engine", "auto_streams", "SUFFIXES", "RUNTIMES", "ONNX_RUNTIMES", "resolve_onnx_runtime",
+           "resolve_runtime", "runtime_reason"]
 
 # suffix -> backend family; the order is the one error messages list.
 SUFFIXES = {".pt": "pytorch", ".pth": "pytorch", ".onnx": "onnx", ".plan": "tensorrt", ".engine": "tensorrt"}
 ONNX_RUNTIMES = ("auto", "onnxruntime", "openvino")
+RUNTIMES = ("auto", "pytorch", "onnxruntime", "openvino", "tensorrt")
 
 
 def _known() -> str:
@@ -54,6 +60,54 @@ def resolve_onnx_runtime(runtime: str | None, device: str | None) -> str:
     return "onnxruntime"
 
 
+def _cuda(device: str | None) -> bool:
+    text = (device or "auto").strip().lower()
+    if text == "auto":
+        import torch
+
+        return torch.cuda.is_available()
+    return text.startswith("cuda")
+
+
+def resolve_runtime(path: str | Path | None, runtime: str | None, device: str | None) -> str:
+    """The runtime that runs ``path`` (None: a ``.pt``, the bundled weights) on ``device``.
+
+    ``auto`` (or None) is the fastest one installed: for a ``.pt`` on a CPU, OpenVINO (run at f32
+    by :func:`load_engine` when asked for ``auto``, so the ids are PyTorch's; 2.6x PyTorch fp32 at
+    312x552 on this project's machine), else ONNX Runtime (2.9x at 1024x2048,
+    benchmarks/results/engine_latency.json); on CUDA, TensorRT when it imports, else PyTorch fp16. A ``.onnx`` as :func:`resolve_onnx_runtime`; a plan on TensorRT.
+    An explicit runtime must be able to run the artifact."""
+    choice = (runtime or "auto").strip().lower()
+    if choice not in RUNTIMES:
+        raise RtsegError(f"--runtime {runtime!r} is not allowed; use one of {', '.join(RUNTIMES)}")
+    family = SUFFIXES.get(Path(path).suffix.lower(), "pytorch") if path is not None else "pytorch"
+    if family == "tensorrt":
+        if choice not in ("auto", "tensorrt"):
+            raise RtsegError(f"--runtime {choice}: a TensorRT plan runs on TensorRT only")
+        return "tensorrt"
+    if family == "onnx":
+        if choice in ("pytorch", "tensorrt"):
+            raise RtsegError(f"--runtime {choice} needs the .pt checkpoint; a .onnx file runs on onnxruntime or "
+                             "openvino (rtseg export --format engine makes a TensorRT plan from the .pt)")
+        return resolve_onnx_runtime(choice, device)
+    if choice != "auto":
+        return choice
+    if _cuda(device):
+        return "tensorrt" if importlib.util.find_spec("tensorrt") is not None else "pytorch"
+    return "openvino" if importlib.util.find_spec("openvino") is not None else "onnxruntime"
+
+
+def runtime_reason(runtime: str, device: str | None) -> str:
+    """Why ``auto`` picks ``runtime`` here, in a few words (rtseg doctor)."""
+    cuda = _cuda(device)
+    return {
+        "openvino": "fastest on a CPU; at f32, the same ids as PyTorch (--runtime openvino: bf16 where the CPU has it)",
+        "onnxruntime": "OpenVINO is not installed" if not cuda else "for .onnx files on CUDA",
+        "tensorrt": "TensorRT imports and a CUDA GPU is present",
+        "pytorch": "CUDA GPU present, TensorRT not installed: PyTorch fp16",
+    }.get(runtime, "")
+
+
 def _backend(module: str, cls: str) -> Any:
     """``rtseg.engines.<module>.<cls>``, imported now; a missing backend module is one line."""
     name = f"rtseg.engines.{module}"
@@ -65,7 +119,8 @@ def _backend(module: str, cls: str) -> Any:
         raise RtsegError(f"this rtseg has no {cls} ({name} is missing); reinstall rtseg") from None
 
 
-def auto_streams(engine: str | Path | None, device: str, *, live: bool, sequential: bool = False) -> int:
+def auto_streams(engine: str | Path | None, device: str, *, live: bool, sequential: bool = False,
+                 runtime: str | None = None) -> int:
     """--streams 0: two streams where they pay, one elsewhere.
 
     On a CPU the pipeline's own threads (decode, colour, encode) share the cores with the network.
@@ -74,8 +129,9 @@ def auto_streams(engine: str | Path | None, device: str, *, live: bool, sequenti
     2-core machine, pipelined over sequential went from 1.02x to 1.36x with ONNX Runtime and
     from 1.04x to 1.20x with OpenVINO (rtseg bench --streams 1 and 2,
     benchmarks/results/bench_*_512x1024*.json). A live source wants the lowest latency instead
-    (one stream), and so do --sequential runs; PyTorch and TensorRT engines have one stream."""
-    if live or sequential or engine is None or Path(engine).suffix.lower() != ".onnx":
+    (one stream), and so do --sequential runs; PyTorch and TensorRT engines have one stream.
+    ``engine`` None is the bundled ``.pt``; ``runtime`` as for :func:`resolve_runtime`."""
+    if live or sequential or resolve_runtime(engine, runtime, device) not in ("onnxruntime", "openvino"):
         return 1
     if device.strip().lower() not in ("cpu", "auto"):
         return 1
@@ -83,15 +139,19 @@ def auto_streams(engine: str | Path | None, device: str, *, live: bool, sequenti
 
 
 def load_engine(path: str | Path, *, device: str = "cpu", size: str | Sequence[int] | None = None,
-                runtime: str | None = None, threads: int = 0, streams: int = 1, **kw: Any) -> Engine:
+                runtime: str | None = None, threads: int = 0, streams: int = 1,
+                note: Callable[[str], None] | None = None, **kw: Any) -> Engine:
     """Load any rtseg artifact as an :class:`Engine`; its suffix picks the backend.
 
     ``device``: ``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (OpenVINO also takes its own device names).
     ``size``: inference (h, w) or ``"HxW"``; default: the artifact's fixed size, else its
-    metadata's ``input_size``. ``runtime``: for ``.onnx`` only (``auto``, ``onnxruntime``,
-    ``openvino``). ``threads``: CPU threads for the network (0 = one per core); a TensorRT
-    engine runs on the GPU and ignores it. ``streams``: frames inferred at once from different
-    threads (``Engine.streams``), for ``.onnx`` files. Extra keywords go to the backend.
+    metadata's ``input_size``. ``runtime``: one of :data:`RUNTIMES`; None runs the artifact on
+    its own kind of runtime (PyTorch for a ``.pt``, ``auto`` for a ``.onnx``), ``auto`` on the
+    fastest one here (:func:`resolve_runtime`); a ``.pt`` on another runtime is exported once
+    into the cache (``note`` gets the line that says so). ``threads``: CPU threads for the
+    network (0 = one per core); a TensorRT engine runs on the GPU and ignores it. ``streams``:
+    frames inferred at once from different threads (``Engine.streams``), on ONNX Runtime and
+    OpenVINO. Extra keywords go to the backend.
     """
     if threads < 0:
         raise RtsegError(f"--threads must be >= 0 (0 = one per core); got {threads}")
@@ -104,11 +164,16 @@ def load_engine(path: str | Path, *, device: str = "cpu", size: str | Sequence[i
         raise RtsegError(f"engine file not found: {path}")
     size = parse_size(size)
     family = SUFFIXES[suffix]
-    if runtime is not None and family != "onnx":
-        raise RtsegError(f"runtime={runtime!r} applies to .onnx files only; {path.name} is a {family} artifact")
-    if check_streams(streams) > 1 and family != "onnx":
-        raise RtsegError(f"--streams {streams} applies to .onnx files (ONNX Runtime, OpenVINO); {path.name} is a "
-                         f"{family} artifact")
+    rt = resolve_runtime(path, runtime, device) if runtime is not None or family != "pytorch" else "pytorch"
+    if check_streams(streams) > 1 and rt not in ("onnxruntime", "openvino"):
+        raise RtsegError(f"--streams {streams} applies to ONNX Runtime and OpenVINO; {path.name} runs on {rt}")
+    if family == "pytorch" and rt != "pytorch":
+        from rtseg.checkpoint import load_checkpoint
+        from rtseg.engines.cache import cached_artifact
+
+        size = size or tuple(load_checkpoint(path)["meta"].input_size)
+        path = cached_artifact(path, rt, size, fp16=rt == "tensorrt", **({"note": note} if note else {}))
+        family = "tensorrt" if rt == "tensorrt" else "onnx"
 
     if family == "pytorch":
         from rtseg.engines.torch_engine import TorchEngine
@@ -116,7 +181,12 @@ def load_engine(path: str | Path, *, device: str = "cpu", size: str | Sequence[i
         return TorchEngine(path, device=device, size=size, threads=threads, **kw)
     if family == "tensorrt":
         return _backend("trt_engine", "TensorRTEngine")(path, device=device, size=size, **kw)
-    if resolve_onnx_runtime(runtime, device) == "openvino":
+    if rt == "openvino":
+        if (runtime or "").strip().lower() == "auto" and "precision" not in kw:
+            # auto is exact: f32 gives PyTorch's class ids (bf16 changed 3% of them on a 540x960 street clip
+            # at 312x552, benchmarks/results/defaults.json) and is still 2.6x PyTorch there; --runtime
+            # openvino keeps OpenVINO's own choice (bf16 where the CPU has it: 1.9x faster again).
+            kw["precision"] = "f32"
         return _backend("openvino_engine", "OpenVINOEngine")(path, device=device, size=size, threads=threads,
                                                               streams=streams, **kw)
     from rtseg.engines.ort_engine import OrtEngine

@@ -464,8 +464,9 @@ def build_plan(trt: Any, onnx_path: Path, *, precision: str, workspace_gb: float
 # The whole export.
 
 def export_engine(weights: Path, output: Path, *, size: tuple[int, int], fp16: bool = False, int8: bool = False,
-                  calib: Path | None = None, workspace_gb: float = 4.0) -> Path:
+                  calib: Path | None = None, workspace_gb: float = 4.0, cache_key: str | None = None) -> Path:
     """Build ``output`` (.plan/.engine) from an rtseg checkpoint, plus its ``.json`` sidecar.
+    ``cache_key`` is recorded in the sidecar's metadata (rtseg.engines.cache).
 
     Raises RtsegError (one line) for bad options and, before any slow step, when TensorRT or an
     NVIDIA GPU is missing.
@@ -512,6 +513,8 @@ def export_engine(weights: Path, output: Path, *, size: tuple[int, int], fp16: b
     extra = dict(meta.extra)
     extra["export"] = {**dict(extra.get("export", {})), "format": "tensorrt", "precision": precision,
                        "tensorrt": str(trt.__version__)}
+    if cache_key is not None:
+        extra["cache_key"] = cache_key
     write_sidecar(output, PlanInfo(meta=dataclasses.replace(meta, extra=extra), inputs=inputs, outputs=outputs,
                                    precision=precision, tensorrt_version=str(trt.__version__)))
     return output

@@ -101,7 +101,7 @@ def test_auto_runtime_is_the_documented_choice(fixed_onnx):
 
 
 def test_unknown_runtime_is_one_line(fixed_onnx):
-    with pytest.raises(RtsegError, match=r"unknown ONNX runtime 'tflite'.*auto, onnxruntime, openvino") as info:
+    with pytest.raises(RtsegError, match=r"--runtime 'tflite' is not allowed.*auto, pytorch, onnxruntime, openvino, tensorrt") as info:
         load_engine(fixed_onnx, runtime="tflite")
     assert "\n" not in str(info.value)
 

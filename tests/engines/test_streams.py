@@ -62,13 +62,13 @@ def test_ort_streams_share_the_threads(onnx_file):
 
 
 def test_streams_is_refused_where_it_does_not_apply(weights, onnx_file):
-    with pytest.raises(RtsegError, match=r"--streams 2 applies to \.onnx files"):
-        load_engine(weights, streams=2)
+    with pytest.raises(RtsegError, match=r"--streams 2 applies to ONNX Runtime and OpenVINO; .* runs on pytorch"):
+        load_engine(weights, streams=2)  # a .pt on its own runtime
     with pytest.raises(RtsegError, match="--streams must be >= 1; got 0"):
         load_engine(onnx_file, runtime="onnxruntime", streams=0)
 
 
-def test_auto_streams_is_two_only_for_an_onnx_file_run_pipelined_on_a_multicore_cpu(monkeypatch):
+def test_auto_streams_is_two_only_on_onnx_runtimes_run_pipelined_on_a_multicore_cpu(monkeypatch):
     import os
 
     from rtseg.engines import auto_streams
@@ -78,6 +78,8 @@ def test_auto_streams_is_two_only_for_an_onnx_file_run_pipelined_on_a_multicore_
     assert auto_streams(Path("m.onnx"), "cpu", live=True) == 1  # latency first
     assert auto_streams(Path("m.onnx"), "cpu", live=False, sequential=True) == 1
     assert auto_streams(Path("m.onnx"), "cuda", live=False) == 1
-    assert auto_streams(Path("m.pt"), "cpu", live=False) == 1 and auto_streams(None, "cpu", live=False) == 1
+    # a .pt: runtime auto runs it on OpenVINO or ONNX Runtime on a CPU (2 streams), --runtime pytorch on one
+    assert auto_streams(Path("m.pt"), "cpu", live=False) == 2 and auto_streams(None, "cpu", live=False) == 2
+    assert auto_streams(Path("m.pt"), "cpu", live=False, runtime="pytorch") == 1
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
     assert auto_streams(Path("m.onnx"), "cpu", live=False) == 1

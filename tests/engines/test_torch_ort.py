@@ -48,9 +48,9 @@ def test_unknown_suffix_and_missing_file(tmp_path):
 
 
 def test_bad_options(weights, dynamic_onnx):
-    with pytest.raises(RtsegError, match=".onnx files only"):
-        load_engine(weights, runtime="onnxruntime")
-    with pytest.raises(RtsegError, match="unknown ONNX runtime 'tvm'"):
+    with pytest.raises(RtsegError, match="--runtime pytorch needs the .pt checkpoint"):
+        load_engine(dynamic_onnx, runtime="pytorch")
+    with pytest.raises(RtsegError, match="--runtime 'tvm' is not allowed"):
         load_engine(dynamic_onnx, runtime="tvm")
     with pytest.raises(RtsegError, match="unknown device 'tpu'"):
         load_engine(weights, device="tpu")

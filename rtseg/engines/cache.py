@@ -1,0 +1,149 @@
+"""Artifacts exported once from a PyTorch checkpoint, kept in a cache, so that any runtime can
+run a ``.pt`` without an export step the user has to know about (jetson-inference's segNet does
+the same with its TensorRT engines).
+
+The cache is ``$RTSEG_CACHE`` or ``~/.cache/rtseg``. An entry's name carries a key made of the
+weights' content (SHA-256), the inference size, the runtime and the versions of rtseg, torch
+and onnx, so changed weights or a new exporter make a new entry rather than reuse an old one;
+the key is also stored inside the artifact's metadata and checked when it is read back. An
+entry is written under a temporary name and renamed into place, so a run never reads a file
+another run is still writing. A corrupt or stale entry is exported again; an unwritable cache
+falls back to a temporary folder, with a one-line note.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+from rtseg.errors import RtsegError
+
+__all__ = ["cache_root", "cache_key", "cached_artifact"]
+
+log = logging.getLogger(__name__)
+
+_SUFFIX = {"onnxruntime": ".onnx", "openvino": ".onnx", "tensorrt": ".plan"}
+_fallback: Path | None = None  # the temporary folder used when the cache is not writable, once per process
+
+
+def cache_root() -> Path:
+    """``$RTSEG_CACHE``, else ``~/.cache/rtseg``."""
+    env = os.environ.get("RTSEG_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "rtseg"
+
+
+def _digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def cache_key(weights: Path, runtime: str, size: tuple[int, int], *, fp16: bool = False) -> str:
+    """What an entry depends on, as one string: weights' content, size, runtime, precision and
+    the versions of the code that makes it."""
+    import onnx
+    import torch
+
+    import rtseg
+
+    h, w = size
+    return (f"sha256={_digest(weights)};size={h}x{w};runtime={runtime};precision={'fp16' if fp16 else 'fp32'};"
+            f"rtseg={rtseg.__version__};torch={torch.__version__};onnx={onnx.__version__}")
+
+
+def _writable(folder: Path) -> bool:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".probe-"):
+            pass
+        return True
+    except OSError:
+        return False
+
+
+def _folder(note: Callable[[str], None]) -> Path:
+    global _fallback
+    root = cache_root()
+    if _writable(root):
+        return root
+    if _fallback is None or not _fallback.is_dir():
+        _fallback = Path(tempfile.mkdtemp(prefix="rtseg-cache-"))
+        note(f"note: the cache {root} is not writable; exporting into {_fallback} for this run (set RTSEG_CACHE)")
+    return _fallback
+
+
+def _stored_key(path: Path, runtime: str) -> str | None:
+    """The key recorded in an entry's metadata; None when the entry cannot be read."""
+    try:
+        if runtime == "tensorrt":
+            from rtseg.export.tensorrt import read_sidecar
+
+            meta = read_sidecar(path)
+        else:
+            from rtseg.export.onnx import read_onnx_meta
+
+            meta = read_onnx_meta(path)
+    except (RtsegError, OSError, ValueError):
+        return None
+    return meta.extra.get("cache_key")
+
+
+def _export(weights: Path, runtime: str, size: tuple[int, int], fp16: bool, key: str, dest: Path) -> None:
+    """Write the artifact to a temporary name beside ``dest`` and rename it into place."""
+    tmp = dest.with_name(f".{dest.stem}.{os.getpid()}.{os.urandom(4).hex()}.tmp{dest.suffix}")
+    try:
+        if runtime == "tensorrt":
+            from rtseg.export.tensorrt import export_engine, sidecar_path
+
+            export_engine(weights, tmp, size=size, fp16=fp16, cache_key=key)
+            os.replace(sidecar_path(tmp), sidecar_path(dest))  # the sidecar first: a plan is never there without it
+        else:
+            from rtseg.checkpoint import build_from_checkpoint
+            from rtseg.export.onnx import export_onnx
+
+            model, meta = build_from_checkpoint(weights)
+            meta = dataclasses.replace(meta, extra={**meta.extra, "cache_key": key})
+            export_onnx(model, meta, tmp, size=size, fp16=fp16)
+        os.replace(tmp, dest)
+    finally:
+        for leftover in (tmp, tmp.with_suffix(".json")):
+            leftover.unlink(missing_ok=True)
+
+
+def cached_artifact(weights: str | Path, runtime: str, size: tuple[int, int], *, fp16: bool = False,
+                    note: Callable[[str], None] = log.warning) -> Path:
+    """The artifact that runs ``weights`` (an rtseg ``.pt``) on ``runtime`` (onnxruntime,
+    openvino: an ONNX file; tensorrt: a plan) at ``size`` (h, w), exported now when the cache
+    has no valid one. ``note`` receives the one line said when an export happens (and when the
+    cache folder is not writable)."""
+    weights = Path(weights)
+    if runtime not in _SUFFIX:
+        raise RtsegError(f"no cached artifact for runtime {runtime!r}; use one of {', '.join(_SUFFIX)}")
+    key = cache_key(weights, runtime, size, fp16=fp16)
+    h, w = size
+    name = f"{weights.stem}-{runtime}-{h}x{w}-{hashlib.sha256(key.encode()).hexdigest()[:16]}{_SUFFIX[runtime]}"
+    folder = _folder(note)
+    dest = folder / name
+    if dest.is_file():
+        if _stored_key(dest, runtime) == key:
+            log.info("cache hit: %s", dest)
+            return dest
+        note(f"note: cache entry {dest} is unreadable or stale; exporting it again")
+    what = "a TensorRT plan" if runtime == "tensorrt" else "ONNX"
+    note(f"exporting {weights.name} to {what} at {h}x{w} for {runtime} (once; later runs reuse it): {dest}")
+    try:
+        _export(weights, runtime, size, fp16, key, dest)
+    except OSError as exc:  # the folder went away or filled up mid-export: a temporary folder still works
+        if folder == _fallback:
+            raise RtsegError(f"cannot write the exported model to {folder}: {exc}") from None
+        _fallback = Path(tempfile.mkdtemp(prefix="rtseg-cache-"))
+        note(f"note: cannot write to the cache {folder} ({exc.strerror or exc}); exporting into {_fallback} for this run")
+        dest = _fallback / name
+        _export(weights, runtime, size, fp16, key, dest)
+    return dest
