@@ -162,7 +162,7 @@ class VideoSink(Sink):
             return _H264Writer(self.partial, self.fps, (w, h), self.threads)
         if FOURCC[suffix] == "mp4v" and (w % 2 or h % 2):
             log.warning("OpenCV's mp4v writer rounds %dx%d pictures down to even sides; with PyAV installed "
-                        "(pip install av) the video keeps them", w, h)
+                        "(pip install av) the video keeps them", h, w)
         return _CvWriter(self.partial, self.fps, (w, h), FOURCC[suffix])
 
     def write(self, packet: Packet) -> None:

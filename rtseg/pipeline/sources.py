@@ -64,7 +64,7 @@ class Source(ABC):
     def describe(self) -> str:
         h, w = self.size
         count = f"{self.frame_count} frames" if self.frame_count else ("live" if self.live else "unknown length")
-        return f"{self.name}: {w}x{h} at {self.fps:.3g} fps, {count}"
+        return f"{self.name}: {h}x{w} at {self.fps:.3g} fps, {count}"  # HxW, as --size takes it
 
 
 def quiet_video_logs() -> None:
@@ -187,7 +187,7 @@ class ImageFolderSource(Source):
         self._next += 1
         if img.shape[:2] != self.size:  # a video needs one frame size: fit odd ones to the first
             if not self._warned:
-                log.warning("images differ in size; resizing to the first one's %dx%d", self.size[1], self.size[0])
+                log.warning("images differ in size; resizing to the first one's %dx%d", self.size[0], self.size[1])
                 self._warned = True
             img = cv2.resize(img, (self.size[1], self.size[0]), interpolation=cv2.INTER_AREA)
         return img

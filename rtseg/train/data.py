@@ -77,8 +77,8 @@ class SegDataset(Dataset):
             raise RtsegError(f"label {label_path} must be a single-channel 8-bit image of class ids, "
                              f"got shape {raw.shape} dtype {raw.dtype}")
         if raw.shape != img.shape[:2]:
-            raise RtsegError(f"size mismatch: image {img_path.name} is {img.shape[1]}x{img.shape[0]} "
-                             f"but label {label_path.name} is {raw.shape[1]}x{raw.shape[0]}")
+            raise RtsegError(f"size mismatch: image {img_path.name} is {img.shape[0]}x{img.shape[1]} "
+                             f"but label {label_path.name} is {raw.shape[0]}x{raw.shape[1]} (HxW)")
         label = self.lut[raw]
         if (label == _INVALID).any():
             bad = sorted(set(np.unique(raw[label == _INVALID]).tolist()))[:5]

@@ -109,7 +109,7 @@ def test_h264_keeps_odd_frame_sides(tmp_path, caplog):
     assert video.codec == "h264" and count_frames(tmp_path / "odd.mp4")[::2] == (4, (45, 61))
     # OpenCV's mp4v writer cannot: it rounds down, and says so.
     run(ListSource(4, size=(45, 61)), engine_stages(FakeEngine(), Look()), VideoSink(tmp_path / "cv.mp4", 10, codec="opencv"))
-    assert count_frames(tmp_path / "cv.mp4")[2] == (44, 60) and "rounds 61x45 pictures down" in caplog.text
+    assert count_frames(tmp_path / "cv.mp4")[2] == (44, 60) and "rounds 45x61 pictures down" in caplog.text
 
 
 def test_bad_codec_choices_are_one_line(tmp_path):

@@ -97,7 +97,7 @@ def test_size_mismatch_names_both_files(folder_data: Path):
     label_path = folder_data / "train" / "labels" / "f000.png"
     cv2.imwrite(str(label_path), np.zeros((10, 10), np.uint8))
     ds = build_dataset("folder", folder_data, "train")
-    with pytest.raises(RtsegError, match=r"size mismatch: image f000.jpg is 96x64 but label f000.png is 10x10") as e:
+    with pytest.raises(RtsegError, match=r"size mismatch: image f000.jpg is 64x96 but label f000.png is 10x10 \(HxW\)") as e:
         ds.read(0)
     _one_line(e)
 
