@@ -143,7 +143,20 @@ def _engines(rows: list[Check]) -> list[Check]:
               detail=next((r.detail for r in rows if r.name == "openvino" and r.ok), "")),
         Check("usable", "tensorrt (.plan)", bool(ok.get("tensorrt")) and cuda,
               detail="" if cuda else "needs an NVIDIA GPU with CUDA"),
+        *_auto_rows(cuda),
     ]
+
+
+def _auto_rows(cuda: bool) -> list[Check]:
+    """What ``--runtime auto`` (the default of run, webcam, bench and eval) picks here, and why."""
+    from rtseg.engines import resolve_runtime, runtime_reason
+
+    rows = []
+    for device in ("cpu", "cuda") if cuda else ("cpu",):
+        rt = resolve_runtime(None, "auto", device)
+        rows.append(Check("usable", f"auto on {device}", True, rt, f"picked for weights on --device {device}: "
+                          f"{runtime_reason(rt, device)}"))
+    return rows
 
 
 def run_checks() -> list[Check]:

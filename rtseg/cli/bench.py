@@ -11,7 +11,7 @@ from rich.table import Table
 
 from rtseg.cli._app import app, console
 from rtseg.cli import run as run_cli  # its engine loader (one place to load, and to patch in tests)
-from rtseg.cli.run import ENGINE_HELP, STREAMS_HELP, THREADS_HELP, stage_table
+from rtseg.cli.run import ENGINE_HELP, RUNTIME_HELP, SIZE_HELP, STREAMS_HELP, THREADS_HELP, stage_table
 
 
 @app.command("bench")
@@ -20,13 +20,13 @@ def bench_command(
                                                       "panned over the bundled real street frame]."),
     engine: Optional[Path] = typer.Option(None, "--engine", "-e", help=ENGINE_HELP),
     device: str = typer.Option("cpu", help="cpu, cuda or cuda:N."),
-    runtime: Optional[str] = typer.Option(None, help="For .onnx: auto, onnxruntime or openvino."),
+    runtime: str = typer.Option("auto", help=RUNTIME_HELP),
     threads: int = typer.Option(0, help=THREADS_HELP),
     streams: int = typer.Option(0, help=STREAMS_HELP + " The pipelined runs use it; the sequential runs and the "
                                        "engine alone use one stream."),
     frames: int = typer.Option(100, help="Frames per measured run."),
     rounds: int = typer.Option(3, help="Rounds of the measurements; the figures are medians over them."),
-    size: Optional[str] = typer.Option(None, help="Inference size HxW, e.g. 512x1024 [default: the engine's]."),
+    size: Optional[str] = typer.Option(None, help=SIZE_HELP),
     queue_size: int = typer.Option(4, "--queue-size", help="Frames each queue between stages holds."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the results here as JSON."),
 ) -> None:
@@ -40,10 +40,16 @@ def bench_command(
     from rtseg.pipeline.sources import quiet_video_logs
 
     quiet_video_logs()
-    eng = run_cli.load(engine, device=device, size=size, runtime=runtime, threads=threads)
-    streams = streams or auto_streams(engine, device, live=False)
+    if source is None:
+        frame_size = (1024, 2048)
+    else:
+        probe = open_source(source)  # its frame size sets the default inference size; a bad source fails here
+        frame_size = tuple(probe.size)
+        probe.close()
+    eng = run_cli.load(engine, device=device, size=size, runtime=runtime, threads=threads, frame_size=frame_size)
+    streams = streams or auto_streams(engine, device, live=False, runtime=runtime)
     piped = eng if streams == 1 else run_cli.load(engine, device=device, size=size, runtime=runtime, threads=threads,
-                                                  streams=streams)
+                                                  streams=streams, frame_size=frame_size)
     console.print(f"[bold]engine[/] {eng.describe()}" + (f"; pipelined: {streams} streams" if streams > 1 else ""),
                   highlight=False)
     with tempfile.TemporaryDirectory(prefix="rtseg-bench-src-") as tmp:

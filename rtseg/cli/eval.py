@@ -11,6 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from rtseg.cli._app import app, console
+from rtseg.cli.run import RUNTIME_HELP, note
 
 
 def _pct(v: float | None) -> str:
@@ -26,7 +27,7 @@ def eval_command(
     split: str = typer.Option("val", help="Split to evaluate (e.g. val, test)."),
     size: Optional[str] = typer.Option(None, help="Inference size HxW (default for a .pt: the size its training validated at, else each image's own; an engine's own size otherwise)."),
     device: str = typer.Option("cpu", help="cpu, cuda or cuda:N."),
-    runtime: Optional[str] = typer.Option(None, help="For a .onnx --engine: auto, onnxruntime or openvino [default: auto]."),
+    runtime: str = typer.Option("auto", help=RUNTIME_HELP),
     limit: int = typer.Option(0, help="Only the first N frames (0 = all)."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the results as JSON here."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or table."),
@@ -47,7 +48,7 @@ def eval_command(
         weights = bundled(DEFAULT_WEIGHTS, "CamVid weights")
     artifact = engine if engine is not None else weights
     data = build_dataset(dataset, data_root, split)  # layout errors before the model loads
-    predictor = load_predictor(artifact, device=device, size=parse_size(size), runtime=runtime)
+    predictor = load_predictor(artifact, device=device, size=parse_size(size), runtime=runtime, note=note)
     n = min(limit, len(data)) if limit else len(data)
     if not quiet:
         console.print(f"evaluating {artifact} ({predictor.description}) on {dataset} '{split}': {n} frames")

@@ -14,6 +14,11 @@ ENGINE_HELP = ".pt/.pth PyTorch checkpoint, .onnx (ONNX Runtime or OpenVINO), .p
 
 
 THREADS_HELP = "CPU threads for the network (0 = one per core); TensorRT ignores it."
+RUNTIME_HELP = ("auto (the fastest installed here: OpenVINO, else ONNX Runtime, on a CPU; TensorRT, else PyTorch fp16, "
+                "on CUDA), pytorch, onnxruntime, openvino or tensorrt. A .pt on another runtime is exported once into "
+                "~/.cache/rtseg (or $RTSEG_CACHE) and reused.")
+SIZE_HELP = ("Inference size HxW, e.g. 512x1024. Default: about the weights' pixel count, in the frame's shape "
+             "(a fixed-size .onnx or plan keeps its own).")
 STREAMS_HELP = ("Frames the network works on at once, each on its share of the CPU threads (.onnx only). 0 = auto: "
                 "2 for a .onnx on a CPU with 2+ cores reading a file or folder; 1 for live sources, --sequential "
                 "and other engines.")
@@ -21,16 +26,67 @@ CODEC_HELP = ("auto: H.264 through PyAV for .mp4/.mov/.mkv (browsers play it), O
               "h264 or opencv to insist.")
 
 
-def load(engine: Optional[Path], *, device: str, size: Optional[str], runtime: Optional[str], threads: int = 0,
-         streams: int = 1):
-    """The engine named by --engine, or the bundled weights."""
+def weights_path(engine: Optional[Path]) -> Path:
+    """--engine, or the bundled weights."""
     from rtseg.bundled import DEFAULT_WEIGHTS, bundled
-    from rtseg.engines import load_engine
-    from rtseg.engines.base import parse_size
 
-    path = engine if engine is not None else bundled(DEFAULT_WEIGHTS, "CamVid weights")
-    kw = {"runtime": runtime} if runtime else {}
-    return load_engine(path, device=device, size=parse_size(size), threads=threads, streams=streams, **kw)
+    return engine if engine is not None else bundled(DEFAULT_WEIGHTS, "CamVid weights")
+
+
+def note(text: str) -> None:
+    """A one-line notice (an export into the cache, a size that stretches frames) on stderr."""
+    console_err.print(text, highlight=False, soft_wrap=True)
+
+
+def default_size(path: Path, frame_size: tuple[int, int]) -> Optional[tuple[int, int]]:
+    """The inference size for frames of ``frame_size`` (H, W) when --size is not given: the
+    artifact's pixel count in the frame's shape, for artifacts that take any size (a .pt, a
+    dynamic .onnx); None (the artifact's own size) for fixed-size ones."""
+    from rtseg.engines.base import aspect_size
+
+    suffix = path.suffix.lower()
+    if suffix in (".pt", ".pth"):
+        from rtseg.checkpoint import load_checkpoint
+
+        meta = load_checkpoint(path)["meta"]
+    elif suffix == ".onnx":
+        from rtseg.export.onnx import read_onnx_meta
+
+        meta = read_onnx_meta(path)
+        if not meta.extra.get("export", {}).get("dynamic"):
+            return None
+    else:
+        return None
+    return aspect_size(meta.input_size, frame_size)
+
+
+def load(engine: Optional[Path], *, device: str, size: Optional[str], runtime: Optional[str], threads: int = 0,
+         streams: int = 1, frame_size: Optional[tuple[int, int]] = None):
+    """The engine named by --engine (or the bundled weights) on --runtime (None = auto), at
+    --size or, for frames of ``frame_size`` (H, W), at a size in their shape. Says in one line
+    when the size stretches the frames by more than 5%."""
+    from rtseg.engines import load_engine
+    from rtseg.engines.base import aspect_distortion, parse_size
+
+    path = weights_path(engine)
+    size = parse_size(size)
+    if size is None and frame_size is not None and path.is_file():
+        size = default_size(path, frame_size)
+    eng = load_engine(path, device=device, size=size, runtime=runtime or "auto", threads=threads, streams=streams,
+                      note=note)
+    if frame_size is not None and aspect_distortion(eng.input_size, frame_size) > 0.05:
+        (h, w), (fh, fw) = eng.input_size, frame_size
+        note(f"warning: inference at {h}x{w} stretches the {fh}x{fw} frames by "
+             f"{100 * aspect_distortion(eng.input_size, frame_size):.0f}% (sizes are HxW)")
+    return eng
+
+
+def run_summary(source, engine, weights: Path, result) -> dict:
+    """The ``rtseg run --json`` document (DESIGN.md)."""
+    return {"source": source.name, "source_size": list(source.size), "weights": str(weights), "runtime": engine.name,
+            "device": engine.device, "input_size": list(engine.input_size), "streams": engine.streams,
+            "frames": result.frames, "wall_s": round(result.wall_s, 3), "fps": round(result.fps, 3),
+            "dropped": result.dropped, "latency_ms": result.latency_ms, "stages_ms": result.stages_ms}
 
 
 def stage_table(stages_ms: dict, title: str) -> Table:
@@ -69,7 +125,8 @@ class _Status:
 
 
 def _run(source, engine, *, output: Optional[Path], masks: Optional[Path], show: bool, view: str, alpha: float,
-         sequential: bool, max_frames: Optional[int], queue_size: int, quiet: bool, codec: str = "auto") -> None:
+         sequential: bool, max_frames: Optional[int], queue_size: int, quiet: bool, codec: str = "auto",
+         json_path: Optional[Path] = None, weights: Optional[Path] = None) -> None:
     """Build the sinks, run the pipeline with a status display, print the summary; exits 130/1 as needed."""
     from rtseg.pipeline import Look, StageError, engine_stages, run
     from rtseg.pipeline.sinks import MaskSink, MultiSink, VideoSink, WindowSink, encoder_threads
@@ -115,6 +172,12 @@ def _run(source, engine, *, output: Optional[Path], masks: Optional[Path], show:
                       highlight=False, soft_wrap=True)
     if masks is not None:
         console.print(f"wrote {result.frames} class-id PNGs to {masks}", highlight=False, soft_wrap=True)
+    if json_path is not None:
+        import json
+
+        json_path.write_text(json.dumps(run_summary(source, engine, weights or weights_path(None), result), indent=1) + "\n")
+        if not quiet:
+            console.print(f"wrote {json_path}", highlight=False, soft_wrap=True)
     if result.interrupted:
         raise typer.Exit(130)
 
@@ -130,9 +193,9 @@ def run_command(
     alpha: float = typer.Option(0.5, help="Weight of the class colours in the overlay, 0..1."),
     view: str = typer.Option("overlay", help="overlay, mask or side-by-side."),
     masks: Optional[Path] = typer.Option(None, "--masks", help="Also write lossless class-id PNGs, one per frame, to this folder."),
-    size: Optional[str] = typer.Option(None, help="Inference size HxW, e.g. 512x1024 [default: the engine's]."),
+    size: Optional[str] = typer.Option(None, help=SIZE_HELP),
     device: str = typer.Option("cpu", help="cpu, cuda or cuda:N."),
-    runtime: Optional[str] = typer.Option(None, help="For .onnx: auto, onnxruntime or openvino [default: auto]."),
+    runtime: str = typer.Option("auto", help=RUNTIME_HELP),
     threads: int = typer.Option(0, help=THREADS_HELP),
     streams: int = typer.Option(0, help=STREAMS_HELP),
     sequential: bool = typer.Option(False, "--sequential", help="Run the stages one after another in one thread (for comparison)."),
@@ -140,6 +203,7 @@ def run_command(
     queue_size: int = typer.Option(0, "--queue-size", help="Frames each queue between stages holds (0 = 4 for files, 1 for live sources)."),
     codec: str = typer.Option("auto", help=CODEC_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or summary, only the output path."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Write the run's summary here as JSON (sizes, runtime, fps, latency, per-stage times)."),
 ) -> None:
     """Segment a video, image folder, camera or stream; write the overlay video (and masks, window)."""
     from rtseg.bundled import DEMO_CLIP, bundled
@@ -152,24 +216,26 @@ def run_command(
     try:
         from rtseg.engines import auto_streams
 
-        streams = streams or auto_streams(engine, device, live=src.live, sequential=sequential)
-        eng = load(engine, device=device, size=size, runtime=runtime, threads=threads, streams=streams)
+        streams = streams or auto_streams(engine, device, live=src.live, sequential=sequential, runtime=runtime)
+        eng = load(engine, device=device, size=size, runtime=runtime, threads=threads, streams=streams,
+                   frame_size=tuple(src.size))
     except BaseException:
         src.close()
         raise
     if output is None:
         output = Path.cwd() / f"{src.name}_seg.mp4"
     _run(src, eng, output=output, masks=masks, show=show, view=view, alpha=alpha, sequential=sequential,
-         max_frames=max_frames, queue_size=queue_size, quiet=quiet, codec=codec)
+         max_frames=max_frames, queue_size=queue_size, quiet=quiet, codec=codec, json_path=json_path,
+         weights=weights_path(engine))
 
 
 @app.command("webcam")
 def webcam_command(
     index: str = typer.Argument("0", help="Camera index, or a live stream URL."),
     engine: Optional[Path] = typer.Option(None, "--engine", "-e", help=ENGINE_HELP),
-    size: Optional[str] = typer.Option(None, help="Inference size HxW [default: the engine's]."),
+    size: Optional[str] = typer.Option(None, help=SIZE_HELP),
     device: str = typer.Option("cpu", help="cpu, cuda or cuda:N."),
-    runtime: Optional[str] = typer.Option(None, help="For .onnx: auto, onnxruntime or openvino."),
+    runtime: str = typer.Option("auto", help=RUNTIME_HELP),
     threads: int = typer.Option(0, help=THREADS_HELP),
     streams: int = typer.Option(1, help="Frames the network works on at once (.onnx only); 1 keeps the latency lowest."),
     alpha: float = typer.Option(0.5, help="Weight of the class colours, 0..1 (+/- keys change it)."),
@@ -183,9 +249,13 @@ def webcam_command(
 
     quiet_video_logs()
     Look(view=view, alpha=alpha)
-    # before the camera: loading takes a while
-    eng = load(engine, device=device, size=size, runtime=runtime, threads=threads, streams=streams)
     src = open_camera(int(index)) if index.isdigit() else open_camera(index)
+    try:
+        eng = load(engine, device=device, size=size, runtime=runtime, threads=threads, streams=streams,
+                   frame_size=tuple(src.size))
+    except BaseException:
+        src.close()
+        raise
     console.print("keys: q quit, space pause, m view, +/- alpha", highlight=False)
     _run(src, eng, output=output, masks=None, show=True, view=view, alpha=alpha, sequential=False,
          max_frames=None, queue_size=queue_size, quiet=False)

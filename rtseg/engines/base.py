@@ -7,6 +7,8 @@ each frame's size, nearest neighbour).
 """
 from __future__ import annotations
 
+import math
+
 import threading
 from abc import ABC, abstractmethod
 from typing import Callable, Generic, Sequence, TypeVar
@@ -38,6 +40,29 @@ def parse_size(text: str | Sequence[int] | None) -> tuple[int, int] | None:
     if h < 32 or w < 32 or h > 8192 or w > 8192:
         raise RtsegError(f"size {text!r} is out of range: each side must be 32..8192 pixels")
     return h, w
+
+
+def aspect_size(base: Sequence[int], frame: Sequence[int], multiple: int = 8) -> tuple[int, int]:
+    """An inference size with about the pixels of ``base`` (h, w) and the shape of ``frame``
+    (H, W): ``base`` itself when the shapes agree within 1%, else sides multiples of ``multiple``
+    (the networks' first stride), at least 32, the one of the two nearest heights whose width keeps
+    the aspect best. CamVid's 360x480 for a 540x960 frame: 312x552."""
+    if aspect_distortion(base, frame) <= 0.01:
+        return int(base[0]), int(base[1])
+    pixels, aspect = base[0] * base[1], frame[1] / frame[0]
+    ideal = math.sqrt(pixels / aspect)
+    best: tuple[float, tuple[int, int]] | None = None
+    for h in {max(32, math.floor(ideal / multiple) * multiple), max(32, math.ceil(ideal / multiple) * multiple)}:
+        w = max(32, round(h * aspect / multiple) * multiple)
+        err = abs((w / h) / aspect - 1)
+        if best is None or err < best[0] - 1e-9 or (abs(err - best[0]) <= 1e-9 and h * w < best[1][0] * best[1][1]):
+            best = (err, (h, w))
+    return best[1]
+
+
+def aspect_distortion(size: Sequence[int], frame: Sequence[int]) -> float:
+    """How much resizing ``frame`` (H, W) to ``size`` (h, w) stretches it: |aspect ratio / 1 - 1|."""
+    return abs((size[1] / size[0]) / (frame[1] / frame[0]) - 1)
 
 
 def check_streams(streams: int) -> int:

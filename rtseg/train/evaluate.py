@@ -89,27 +89,31 @@ def _native_torch(path: Path, device: str) -> Predictor:
 
 
 def load_predictor(path: str | Path, *, device: str = "cpu", size: tuple[int, int] | None = None,
-                   runtime: str | None = None) -> Predictor:
+                   runtime: str | None = None, note: Callable[[str], None] | None = None) -> Predictor:
     """Any artifact as a :class:`Predictor`. A PyTorch checkpoint without ``size`` runs at the
     size its training validated at (``--val-size``), so eval reproduces the figure training
-    reported, or else each frame at its own size. Otherwise ``rtseg.load_engine`` loads it (at
-    ``size``, else the artifact's own size) and frames are resized to it and the ids back;
-    ``runtime`` picks the one for a ``.onnx`` (auto, onnxruntime, openvino)."""
+    reported, or else (on PyTorch) each frame at its own size. Otherwise ``rtseg.load_engine``
+    loads it (at ``size``, else the artifact's own size) and frames are resized to it and the ids
+    back. ``runtime``: as for ``load_engine`` (None: the artifact's own kind of runtime; ``auto``:
+    the fastest here, a ``.pt`` exported once into the cache)."""
     path = Path(path)
     if not path.is_file():
         raise RtsegError(f"weights/engine file not found: {path}")
-    if runtime is not None and path.suffix.lower() != ".onnx":
-        raise RtsegError(f"--runtime {runtime} applies to .onnx files only; {path.name} is not one")
-    if size is None and path.suffix.lower() in _TORCH_SUFFIXES:
+    torch_file = path.suffix.lower() in _TORCH_SUFFIXES
+    if size is None and torch_file:
         from rtseg.checkpoint import load_checkpoint
 
-        val_size = load_checkpoint(path)["meta"].extra.get("train_config", {}).get("val_size")
-        if not val_size:
+        meta = load_checkpoint(path)["meta"]
+        val_size = meta.extra.get("train_config", {}).get("val_size")
+        if val_size:
+            size = tuple(val_size)
+        elif runtime in (None, "pytorch"):
             return _native_torch(path, device)
-        size = tuple(val_size)
+        else:
+            size = tuple(meta.input_size)  # an export has one size: the checkpoint's
     from rtseg import load_engine
 
-    engine = load_engine(path, device=device, size=size, **({"runtime": runtime} if runtime else {}))
+    engine = load_engine(path, device=device, size=size, runtime=runtime, note=note)
     h, w = engine.input_size
     return Predictor(engine.predict, engine.meta, (h, w), f"{engine.name} on {engine.device}, {engine.meta.model} at {h}x{w}")
 

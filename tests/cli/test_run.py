@@ -183,12 +183,13 @@ def test_run_with_a_real_checkpoint(tmp_path, tiny_checkpoint):
 
 def test_bench_writes_the_design_json(tmp_path, rtseg):
     clip = write_video(tmp_path / "clip.mp4", 12, size=(48, 64))
-    res = rtseg("bench", clip, "--frames", "8", "--rounds", "2", "--json", tmp_path / "b.json")
+    # one stream: with two (the default where auto picks OpenVINO or ONNX Runtime) "engine_streams" is added
+    res = rtseg("bench", clip, "--frames", "8", "--rounds", "2", "--streams", "1", "--json", tmp_path / "b.json")
     assert res.returncode == 0, res.stderr
     data = json.loads((tmp_path / "b.json").read_text())
     assert set(data) == {"engine", "device", "model", "source", "source_size", "input_size", "frames", "stages_ms",
                          "pipelined", "sequential", "engine_only", "rounds", "streams"}
-    assert data["streams"] == 1  # not a .onnx: one stream, so no "engine_streams" either
+    assert data["streams"] == 1  # as asked: so no "engine_streams" either
     rounds = data["rounds"]
     assert rounds["count"] == 2 and all(len(v) == 2 for v in rounds["fps"].values())
     # The headline figures are the medians of the rounds (of two: their mean).

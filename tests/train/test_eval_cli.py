@@ -116,10 +116,16 @@ def test_eval_of_an_onnx_engine_on_the_runtime_asked_for(cli, tiny_checkpoint: P
                          "--limit", "2", "--json", tmp_path / "ort.json")
     assert code == 0, err
     assert "onnxruntime on cpu" in out
-    code, _, err = cli("eval", "--engine", tiny_checkpoint, "--size", "360x480", "--data-root", camvid_root,
-                       "--limit", "2", "--json", tmp_path / "pt.json")
+    code, _, err = cli("eval", "--engine", tiny_checkpoint, "--size", "360x480", "--runtime", "pytorch",
+                       "--data-root", camvid_root, "--limit", "2", "--json", tmp_path / "pt.json")
     assert code == 0, err
     ort, pt = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("ort", "pt"))
     assert ort["pixel_acc"] == pytest.approx(pt["pixel_acc"], abs=2e-3)  # fp32 both: the same ids
-    code, _, err = cli("eval", "--engine", tiny_checkpoint, "--runtime", "onnxruntime", "--data-root", camvid_root)
-    assert code == 2 and "applies to .onnx files only" in err and "Traceback" not in err
+    # the .pt itself on ONNX Runtime: exported once into the cache, the same ids as PyTorch fp32
+    code, out, err = cli("eval", "--engine", tiny_checkpoint, "--size", "360x480", "--runtime", "onnxruntime",
+                         "--data-root", camvid_root, "--limit", "2", "--json", tmp_path / "pt_ort.json")
+    assert code == 0 and "onnxruntime on cpu" in out and "exporting fastscnn_untrained.pt to ONNX" in out + err, err
+    pt_ort = json.loads((tmp_path / "pt_ort.json").read_text())
+    assert pt_ort["pixel_acc"] == pytest.approx(pt["pixel_acc"], abs=2e-3)
+    code, _, err = cli("eval", "--engine", onnx_file, "--runtime", "pytorch", "--data-root", camvid_root)
+    assert code == 2 and "--runtime pytorch needs the .pt checkpoint" in err and "Traceback" not in err
