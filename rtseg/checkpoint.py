@@ -2,7 +2,6 @@
 ``torch.load(weights_only=True)`` so a weights file cannot run code."""
 from __future__ import annotations
 
-import pickle
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -41,9 +40,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise RtsegError(f"checkpoint not found: {path}")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise RtsegError(f"{path} is not a readable PyTorch checkpoint ({reason[:160]})") from None
+    except Exception as exc:  # a damaged file can make the unpickler raise anything (KeyError, IndexError, ...)
+        raise RtsegError(f"{path} cannot be loaded: it is {_what_is_wrong(path, exc)}.") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise RtsegError(
             f"{path} is a PyTorch file but not an rtseg checkpoint (no '{FORMAT}' format tag); "
@@ -51,6 +49,35 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         )
     return {"meta": ModelMeta.from_dict(payload["meta"]), "state_dict": payload["state_dict"],
             "train": payload.get("train", {})}
+
+
+def _what_is_wrong(path: Path, exc: BaseException) -> str:
+    """Why ``torch.load`` refused ``path``, as the end of one sentence (PyTorch's own messages run
+    to several lines and lose their point when cut)."""
+    try:
+        head = path.read_bytes()[:4096]
+    except OSError as err:
+        return f"unreadable ({err.strerror or err})"
+    if not head:
+        return "empty"
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as zf:
+            if not any(name.endswith("data.pkl") for name in zf.namelist()):
+                return "a zip archive, but not a PyTorch checkpoint"
+        if any(word in str(exc) for word in ("weights_only", "GLOBAL", "Unsupported")):  # the safe unpickler refused
+            return ("a PyTorch file holding Python objects besides tensors, which rtseg does not load "
+                    "(loading them could run code)")
+        return "a damaged PyTorch checkpoint"
+    if head.startswith(b"PK"):
+        return "a truncated or damaged PyTorch checkpoint (its zip archive is incomplete)"
+    try:
+        head.decode("utf-8")
+        return "a text file, not a PyTorch checkpoint"
+    except UnicodeDecodeError:
+        pass
+    if head[:1] == b"\x80":  # a bare pickle: PyTorch's format before 1.6, or something else pickled
+        return "an old-style or damaged PyTorch file that cannot be read safely"
+    return "not a PyTorch checkpoint"
 
 
 def build_from_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, ModelMeta]:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -52,18 +54,38 @@ def _bad_files(tmp_path: Path) -> dict[str, Path]:
     torch.save(rtseg.create_model("fastscnn", num_classes=3).state_dict(), files["foreign"])
     files["code"] = tmp_path / "code.pt"
     torch.save({"format": "rtseg-checkpoint/1", "payload": _RunsCode(tmp_path / "pwned")}, files["code"])
+    files["text"] = tmp_path / "text.pt"
+    files["text"].write_text("junk\n")  # what `echo junk > junk.pt` makes
+    files["random"] = tmp_path / "random.pt"
+    files["random"].write_bytes(bytes(np.random.default_rng(0).integers(0, 256, 3000, dtype=np.uint8)))
+    files["empty"] = tmp_path / "empty.pt"
+    files["empty"].write_bytes(b"")
+    files["zip"] = tmp_path / "zip.pt"
+    with zipfile.ZipFile(files["zip"], "w") as zf:
+        zf.writestr("notes.txt", "not weights")
     return files
 
 
-@pytest.mark.parametrize("kind", ["corrupt", "truncated", "foreign", "code"])
+# Each failure is one whole sentence saying what the file is (PyTorch's own messages run to many lines).
+REASONS = {
+    "corrupt": "it is a truncated or damaged PyTorch checkpoint (its zip archive is incomplete).",
+    "truncated": "it is a truncated or damaged PyTorch checkpoint (its zip archive is incomplete).",
+    "foreign": "is a PyTorch file but not an rtseg checkpoint",
+    "code": "it is a PyTorch file holding Python objects besides tensors, which rtseg does not load (loading them could run code).",
+    "text": "it is a text file, not a PyTorch checkpoint.",
+    "random": "it is not a PyTorch checkpoint.",
+    "empty": "it is empty.",
+    "zip": "it is a zip archive, but not a PyTorch checkpoint.",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(REASONS))
 def test_bad_files_give_one_line_errors(tmp_path, kind):
     path = _bad_files(tmp_path)[kind]
     with pytest.raises(RtsegError) as info:
         load_checkpoint(path)
     message = str(info.value)
-    assert "\n" not in message and str(path) in message
-    if kind == "foreign":
-        assert "not an rtseg checkpoint" in message
+    assert "\n" not in message and str(path) in message and REASONS[kind] in message
     assert not (tmp_path / "pwned").exists()  # weights_only=True: the payload never ran
 
 
@@ -79,7 +101,7 @@ def test_weights_that_do_not_fit_the_network(tmp_path):
         build_from_checkpoint(path)
 
 
-@pytest.mark.parametrize("kind", ["corrupt", "code"])  # a subprocess each: keep the list short
+@pytest.mark.parametrize("kind", ["corrupt", "code", "text"])  # a subprocess each: keep the list short
 def test_cli_exits_2_with_one_line(tmp_path, kind):
     path = _bad_files(tmp_path)[kind]
     proc = subprocess.run([sys.executable, "-c", "from rtseg.cli import main; main()", "export", "--weights",

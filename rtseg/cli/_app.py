@@ -28,6 +28,28 @@ def parse_pair(text: str, *, flag: str, cast=float) -> tuple:
     return a, b
 
 
+def _version(value: bool) -> None:
+    if value:
+        import rtseg
+
+        console.print(f"rtseg {rtseg.__version__}", highlight=False)
+        raise typer.Exit()
+
+
+def require_display(what: str, instead: str) -> None:
+    """A one-line error, before any work, when a window cannot open: on Linux without a display
+    (an SSH session, a container) Qt would abort the process and leave no output file."""
+    import os
+    import sys
+
+    from rtseg.errors import RtsegError
+
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        raise RtsegError(f"{what} needs a display and this session has none (DISPLAY and WAYLAND_DISPLAY are unset); "
+                         f"{instead}")
+
+
 @app.callback()
-def _root() -> None:
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print rtseg's version and exit.")) -> None:
     """Real-time video semantic segmentation: run, bench, export, train, eval."""

@@ -8,7 +8,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from rtseg.cli._app import app, console, console_err
+from rtseg.cli._app import app, console, console_err, require_display
 
 ENGINE_HELP = ".pt/.pth PyTorch checkpoint, .onnx (ONNX Runtime or OpenVINO), .plan/.engine TensorRT [default: the bundled CamVid weights]."
 
@@ -199,7 +199,7 @@ def run_command(
     threads: int = typer.Option(0, help=THREADS_HELP),
     streams: int = typer.Option(0, help=STREAMS_HELP),
     sequential: bool = typer.Option(False, "--sequential", help="Run the stages one after another in one thread (for comparison)."),
-    max_frames: Optional[int] = typer.Option(None, "--max-frames", help="Stop after N frames."),
+    max_frames: Optional[int] = typer.Option(None, "--max-frames", help="Stop after N frames (0 = all, as eval's --limit)."),
     queue_size: int = typer.Option(0, "--queue-size", help="Frames each queue between stages holds (0 = 4 for files, 1 for live sources)."),
     codec: str = typer.Option("auto", help=CODEC_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or summary, only the output path."),
@@ -210,9 +210,20 @@ def run_command(
     from rtseg.pipeline import Look, open_source
     from rtseg.pipeline.sources import quiet_video_logs
 
+    from rtseg.errors import RtsegError
+
     quiet_video_logs()
     Look(view=view, alpha=alpha)  # cheap checks first: validate the options, then open the source
-    src = open_source(source if source is not None else str(bundled(DEMO_CLIP, "demo clip")))
+    if max_frames is not None and max_frames < 0:
+        raise RtsegError(f"--max-frames {max_frames} is not allowed; use >= 0 (0 = all frames)")
+    max_frames = max_frames or None
+    if show:
+        require_display("--show", "run without --show: the overlay video is written all the same")
+    spec = source if source is not None else str(bundled(DEMO_CLIP, "demo clip"))
+    if output is not None and Path(spec).is_file() and output.resolve() == Path(spec).resolve():
+        raise RtsegError(f"--output {output} is the input video itself; writing it would destroy the source. "
+                         "Choose another path")
+    src = open_source(spec)
     try:
         from rtseg.engines import auto_streams
 
@@ -249,6 +260,7 @@ def webcam_command(
 
     quiet_video_logs()
     Look(view=view, alpha=alpha)
+    require_display("rtseg webcam", f"record the overlay without a window with: rtseg run {index} -o live.mp4")
     src = open_camera(int(index)) if index.isdigit() else open_camera(index)
     try:
         eng = load(engine, device=device, size=size, runtime=runtime, threads=threads, streams=streams,

@@ -45,7 +45,7 @@ class _RichCallbacks:
 
     def on_message(self, text: str) -> None:
         if not self.quiet:
-            console.print(text, highlight=False)
+            console.print(text, highlight=False, markup=False)  # text, not markup: "pip install 'rtseg[train]'" keeps [train]
 
 
 # CLI option name -> TrainConfig field, for the options a user may pass along with --resume.

@@ -105,10 +105,14 @@ def test_run_image_folder_keeps_every_frame(tmp_path, rtseg, sequential):
     (["run", "clip.mp4", "--view", "heatmap"], "--view must be one of overlay, mask, side-by-side"),
     (["run", "clip.mp4", "--alpha", "2"], "--alpha must be in 0..1"),
     (["run", "clip.mp4", "-o", "out.gif"], "unsupported video type '.gif'"),
-    (["run", "clip.mp4", "--max-frames", "0"], "--max-frames must be >= 1"),
-    (["webcam", "57"], "camera 57 cannot be opened"),
+    (["run", "clip.mp4", "--max-frames", "-1"], "--max-frames -1 is not allowed; use >= 0 (0 = all frames)"),
+    (["run", "clip.mp4", "-o", "clip.mp4"], "--output clip.mp4 is the input video itself"),
+    (["run", "clip.mp4", "--show"], "--show needs a display and this session has none"),
+    (["webcam", "0"], "rtseg webcam needs a display and this session has none"),
 ])
-def test_bad_input_is_one_line_and_exit_2(tmp_path, rtseg, args, message):
+def test_bad_input_is_one_line_and_exit_2(tmp_path, rtseg, args, message, monkeypatch):
+    monkeypatch.delenv("DISPLAY", raising=False)  # as over SSH: refused before any window is tried
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     (tmp_path / "notes.mp4").write_text("not a video " * 50)
     write_video(tmp_path / "clip.mp4", 3)
     res = rtseg(*args)
@@ -117,6 +121,22 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, rtseg, args, message):
     # the last line is ours (in this process FFmpeg may already have printed its own: see the next test)
     last = res.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and message in last
+
+
+def test_a_missing_camera_is_one_line_where_a_display_exists(rtseg, monkeypatch):
+    monkeypatch.setenv("DISPLAY", ":99")  # the display check passes; the camera does not open
+    res = rtseg("webcam", "57")
+    assert res.returncode == 2 and res.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert "camera 57 cannot be opened" in res.stderr
+
+
+def test_max_frames_0_means_all_and_version_prints(tmp_path, rtseg):
+    write_video(tmp_path / "clip.mp4", 5)
+    res = rtseg("run", tmp_path / "clip.mp4", "-o", tmp_path / "o.mp4", "--max-frames", "0")
+    assert res.returncode == 0, res.stderr
+    assert count_frames(tmp_path / "o.mp4")[0] == 5
+    res = rtseg("--version")
+    assert res.returncode == 0 and res.stdout.strip() == f"rtseg {__import__('rtseg').__version__}"
 
 
 @pytest.mark.slow

@@ -87,3 +87,10 @@ def replace_out(cfg: TrainConfig, out: Path) -> TrainConfig:
     from dataclasses import replace
 
     return replace(cfg, out_dir=str(out))
+
+
+def test_train_messages_keep_bracketed_text(capsys):
+    from rtseg.cli.train import _RichCallbacks
+
+    _RichCallbacks(quiet=False).on_message("TensorBoard logging is off: install it with pip install 'rtseg[train]'")
+    assert "pip install 'rtseg[train]'" in capsys.readouterr().out  # Rich markup would have eaten [train]
