@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 
 __all__ = ["palette_lut", "colorize", "overlay", "VIEWS", "compose", "resize_nearest", "yuv_luts", "i420_planes",
-           "compose_i420", "i420_to_bgr"]
+           "compose_i420", "i420_to_bgr", "Legend", "classes_table"]
 
 VIEWS = ("overlay", "mask", "side-by-side")
 
@@ -130,3 +130,105 @@ def compose_i420(frame: np.ndarray, ids: np.ndarray, luts: tuple[np.ndarray, np.
             plane[:, :half] = src
             plane[:, half:] = cv2.addWeighted(src, 1.0 - alpha, colour, alpha, 0.0)
     return out
+
+
+# --- The legend: which colour is which class ----------------------------------------------------
+
+
+class Legend:
+    """The class colours with their names, in a translucent panel at the top left of the
+    overlay (over the right half in side-by-side), so the picture alone says which colour is
+    which class. Every class when they fit in 90% of the frame's height (CamVid's 11, Cityscapes'
+    19), else the classes present in the frame. Panels are drawn once and reused; drawing one on
+    a frame is a blend of its small rectangle (about 0.1 ms)."""
+
+    def __init__(self, class_names: Sequence[str], palette: Sequence[Sequence[int]]):
+        self.names = list(class_names)
+        self.colours = [tuple(int(c) for c in palette[i]) if i < len(palette) else (0, 0, 0)
+                        for i in range(len(self.names))]
+        self._panels: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+
+    @staticmethod
+    def _row(frame_h: int) -> int:
+        return int(np.clip(round(frame_h / 30), 12, 32))  # pixels per class row
+
+    def fits(self, frame_h: int) -> int:
+        """How many class rows fit on a frame ``frame_h`` high."""
+        return max(1, int(0.9 * frame_h) // self._row(frame_h) - 1)
+
+    def panel(self, frame_h: int, classes: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(BGR panel (h, w, 3) uint8, alpha (h, w) float32) for frames ``frame_h`` high, listing
+        ``classes`` (default: all); even sides."""
+        key = (frame_h, tuple(classes) if classes is not None else None)
+        if key not in self._panels:
+            if len(self._panels) > 64:  # present-class panels vary: keep the cache small
+                self._panels.clear()
+            self._panels[key] = self._make(frame_h, list(classes) if classes is not None else list(range(len(self.names))))
+        return self._panels[key]
+
+    def _make(self, frame_h: int, classes: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        row = self._row(frame_h)
+        pad = max(2, row // 4)
+        scale = 0.55 * row / 22  # FONT_HERSHEY_SIMPLEX is about 22 px tall at scale 1
+        thick = 1 if row < 24 else 2
+        names = [self.names[c] for c in classes] or [""]
+        text_w = max(cv2.getTextSize(n, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)[0][0] for n in names)
+        sw = row - 2 * pad // 2  # swatch side
+        w = pad + sw + pad + text_w + pad
+        h = 2 * pad + row * len(classes)
+        w, h = w + w % 2, h + h % 2
+        img = np.zeros((h, w, 3), np.uint8)
+        alpha = np.full((h, w), 0.55, np.float32)  # a dark, see-through background
+        for i, (name, (r, g, b)) in enumerate(zip(names, (self.colours[c] for c in classes))):
+            y = pad + i * row
+            y0, y1 = y + (row - sw) // 2, y + (row - sw) // 2 + sw
+            img[y0:y1, pad:pad + sw] = (b, g, r)
+            alpha[y0:y1, pad:pad + sw] = 1.0
+            base = (pad + sw + pad, y + (row + int(16 * scale)) // 2)
+            cv2.putText(img, name, base, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thick, cv2.LINE_AA)
+        ink = img.max(axis=2).astype(np.float32) / 255  # text and swatches opaque, the rest 0.55
+        return img, np.maximum(alpha, ink)
+
+    def _place(self, picture_h: int, picture_w: int, frame_w: int, panel_hw: tuple[int, int]) -> tuple[int, int, int, int]:
+        """(y, x, h, w) of the panel in the picture, clipped to it; even y and x."""
+        margin = max(4, picture_h // 60) // 2 * 2
+        x = margin + (frame_w if picture_w >= 2 * frame_w else 0)  # side-by-side: over the overlay
+        h, w = min(panel_hw[0], picture_h - margin), min(panel_hw[1], picture_w - x)
+        return margin, x, max(0, h - h % 2), max(0, w - w % 2)
+
+    def draw(self, picture: np.ndarray, fmt: str, frame_hw: tuple[int, int], ids: np.ndarray | None = None) -> None:
+        """Blend the legend into ``picture`` in place: ``fmt`` "bgr" (H, W', 3) or "i420" (H * 3/2, W').
+        ``ids`` (any size) choose the classes shown when not all of them fit."""
+        fh, fw = frame_hw
+        classes = None
+        if len(self.names) > self.fits(fh):
+            present = np.flatnonzero(np.bincount(ids.ravel(), minlength=len(self.names))[:len(self.names)]) if ids is not None else []
+            classes = [int(c) for c in present][: self.fits(fh)]
+        img, alpha = self.panel(fh, classes)
+        if fmt == "bgr":
+            y, x, h, w = self._place(picture.shape[0], picture.shape[1], fw, img.shape[:2])
+            if h and w:
+                a = alpha[:h, :w, None]
+                region = picture[y:y + h, x:x + w]
+                region[...] = (region * (1 - a) + img[:h, :w] * a + 0.5).astype(np.uint8)
+            return
+        y, x, h, w = self._place(fh, picture.shape[1], fw, img.shape[:2])
+        if not (h and w):
+            return
+        planes = i420_planes(picture, fh, picture.shape[1])
+        panel = i420_planes(cv2.cvtColor(np.ascontiguousarray(img[:h, :w]), cv2.COLOR_BGR2YUV_I420), h, w)
+        alphas = (alpha[:h, :w], alpha[:h:2, :w:2])
+        for k, (plane, part) in enumerate(zip(planes, panel)):
+            a = alphas[0 if k == 0 else 1]
+            ys, xs = (y, x) if k == 0 else (y // 2, x // 2)
+            region = plane[ys:ys + part.shape[0], xs:xs + part.shape[1]]
+            region[...] = (region * (1 - a) + part * a + 0.5).astype(np.uint8)
+
+
+def classes_table(class_names: Sequence[str], palette: Sequence[Sequence[int]], ignore_index: int = 255) -> dict:
+    """What ``--masks`` writes beside the PNGs as classes.json: each id's name and colour, said
+    both ways (RGB as in the palette, BGR as OpenCV draws it), and the ignore id."""
+    return {"ids": "each mask pixel's value is the class id below (uint8 PNG)",
+            "classes": [{"id": i, "name": n, "rgb": list(palette[i]), "bgr": list(palette[i])[::-1]}
+                        for i, n in enumerate(class_names)],
+            "ignore_index": ignore_index}

@@ -109,3 +109,43 @@ def test_i420_needs_even_sides_and_a_known_view():
         compose_i420(np.zeros((9, 8, 3), np.uint8), np.zeros((9, 8), np.uint8), yuv_luts(PALETTE), "overlay", 0.5)
     with pytest.raises(ValueError, match="unknown view"):
         compose_i420(np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8), np.uint8), yuv_luts(PALETTE), "heatmap", 0.5)
+
+
+@pytest.mark.parametrize("fmt", ["bgr", "i420"])
+def test_the_legend_shows_each_class_colour_and_leaves_the_rest_alone(fmt):
+    import cv2
+
+    from rtseg.classes import CAMVID_CLASSES, CAMVID_PALETTE
+    from rtseg.viz import Legend, i420_to_bgr
+
+    legend = Legend(CAMVID_CLASSES, CAMVID_PALETTE)
+    frame = np.full((540, 960, 3), 90, np.uint8)
+    picture = frame.copy() if fmt == "bgr" else cv2.cvtColor(frame, cv2.COLOR_BGR2YUV_I420)
+    legend.draw(picture, fmt, (540, 960))
+    shown = picture if fmt == "bgr" else i420_to_bgr(picture)
+    panel, alpha = legend.panel(540)
+    h, w = panel.shape[:2]
+    assert 11 * 12 < h < 540 / 2 and w < 960 / 4  # small: it hides little
+    margin = 540 // 60 // 2 * 2
+    # every class's swatch is drawn in its palette colour (BGR), to within I420's chroma rounding
+    row, pad = round(540 / 30), max(2, round(540 / 30) // 4)
+    sw = row - 2 * pad // 2
+    for i, (r, g, b) in enumerate(CAMVID_PALETTE):
+        y = margin + pad + i * row + (row - sw) // 2 + sw // 2
+        x = margin + pad + sw // 2
+        assert np.abs(shown[y, x].astype(int) - (b, g, r)).max() <= (2 if fmt == "bgr" else 40), CAMVID_CLASSES[i]
+    outside = np.ones(shown.shape[:2], bool)
+    outside[margin:margin + h, margin:margin + w] = False
+    assert np.abs(shown[outside].astype(int) - 90).max() <= 1  # the rest of the picture untouched
+
+
+def test_with_more_classes_than_fit_the_legend_lists_those_in_the_frame():
+    from rtseg.viz import Legend
+
+    legend = Legend([f"class{i}" for i in range(150)], [(i, 255 - i, 0) for i in range(150)])  # ADE20K-sized
+    picture = np.zeros((240, 320, 3), np.uint8)
+    ids = np.array([[3, 3, 77], [149, 3, 3]], np.uint8)
+    legend.draw(picture, "bgr", (240, 320), ids)
+    panel, _ = legend.panel(240, [3, 77, 149])
+    assert panel.shape[0] < 240 / 2  # three rows, not 150
+    assert legend.fits(240) < 150 and legend.fits(1080) >= 19  # Cityscapes' 19 classes fit a 1080p frame

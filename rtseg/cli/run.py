@@ -126,25 +126,26 @@ class _Status:
 
 def _run(source, engine, *, output: Optional[Path], masks: Optional[Path], show: bool, view: str, alpha: float,
          sequential: bool, max_frames: Optional[int], queue_size: int, quiet: bool, codec: str = "auto",
-         json_path: Optional[Path] = None, weights: Optional[Path] = None) -> None:
+         json_path: Optional[Path] = None, weights: Optional[Path] = None, legend: bool = True) -> None:
     """Build the sinks, run the pipeline with a status display, print the summary; exits 130/1 as needed."""
     from rtseg.pipeline import Look, StageError, engine_stages, run
     from rtseg.pipeline.sinks import MaskSink, MultiSink, VideoSink, WindowSink, encoder_threads
-    from rtseg.viz import palette_lut
+    from rtseg.viz import Legend, classes_table, palette_lut
 
     lut = palette_lut(engine.meta.palette)
-    file_look = Look(view=view, alpha=alpha)
+    file_look = Look(view=view, alpha=alpha, legend=legend)
     sinks = []
     video = (VideoSink(output, source.fps, codec=codec, threads=encoder_threads(pipelined=not sequential))
              if output is not None else None)
     if video is not None:
         sinks.append(video)
     if masks is not None:
-        sinks.append(MaskSink(masks))
+        sinks.append(MaskSink(masks, classes_table(engine.meta.class_names, engine.meta.palette)))
     if show:
         # The window's keys change the look live; a file being written keeps the look it started with.
-        window_look = Look(view=view, alpha=alpha)
-        sinks.append(WindowSink(window_look, lut, title=f"rtseg - {source.name}"))
+        window_look = Look(view=view, alpha=alpha, legend=legend)
+        sinks.append(WindowSink(window_look, lut, title=f"rtseg - {source.name}",
+                                legend=Legend(engine.meta.class_names, engine.meta.palette)))
         look = file_look if video is not None else window_look
     else:
         look = file_look
@@ -192,7 +193,8 @@ def run_command(
     show: bool = typer.Option(False, "--show/--no-show", help="Also show a window (q quit, space pause, m view, +/- alpha)."),
     alpha: float = typer.Option(0.5, help="Weight of the class colours in the overlay, 0..1."),
     view: str = typer.Option("overlay", help="overlay, mask or side-by-side."),
-    masks: Optional[Path] = typer.Option(None, "--masks", help="Also write lossless class-id PNGs, one per frame, to this folder."),
+    masks: Optional[Path] = typer.Option(None, "--masks", help="Also write lossless class-id PNGs, one per frame, to this folder, with classes.json (id, name, colour)."),
+    legend: bool = typer.Option(True, "--legend/--no-legend", help="Draw the class colours with their names in a corner of the picture (l toggles it in the window)."),
     size: Optional[str] = typer.Option(None, help=SIZE_HELP),
     device: str = typer.Option("cpu", help="cpu, cuda or cuda:N."),
     runtime: str = typer.Option("auto", help=RUNTIME_HELP),
@@ -237,7 +239,7 @@ def run_command(
         output = Path.cwd() / f"{src.name}_seg.mp4"
     _run(src, eng, output=output, masks=masks, show=show, view=view, alpha=alpha, sequential=sequential,
          max_frames=max_frames, queue_size=queue_size, quiet=quiet, codec=codec, json_path=json_path,
-         weights=weights_path(engine))
+         weights=weights_path(engine), legend=legend)
 
 
 @app.command("webcam")
@@ -252,6 +254,7 @@ def webcam_command(
     alpha: float = typer.Option(0.5, help="Weight of the class colours, 0..1 (+/- keys change it)."),
     view: str = typer.Option("overlay", help="overlay, mask or side-by-side (m key cycles)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Also record the overlay to this video."),
+    legend: bool = typer.Option(True, "--legend/--no-legend", help="Draw the class colours with their names (l toggles it)."),
     queue_size: int = typer.Option(1, "--queue-size", help="Frames each queue holds; 1 keeps the latency lowest."),
 ) -> None:
     """Live overlay window on a camera, with an FPS read-out; stale frames are dropped, never queued."""
@@ -268,6 +271,6 @@ def webcam_command(
     except BaseException:
         src.close()
         raise
-    console.print("keys: q quit, space pause, m view, +/- alpha", highlight=False)
+    console.print("keys: q quit, space pause, m view, +/- alpha, l legend", highlight=False)
     _run(src, eng, output=output, masks=None, show=True, view=view, alpha=alpha, sequential=False,
-         max_frames=None, queue_size=queue_size, quiet=False)
+         max_frames=None, queue_size=queue_size, quiet=False, legend=legend)

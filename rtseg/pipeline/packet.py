@@ -18,6 +18,7 @@ class Look:
 
     view: str = "overlay"  # overlay | mask | side-by-side
     alpha: float = 0.5  # weight of the class colours in the overlay, 0..1
+    legend: bool = True  # class colours with their names in a corner (viz.Legend)
 
     def __post_init__(self) -> None:
         if self.view not in VIEWS:
@@ -25,8 +26,8 @@ class Look:
         if not 0.0 <= self.alpha <= 1.0:
             raise RtsegError(f"--alpha must be in 0..1; got {self.alpha}")
 
-    def key(self) -> tuple[str, float]:
-        return self.view, round(self.alpha, 3)
+    def key(self) -> tuple[str, float, bool]:
+        return self.view, round(self.alpha, 3), bool(self.legend)
 
 
 @dataclass
@@ -41,7 +42,7 @@ class Packet:
     ids: np.ndarray | None = None  # uint8 class ids: (1, h, w) after infer, (h, w) after post
     picture: np.ndarray | None = None  # uint8, what the sinks write (post), in `picture_format`
     picture_format: str = "bgr"  # bgr: (H, W', 3); i420: (H * 3/2, W') planar YUV 4:2:0 (W' = W or 2W)
-    look: tuple[str, float] | None = None  # the (view, alpha) `picture` was drawn with
+    look: tuple[str, float, bool] | None = None  # the (view, alpha, legend) `picture` was drawn with
 
     def frame_ids(self) -> np.ndarray:
         """The class ids at the frame's size (H, W), enlarged from the inference size on first

@@ -25,7 +25,7 @@ from rtseg.errors import RtsegError
 from rtseg.pipeline.packet import Look, Packet
 from rtseg.pipeline.sources import Source
 from rtseg.pipeline.timing import StageStats, Timings
-from rtseg.viz import compose, compose_i420, palette_lut, yuv_luts
+from rtseg.viz import Legend, compose, compose_i420, palette_lut, yuv_luts
 
 __all__ = ["Stage", "engine_stages", "run", "RunResult", "StageError", "StopRun", "Sink"]
 
@@ -82,6 +82,7 @@ def engine_stages(engine: Engine, look: Look, *, lut: np.ndarray | None = None, 
     (benchmarks/host_shortcuts.py)."""
     lut = palette_lut(engine.meta.palette) if lut is None else lut
     luts = yuv_luts(engine.meta.palette) if i420 else None
+    legend = Legend(engine.meta.class_names, engine.meta.palette)
 
     def transform(p: Packet) -> None:
         p.batch = engine.preprocess([p.frame])
@@ -93,11 +94,14 @@ def engine_stages(engine: Engine, look: Look, *, lut: np.ndarray | None = None, 
     def post(p: Packet) -> None:
         p.ids = p.ids[0]  # at the inference size: coloured there (see compose), then enlarged
         p.look = look.key()  # read once, so the picture and its label agree if a key changes `look`
+        view, alpha, with_legend = p.look
         h, w = p.frame.shape[:2]
         if luts is not None and h % 2 == 0 and w % 2 == 0:
-            p.picture, p.picture_format = compose_i420(p.frame, p.ids, luts, *p.look), "i420"
+            p.picture, p.picture_format = compose_i420(p.frame, p.ids, luts, view, alpha), "i420"
         else:
-            p.picture = compose(p.frame, p.ids, lut, *p.look)
+            p.picture = compose(p.frame, p.ids, lut, view, alpha)
+        if with_legend:
+            legend.draw(p.picture, p.picture_format, (h, w), p.ids)
 
     return [Stage("transform", transform), Stage("infer", infer, workers=engine.streams), Stage("post", post)]
 

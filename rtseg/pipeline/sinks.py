@@ -6,6 +6,7 @@ the file under the final name is always complete and playable, even after Ctrl-C
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -19,7 +20,7 @@ import numpy as np
 from rtseg.errors import RtsegError
 from rtseg.pipeline.packet import Look, Packet
 from rtseg.pipeline.runner import Sink, StopRun
-from rtseg.viz import VIEWS, compose, i420_to_bgr
+from rtseg.viz import VIEWS, Legend, compose, i420_to_bgr
 
 __all__ = ["VideoSink", "MaskSink", "WindowSink", "MultiSink", "NullSink", "FOURCC", "handle_key", "h264_available",
            "encoder_threads"]
@@ -196,10 +197,12 @@ class MaskSink(Sink):
 
     takes_i420 = True  # it writes ids, not pictures
 
-    def __init__(self, folder: str | Path):
+    def __init__(self, folder: str | Path, classes: dict | None = None):
         self.folder = Path(folder)
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
+            if classes is not None:  # which id is which class, beside the masks (viz.classes_table)
+                (self.folder / "classes.json").write_text(json.dumps(classes, indent=1) + "\n")
         except OSError as exc:
             raise RtsegError(f"--masks {folder}: cannot create the folder ({exc.strerror})") from None
         self.frames = 0
@@ -214,7 +217,7 @@ class MaskSink(Sink):
 
 def handle_key(key: int, look: Look) -> str | None:
     """Apply a window key to ``look``; returns "quit", "pause" or None.
-    q / Esc quit, space pause, m cycle the view, + / - change alpha by 0.1."""
+    q / Esc quit, space pause, m cycle the view, + / - change alpha by 0.1, l show/hide the legend."""
     if key < 0:
         return None
     ch = chr(key & 0xFF)
@@ -224,6 +227,8 @@ def handle_key(key: int, look: Look) -> str | None:
         return "pause"
     if ch in ("m", "M"):
         look.view = VIEWS[(VIEWS.index(look.view) + 1) % len(VIEWS)]
+    elif ch in ("l", "L"):
+        look.legend = not look.legend
     elif ch in ("+", "="):
         look.alpha = min(1.0, round(look.alpha + 0.1, 2))
     elif ch in ("-", "_"):
@@ -232,13 +237,14 @@ def handle_key(key: int, look: Look) -> str | None:
 
 
 class WindowSink(Sink):
-    """An OpenCV window with an FPS read-out. Keys: q quit, space pause, m view, +/- alpha.
+    """An OpenCV window with an FPS read-out. Keys: q quit, space pause, m view, +/- alpha, l legend.
 
     Must be used from the main thread (Qt/GTK). ``look`` is shared with the post stage, so a key
     changes the next frames it draws; the frame on screen is redrawn at once from its ids."""
 
-    def __init__(self, look: Look, lut: np.ndarray, *, title: str = "rtseg", max_size: tuple[int, int] = (720, 1280)):
-        self.look, self.lut, self.title = look, lut, title
+    def __init__(self, look: Look, lut: np.ndarray, *, title: str = "rtseg", max_size: tuple[int, int] = (720, 1280),
+                 legend: Legend | None = None):
+        self.look, self.lut, self.title, self.legend = look, lut, title, legend
         self.max_h, self.max_w = max_size
         self._opened = False
         self._shape: tuple[int, ...] | None = None  # size of the picture the window is fitted to
@@ -262,6 +268,8 @@ class WindowSink(Sink):
             picture = packet.picture.copy()  # other sinks may hold it; the read-out is the window's own
         else:
             picture = compose(packet.frame, packet.ids, self.lut, self.look.view, self.look.alpha)
+            if self.look.legend and self.legend is not None:
+                self.legend.draw(picture, "bgr", packet.frame.shape[:2], packet.ids)
         text = f"{self._fps:5.1f} fps  {self.look.view}  alpha {self.look.alpha:.1f}"
         scale = max(0.5, picture.shape[0] / 720)
         org = (10, int(30 * scale))

@@ -237,3 +237,15 @@ def test_bench_refuses_zero_rounds(tmp_path, rtseg):
     clip = write_video(tmp_path / "clip.mp4", 4, size=(48, 64))
     res = rtseg("bench", clip, "--frames", "4", "--rounds", "0")
     assert res.returncode == 2 and "--rounds" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_the_legend_is_drawn_in_a_corner_unless_asked_not_to(tmp_path, rtseg):
+    write_video(tmp_path / "clip.mp4", 2, size=(240, 320))
+    for name, extra in (("with", []), ("without", ["--no-legend"])):
+        res = rtseg("run", tmp_path / "clip.mp4", "-o", tmp_path / f"{name}.mp4", *extra)
+        assert res.returncode == 0, res.stderr
+    first = [cv2.VideoCapture(str(tmp_path / f"{n}.mp4")).read()[1].astype(int) for n in ("with", "without")]
+    diff = np.abs(first[0] - first[1]).max(axis=2) > 24
+    ys, xs = np.nonzero(diff)
+    assert len(ys) > 100  # the legend is there in one and not the other
+    assert ys.max() < 240 * 0.7 and xs.max() < 320 * 0.5  # in the top-left corner only

@@ -51,7 +51,8 @@ def test_pictures_drawn_in_i420_are_what_the_video_holds(tmp_path, codec, view):
     for i420 in (False, True):
         out = tmp_path / f"{i420}.mp4"
         video = VideoSink(out, 10, codec=codec)
-        stages = engine_stages(FakeEngine(), Look(view=view), i420=i420)
+        # no legend: its small coloured squares lose chroma detail in I420 (tests/test_viz.py covers it)
+        stages = engine_stages(FakeEngine(), Look(view=view, legend=False), i420=i420)
         sink = MultiSink([video, kept := RecordingSink()])
         run(ListSource(6, size=(64, 96)), stages, sink)
         assert len(kept.seen) == 6 and kept.formats == {"i420" if i420 else "bgr"}
@@ -207,3 +208,19 @@ def test_stage_stats_mean_and_percentiles_with_a_bounded_window():
         pass
     assert timings.stages["read"].count == 1
     assert np.isnan(Timings(["x"]).summary()["x"]["mean"])
+
+
+def test_l_toggles_the_legend_and_masks_come_with_a_class_table(tmp_path):
+    import json
+
+    from rtseg.viz import classes_table
+
+    look = Look()
+    assert look.legend and look.key() == ("overlay", 0.5, True)
+    handle_key(ord("l"), look)
+    assert not look.legend and look.key()[2] is False
+    table = classes_table(["road", "car"], [(128, 64, 128), (0, 0, 142)])
+    MaskSink(tmp_path / "m", table)
+    written = json.loads((tmp_path / "m" / "classes.json").read_text())
+    assert written["classes"][1] == {"id": 1, "name": "car", "rgb": [0, 0, 142], "bgr": [142, 0, 0]}
+    assert written["ignore_index"] == 255
