@@ -20,9 +20,19 @@ from rtseg.cli import doctor as _doctor  # noqa: F401,E402
 __all__ = ["app", "main"]
 
 
+class _OneLine(logging.Formatter):
+    """``warning: message`` (the level in lower case, as the CLI's ``error:`` lines)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"{record.levelname.lower()}: {record.getMessage()}"
+
+
 def main() -> None:
     """Console-script entry point: user errors print one line and exit 2."""
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # Library warnings read like the CLI's own lines: "warning: ...", not logging's "WARNING name: ...".
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_OneLine())
+    logging.basicConfig(level=logging.WARNING, handlers=[handler])
     try:
         app()
     except RtsegError as exc:

@@ -113,6 +113,7 @@ class VideoFileSource(Source):
         self.size = first.shape[:2]
         self._pending: np.ndarray | None = first
         self._read = 0  # frames handed out
+        self.cut_short = False  # the file ended before the frame count its header gives
 
     @classmethod
     def from_capture(cls, cap: cv2.VideoCapture, label: str) -> "VideoFileSource":
@@ -128,11 +129,15 @@ class VideoFileSource(Source):
         else:
             ok, frame = self._cap.read()
             if not ok:
-                # The header promised more frames than the file holds: it was cut short. A shortfall of
-                # one frame is tolerated (some muxers count a trailing empty packet).
-                if self.frame_count is not None and self._read < self.frame_count - 1:
-                    raise RtsegError(f"{self._path or self.name} ended after {self._read} of its {self.frame_count} "
-                                     f"frames: the file is truncated or corrupt")
+                # The header promised more frames than the file holds: it was cut short. Every frame
+                # that decoded goes through (the run ends as at the end of the file) and a warning
+                # says where decoding stopped. A shortfall of one frame is tolerated (some muxers
+                # count a trailing empty packet).
+                if self.frame_count is not None and self._read < self.frame_count - 1 and not self.cut_short:
+                    self.cut_short = True
+                    log.warning("%s ended after %d of its %d frames (decoding stopped at frame %d): the file is "
+                                "truncated or corrupt; the %d frames that decoded were processed",
+                                self._path or self.name, self._read, self.frame_count, self._read, self._read)
                 return None
         self._read += 1
         return frame

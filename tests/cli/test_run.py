@@ -249,3 +249,22 @@ def test_the_legend_is_drawn_in_a_corner_unless_asked_not_to(tmp_path, rtseg):
     ys, xs = np.nonzero(diff)
     assert len(ys) > 100  # the legend is there in one and not the other
     assert ys.max() < 240 * 0.7 and xs.max() < 320 * 0.5  # in the top-left corner only
+
+
+@pytest.mark.slow
+def test_a_truncated_video_writes_every_frame_that_decodes_then_warns_in_one_line(tmp_path):
+    full = write_video(tmp_path / "full.avi", 60, fourcc="MJPG")
+    data = full.read_bytes()
+    (tmp_path / "cut.avi").write_bytes(data[: int(len(data) * 0.7)])
+    decodable = 0
+    cap = cv2.VideoCapture(str(tmp_path / "cut.avi"))
+    while cap.read()[0]:
+        decodable += 1
+    cap.release()
+    assert 0 < decodable < 60
+    res = rtseg_subprocess("run", tmp_path / "cut.avi", "-o", tmp_path / "out.mp4", cwd=tmp_path)  # logging as a user sees it
+    assert res.returncode == 0, res.stderr
+    assert count_frames(tmp_path / "out.mp4")[0] == decodable  # none of the frames in flight lost
+    warnings = [ln for ln in res.stderr.splitlines() if ln.startswith("warning:")]
+    assert len(warnings) == 1 and f"ended after {decodable} of its 60 frames" in warnings[0]
+    assert "WARNING" not in res.stderr  # the CLI's own format, not logging's
