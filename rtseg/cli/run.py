@@ -202,6 +202,9 @@ def run_command(
     streams: int = typer.Option(0, help=STREAMS_HELP),
     sequential: bool = typer.Option(False, "--sequential", help="Run the stages one after another in one thread (for comparison)."),
     max_frames: Optional[int] = typer.Option(None, "--max-frames", help="Stop after N frames (0 = all, as eval's --limit)."),
+    start: Optional[str] = typer.Option(None, help="Begin at this frame number (120) or time (4.5s, 1:02)."),
+    end: Optional[str] = typer.Option(None, help="Stop before this frame number or time."),
+    stride: int = typer.Option(1, help="Every Nth frame (the output's frame rate is the source's / N, so it keeps real time)."),
     queue_size: int = typer.Option(0, "--queue-size", help="Frames each queue between stages holds (0 = 4 for files, 1 for live sources)."),
     codec: str = typer.Option("auto", help=CODEC_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or summary, only the output path."),
@@ -228,6 +231,9 @@ def run_command(
     src = open_source(spec)
     try:
         from rtseg.engines import auto_streams
+        from rtseg.pipeline.trim import trim
+
+        src = trim(src, start=start, end=end, stride=stride)
 
         streams = streams or auto_streams(engine, device, live=src.live, sequential=sequential, runtime=runtime)
         eng = load(engine, device=device, size=size, runtime=runtime, threads=threads, streams=streams,

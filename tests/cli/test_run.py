@@ -268,3 +268,15 @@ def test_a_truncated_video_writes_every_frame_that_decodes_then_warns_in_one_lin
     warnings = [ln for ln in res.stderr.splitlines() if ln.startswith("warning:")]
     assert len(warnings) == 1 and f"ended after {decodable} of its 60 frames" in warnings[0]
     assert "WARNING" not in res.stderr  # the CLI's own format, not logging's
+
+
+def test_start_end_and_stride_through_the_cli(tmp_path, rtseg):
+    write_video(tmp_path / "clip.mp4", 24, fps=12.0)
+    res = rtseg("run", tmp_path / "clip.mp4", "-o", tmp_path / "part.mp4", "--start", "0.5s", "--end", "20",
+                "--stride", "2", "--masks", tmp_path / "m")
+    assert res.returncode == 0, res.stderr
+    frames, fps, _ = count_frames(tmp_path / "part.mp4")
+    assert frames == 7 and fps == pytest.approx(6.0, abs=0.05)  # frames 6, 8, ..., 18 at half the rate
+    assert sorted(p.stem for p in (tmp_path / "m").glob("*.png"))[:2] == ["000006", "000008"]
+    res = rtseg("run", tmp_path / "clip.mp4", "--start", "5s")
+    assert res.returncode == 2 and "--start 5s is past the end of clip (24 frames at 12 fps)" in res.stderr
