@@ -81,6 +81,27 @@ def load(engine: Optional[Path], *, device: str, size: Optional[str], runtime: O
     return eng
 
 
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def image_output(output: Optional[Path], raw: Optional[str] = None) -> Optional[str]:
+    """"file" for -o out.png, "folder" for -o DIR/ (or an existing folder), None for a video."""
+    if output is None:
+        return None
+    text = raw if raw is not None else str(output)
+    if text.endswith(("/", "\\")) or output.is_dir():
+        return "folder"
+    return "file" if output.suffix.lower() in _IMAGE_SUFFIXES else None
+
+
+def image_suffix(source, output: Path) -> str:
+    """An image file's own suffix; for a folder, the input images' (PNG for video frames)."""
+    if output.suffix.lower() in _IMAGE_SUFFIXES and not output.is_dir():
+        return output.suffix
+    first = getattr(getattr(source, "inner", source), "_files", None)
+    return first[0].suffix if first else ".png"
+
+
 def run_summary(source, engine, weights: Path, result) -> dict:
     """The ``rtseg run --json`` document (DESIGN.md)."""
     return {"source": source.name, "source_size": list(source.size), "weights": str(weights), "runtime": engine.name,
@@ -126,17 +147,22 @@ class _Status:
 
 def _run(source, engine, *, output: Optional[Path], masks: Optional[Path], show: bool, view: str, alpha: float,
          sequential: bool, max_frames: Optional[int], queue_size: int, quiet: bool, codec: str = "auto",
-         json_path: Optional[Path] = None, weights: Optional[Path] = None, legend: bool = True) -> None:
+         json_path: Optional[Path] = None, weights: Optional[Path] = None, legend: bool = True,
+         images: Optional[str] = None) -> None:
     """Build the sinks, run the pipeline with a status display, print the summary; exits 130/1 as needed."""
     from rtseg.pipeline import Look, StageError, engine_stages, run
-    from rtseg.pipeline.sinks import MaskSink, MultiSink, VideoSink, WindowSink, encoder_threads
+    from rtseg.pipeline.sinks import ImageSink, MaskSink, MultiSink, VideoSink, WindowSink, encoder_threads
     from rtseg.viz import Legend, classes_table, palette_lut
 
     lut = palette_lut(engine.meta.palette)
     file_look = Look(view=view, alpha=alpha, legend=legend)
     sinks = []
-    video = (VideoSink(output, source.fps, codec=codec, threads=encoder_threads(pipelined=not sequential))
-             if output is not None else None)
+    if images is not None:  # -o out.png (one frame) or -o DIR/ (a file per frame)
+        video = None
+        sinks.append(ImageSink(output, folder=images == "folder", suffix=image_suffix(source, output)))
+    else:
+        video = (VideoSink(output, source.fps, codec=codec, threads=encoder_threads(pipelined=not sequential))
+                 if output is not None else None)
     if video is not None:
         sinks.append(video)
     if masks is not None:
@@ -171,6 +197,9 @@ def _run(source, engine, *, output: Optional[Path], masks: Optional[Path], show:
     if video is not None and video.frames:
         console.print(f"wrote {output} ({video.codec})" + (" (interrupted: the frames so far)" if result.interrupted else ""),
                       highlight=False, soft_wrap=True)
+    if images is not None and result.frames:
+        console.print(f"wrote {output}" if images == "file" else f"wrote {result.frames} images to {output}",
+                      highlight=False, soft_wrap=True)
     if masks is not None:
         console.print(f"wrote {result.frames} class-id PNGs to {masks}", highlight=False, soft_wrap=True)
     if json_path is not None:
@@ -188,9 +217,11 @@ def run_command(
     source: Optional[str] = typer.Argument(None, help="Video file, image folder or glob, camera index (0) or "
                                                       "stream URL [default: the bundled demo clip]."),
     engine: Optional[Path] = typer.Option(None, "--engine", "-e", help=ENGINE_HELP),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Overlay video (.mp4, .avi, .mov, .mkv) "
-                                                                      "[default: <source name>_seg.mp4 here]."),
-    show: bool = typer.Option(False, "--show/--no-show", help="Also show a window (q quit, space pause, m view, +/- alpha)."),
+    output_text: Optional[str] = typer.Option(None, "--output", "-o", help=(
+        "Overlay video (.mp4, .mov, .mkv: H.264; .avi: MJPG), one image (out.png) for a one-image source, or DIR/ "
+        "for an image per frame named as the inputs. Default: <source name>_seg.mp4 in the current folder "
+        "(<name>_seg.png for one image).")),
+    show: bool = typer.Option(False, "--show/--no-show", help="Also show a window (q quit, space pause, m view, +/- alpha, l legend)."),
     alpha: float = typer.Option(0.5, help="Weight of the class colours in the overlay, 0..1."),
     view: str = typer.Option("overlay", help="overlay, mask or side-by-side."),
     masks: Optional[Path] = typer.Option(None, "--masks", help="Also write lossless class-id PNGs, one per frame, to this folder, with classes.json (id, name, colour)."),
@@ -205,6 +236,7 @@ def run_command(
     start: Optional[str] = typer.Option(None, help="Begin at this frame number (120) or time (4.5s, 1:02)."),
     end: Optional[str] = typer.Option(None, help="Stop before this frame number or time."),
     stride: int = typer.Option(1, help="Every Nth frame (the output's frame rate is the source's / N, so it keeps real time)."),
+    fps: Optional[float] = typer.Option(None, help="Frame rate of the output video for an image folder or glob (default 30); a video keeps its own."),
     queue_size: int = typer.Option(0, "--queue-size", help="Frames each queue between stages holds (0 = 4 for files, 1 for live sources)."),
     codec: str = typer.Option("auto", help=CODEC_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or summary, only the output path."),
@@ -217,6 +249,8 @@ def run_command(
 
     from rtseg.errors import RtsegError
 
+    output = Path(output_text) if output_text is not None else None
+    images = image_output(output, output_text)  # "file", "folder" or None (a video); Path drops a trailing /
     quiet_video_logs()
     Look(view=view, alpha=alpha)  # cheap checks first: validate the options, then open the source
     if max_frames is not None and max_frames < 0:
@@ -225,15 +259,27 @@ def run_command(
     if show:
         require_display("--show", "run without --show: the overlay video is written all the same")
     spec = source if source is not None else str(bundled(DEMO_CLIP, "demo clip"))
-    if output is not None and Path(spec).is_file() and output.resolve() == Path(spec).resolve():
-        raise RtsegError(f"--output {output} is the input video itself; writing it would destroy the source. "
+    if output is not None and Path(spec).exists() and output.resolve() == Path(spec).resolve():
+        what = "folder" if Path(spec).is_dir() else "file"
+        raise RtsegError(f"--output {output} is the input {what} itself; writing it would overwrite the source. "
                          "Choose another path")
+    if fps is not None and not fps > 0:
+        raise RtsegError(f"--fps {fps} is not allowed; use a rate > 0")
     src = open_source(spec)
     try:
         from rtseg.engines import auto_streams
         from rtseg.pipeline.trim import trim
 
+        from rtseg.pipeline.sources import ImageFolderSource
+
+        if fps is not None:
+            if not isinstance(src, ImageFolderSource):
+                raise RtsegError("--fps applies to image folders and globs; a video or camera keeps its own rate")
+            src.fps = fps
         src = trim(src, start=start, end=end, stride=stride)
+        if images == "file" and src.frame_count != 1:
+            raise RtsegError(f"--output {output} is one image but {src.name} has "
+                             f"{src.frame_count or 'an unknown number of'} frames; use -o DIR/ for a folder of images")
 
         streams = streams or auto_streams(engine, device, live=src.live, sequential=sequential, runtime=runtime)
         eng = load(engine, device=device, size=size, runtime=runtime, threads=threads, streams=streams,
@@ -242,10 +288,12 @@ def run_command(
         src.close()
         raise
     if output is None:
-        output = Path.cwd() / f"{src.name}_seg.mp4"
+        one_image = Path(spec).is_file() and Path(spec).suffix.lower() in _IMAGE_SUFFIXES
+        output = Path.cwd() / (f"{src.name}_seg{Path(spec).suffix}" if one_image else f"{src.name}_seg.mp4")
+        images = "file" if one_image else None
     _run(src, eng, output=output, masks=masks, show=show, view=view, alpha=alpha, sequential=sequential,
          max_frames=max_frames, queue_size=queue_size, quiet=quiet, codec=codec, json_path=json_path,
-         weights=weights_path(engine), legend=legend)
+         weights=weights_path(engine), legend=legend, images=images)
 
 
 @app.command("webcam")

@@ -192,6 +192,36 @@ class VideoSink(Sink):
             log.warning("run failed: the %d frames written so far are in %s", self.frames, self.partial)
 
 
+class ImageSink(Sink):
+    """Pictures as image files: one file (``-o out.png``, for a source of one frame) or a folder
+    (``-o DIR/``) of ``<frame name><suffix>``, the input images' names. Each file is written
+    under a temporary name and renamed, so an interrupted run leaves no half-written image."""
+
+    def __init__(self, path: str | Path, *, folder: bool, suffix: str = ".png"):
+        self.path, self.folder, self.suffix = Path(path), folder, suffix.lower()
+        image_suffixes = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+        if self.suffix not in image_suffixes:
+            raise RtsegError(f"--output {path}: unsupported image type {self.suffix!r}; use one of {', '.join(image_suffixes)}")
+        target = self.path if folder else self.path.parent
+        try:
+            target.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RtsegError(f"--output {path}: cannot create the folder ({exc.strerror})") from None
+        self.frames = 0
+
+    def write(self, packet: Packet) -> None:
+        if not self.folder and self.frames:
+            raise RtsegError(f"--output {self.path} is one image but the source has more frames; use -o DIR/ for a folder")
+        picture = packet.picture if packet.picture_format == "bgr" else i420_to_bgr(packet.picture)
+        path = self.path / f"{packet.name}{self.suffix}" if self.folder else self.path
+        tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+        params = [cv2.IMWRITE_JPEG_QUALITY, 95] if path.suffix.lower() in (".jpg", ".jpeg") else []
+        if not cv2.imwrite(str(tmp), picture, params):
+            raise RtsegError(f"cannot write {path}")
+        os.replace(tmp, path)
+        self.frames += 1
+
+
 class MaskSink(Sink):
     """Lossless PNGs of the class ids, one per frame: ``DIR/<frame name>.png`` (uint8, value = class id)."""
 

@@ -106,7 +106,7 @@ def test_run_image_folder_keeps_every_frame(tmp_path, rtseg, sequential):
     (["run", "clip.mp4", "--alpha", "2"], "--alpha must be in 0..1"),
     (["run", "clip.mp4", "-o", "out.gif"], "unsupported video type '.gif'"),
     (["run", "clip.mp4", "--max-frames", "-1"], "--max-frames -1 is not allowed; use >= 0 (0 = all frames)"),
-    (["run", "clip.mp4", "-o", "clip.mp4"], "--output clip.mp4 is the input video itself"),
+    (["run", "clip.mp4", "-o", "clip.mp4"], "--output clip.mp4 is the input file itself"),
     (["run", "clip.mp4", "--show"], "--show needs a display and this session has none"),
     (["webcam", "0"], "rtseg webcam needs a display and this session has none"),
 ])
@@ -280,3 +280,23 @@ def test_start_end_and_stride_through_the_cli(tmp_path, rtseg):
     assert sorted(p.stem for p in (tmp_path / "m").glob("*.png"))[:2] == ["000006", "000008"]
     res = rtseg("run", tmp_path / "clip.mp4", "--start", "5s")
     assert res.returncode == 2 and "--start 5s is past the end of clip (24 frames at 12 fps)" in res.stderr
+
+
+def test_images_in_images_out(tmp_path, rtseg):
+    folder = tmp_path / "shots"
+    folder.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(folder / f"shot{i}.jpg"), np.full((40, 56, 3), 40 * i, np.uint8))
+    res = rtseg("run", folder, "-o", str(tmp_path / "out") + "/")  # a folder: an image per input, same names
+    assert res.returncode == 0, res.stderr
+    written = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert written == ["shot0.jpg", "shot1.jpg", "shot2.jpg"]
+    assert cv2.imread(str(tmp_path / "out" / "shot1.jpg")).shape == (40, 56, 3)
+    res = rtseg("run", folder / "shot2.jpg")  # one image: one image, named after it, here
+    assert res.returncode == 0 and (tmp_path / "shot2_seg.jpg").is_file(), res.stderr
+    res = rtseg("run", folder, "-o", tmp_path / "one.png")
+    assert res.returncode == 2 and "is one image but shots has 3 frames; use -o DIR/" in res.stderr
+    res = rtseg("run", folder, "-o", str(folder) + "/")
+    assert res.returncode == 2 and "is the input folder itself" in res.stderr
+    res = rtseg("run", folder, "--fps", "5", "-o", tmp_path / "slow.mp4")
+    assert res.returncode == 0 and count_frames(tmp_path / "slow.mp4")[:2] == (3, pytest.approx(5.0, abs=0.01))
