@@ -27,6 +27,37 @@ class _OneLine(logging.Formatter):
         return f"{record.levelname.lower()}: {record.getMessage()}"
 
 
+# What each value option takes, shown in --help instead of Typer's type labels ("<str>", "<path>").
+_METAVARS = {"size": "HxW", "crop": "HxW", "val_size": "HxW", "scale": "MIN,MAX", "device": "DEVICE",
+             "runtime": "RUNTIME", "view": "VIEW", "codec": "CODEC", "dataset": "NAME", "optimizer": "NAME",
+             "loss": "NAME", "class_weights": "NAME", "amp": "MODE", "data_on_device": "auto|on|off",
+             "train_split": "SPLIT", "val_split": "SPLIT", "split": "SPLIT", "format": "FORMAT",
+             "start": "POSITION", "end": "POSITION", "index": "INDEX", "max_frames": "N", "limit": "N", "lr": "LR",
+             "weight_decay": "X", "fps": "FPS"}
+_PATHS = {"engine", "weights", "output", "output_text", "json_path", "masks", "data_root", "out", "resume", "init",
+          "calib"}
+
+
+def _plain_help(command) -> None:
+    """Help as plain text (it survives pipes and narrow terminals) with value names rather than
+    type labels: ``--size HxW``, ``--engine PATH``, ``--epochs N``; flags show none."""
+    for sub in getattr(command, "commands", {}).values():
+        _plain_help(sub)
+    for param in getattr(command, "params", []):
+        option = getattr(param, "param_type_name", "") == "option"  # click's own tag, whichever click Typer uses
+        if option and (getattr(param, "is_flag", False) or getattr(param, "count", False)):
+            continue
+        name = param.name or ""
+        default = getattr(param, "default", None)
+        kind = "N" if isinstance(default, int) and not isinstance(default, bool) else "X" if isinstance(default, float) else None
+        metavar = _METAVARS.get(name) or ("PATH" if name in _PATHS else None) or kind or name.upper()
+        if option:
+            param.metavar = metavar
+        else:  # an argument: its name says it; no type label beside it
+            param.metavar = name.upper()
+            param.display_type_rich = lambda ctx: None
+
+
 def main() -> None:
     """Console-script entry point: user errors print one line and exit 2."""
     # Library warnings read like the CLI's own lines: "warning: ...", not logging's "WARNING name: ...".
@@ -34,7 +65,11 @@ def main() -> None:
     handler.setFormatter(_OneLine())
     logging.basicConfig(level=logging.WARNING, handlers=[handler])
     try:
-        app()
+        import typer
+
+        command = typer.main.get_command(app)
+        _plain_help(command)
+        command(prog_name="rtseg")
     except RtsegError as exc:
         from rich.markup import escape  # the message is text, not markup: "rtseg[trt]" must print as is
 

