@@ -35,7 +35,7 @@ _METAVARS = {"size": "HxW", "crop": "HxW", "val_size": "HxW", "scale": "MIN,MAX"
              "start": "POSITION", "end": "POSITION", "index": "INDEX", "max_frames": "N", "limit": "N", "lr": "LR",
              "weight_decay": "X", "fps": "FPS"}
 _PATHS = {"engine", "weights", "output", "output_text", "json_path", "masks", "data_root", "out", "resume", "init",
-          "calib"}
+          "calib", "stats"}
 
 
 def _plain_help(command) -> None:

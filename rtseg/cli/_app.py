@@ -1,6 +1,9 @@
 """The Typer application object and shared console helpers."""
 from __future__ import annotations
 
+import os
+import sys
+
 import typer
 from rich.console import Console
 
@@ -13,8 +16,10 @@ app = typer.Typer(
     rich_markup_mode=None,  # help texts are plain text: "[default: ...]" and "rtseg[train]" print as written
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-console = Console()
-console_err = Console(stderr=True)
+# Piped (not a terminal, no COLUMNS), Rich would wrap tables at 80 columns and cut paths: give it room.
+_PIPED_WIDTH = 160
+console = Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else _PIPED_WIDTH)
+console_err = Console(stderr=True, width=None if sys.stderr.isatty() or os.environ.get("COLUMNS") else _PIPED_WIDTH)
 
 
 def parse_pair(text: str, *, flag: str, cast=float) -> tuple:

@@ -148,10 +148,10 @@ class _Status:
 def _run(source, engine, *, output: Optional[Path], masks: Optional[Path], show: bool, view: str, alpha: float,
          sequential: bool, max_frames: Optional[int], queue_size: int, quiet: bool, codec: str = "auto",
          json_path: Optional[Path] = None, weights: Optional[Path] = None, legend: bool = True,
-         images: Optional[str] = None) -> None:
+         images: Optional[str] = None, stats: Optional[Path] = None) -> None:
     """Build the sinks, run the pipeline with a status display, print the summary; exits 130/1 as needed."""
     from rtseg.pipeline import Look, StageError, engine_stages, run
-    from rtseg.pipeline.sinks import ImageSink, MaskSink, MultiSink, VideoSink, WindowSink, encoder_threads
+    from rtseg.pipeline.sinks import ImageSink, MaskSink, MultiSink, StatsSink, VideoSink, WindowSink, encoder_threads
     from rtseg.viz import Legend, classes_table, palette_lut
 
     lut = palette_lut(engine.meta.palette)
@@ -167,6 +167,9 @@ def _run(source, engine, *, output: Optional[Path], masks: Optional[Path], show:
         sinks.append(video)
     if masks is not None:
         sinks.append(MaskSink(masks, classes_table(engine.meta.class_names, engine.meta.palette)))
+    stats_sink = StatsSink(stats, engine.meta.class_names) if stats is not None else None
+    if stats_sink is not None:
+        sinks.append(stats_sink)
     if show:
         # The window's keys change the look live; a file being written keeps the look it started with.
         window_look = Look(view=view, alpha=alpha, legend=legend)
@@ -202,6 +205,13 @@ def _run(source, engine, *, output: Optional[Path], masks: Optional[Path], show:
                       highlight=False, soft_wrap=True)
     if masks is not None:
         console.print(f"wrote {result.frames} class-id PNGs to {masks}", highlight=False, soft_wrap=True)
+    if stats_sink is not None:
+        if not quiet:
+            table = Table("class", "pixels %", "in frames %", title=f"classes over {result.frames} frames")
+            for row in sorted(stats_sink.summary(), key=lambda r: -r["mean_share"]):
+                table.add_row(row["class"], f"{100 * row['mean_share']:.1f}", f"{100 * row['frames_present']:.0f}")
+            console.print(table)
+        console.print(f"wrote per-frame class shares to {stats}", highlight=False, soft_wrap=True)
     if json_path is not None:
         import json
 
@@ -241,6 +251,7 @@ def run_command(
     codec: str = typer.Option("auto", help=CODEC_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or summary, only the output path."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the run's summary here as JSON (sizes, runtime, fps, latency, per-stage times)."),
+    stats: Optional[Path] = typer.Option(None, "--stats", help="Write each frame's class pixel shares here as JSON Lines, and print a per-class summary at the end."),
 ) -> None:
     """Segment a video, image folder, camera or stream; write the overlay video (and masks, window)."""
     from rtseg.bundled import DEMO_CLIP, bundled
@@ -293,7 +304,7 @@ def run_command(
         images = "file" if one_image else None
     _run(src, eng, output=output, masks=masks, show=show, view=view, alpha=alpha, sequential=sequential,
          max_frames=max_frames, queue_size=queue_size, quiet=quiet, codec=codec, json_path=json_path,
-         weights=weights_path(engine), legend=legend, images=images)
+         weights=weights_path(engine), legend=legend, images=images, stats=stats)
 
 
 @app.command("webcam")

@@ -222,6 +222,46 @@ class ImageSink(Sink):
         self.frames += 1
 
 
+class StatsSink(Sink):
+    """``--stats PATH``: each frame's class pixel shares as JSON Lines
+    (``{"frame": 0, "name": "000000", "shares": {"Road": 0.41, ...}}``, classes present only),
+    and per-class totals for the run's summary (jetson-inference's --stats is the model).
+    Shares are of the frame's pixels, counted on the ids at the inference size."""
+
+    takes_i420 = True  # it reads ids, not pictures
+
+    def __init__(self, path: str | Path, class_names: Sequence[str]):
+        self.path, self.names = Path(path), list(class_names)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fh = open(self.path, "w")
+        except OSError as exc:
+            raise RtsegError(f"--stats {path}: cannot write it ({exc.strerror})") from None
+        self.share_sum = np.zeros(len(self.names))  # summed over frames
+        self.present = np.zeros(len(self.names), np.int64)  # frames where the class has any pixel
+        self.frames = 0
+
+    def write(self, packet: Packet) -> None:
+        n = len(self.names)
+        counts = np.bincount(packet.ids.ravel(), minlength=n)[:n]
+        shares = counts / max(1, packet.ids.size)
+        self.share_sum += shares
+        self.present += counts > 0
+        self.frames += 1
+        line = {"frame": packet.index, "name": packet.name,
+                "shares": {self.names[i]: round(float(shares[i]), 5) for i in np.flatnonzero(counts)}}
+        self._fh.write(json.dumps(line) + "\n")
+
+    def summary(self) -> list[dict]:
+        """Per class: mean share of the pixels over the run, and the share of frames it appears in."""
+        f = max(1, self.frames)
+        return [{"class": name, "mean_share": float(self.share_sum[i] / f), "frames_present": float(self.present[i] / f)}
+                for i, name in enumerate(self.names)]
+
+    def close(self, *, completed: bool, interrupted: bool) -> None:
+        self._fh.close()
+
+
 class MaskSink(Sink):
     """Lossless PNGs of the class ids, one per frame: ``DIR/<frame name>.png`` (uint8, value = class id)."""
 

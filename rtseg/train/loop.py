@@ -318,6 +318,13 @@ def _train(cfg: TrainConfig, cb: TrainCallbacks, device: str, info: DistInfo) ->
     sync_every = cfg.sync_every or (20 if device.startswith("cuda") else 1)
     total_steps = cfg.epochs * steps_per_epoch
     warmup_steps = int(cfg.warmup_epochs * steps_per_epoch)
+    amp_name = "off" if autocast.__class__.__name__ == "nullcontext" else str(getattr(autocast, "fast_dtype", cfg.amp)).replace("torch.", "")
+    cb.on_message(f"training {cfg.model} on {train_ds.info.name} '{cfg.train_split}' ({n_train} frames"
+                  f"{', held on the device' if device_train is not None else ''}), validating on '{cfg.val_split}' "
+                  f"({n_val} frames) every {cfg.val_every} epoch(s); {device}, mixed precision {amp_name}; "
+                  f"{cfg.epochs - start_epoch + 1} epoch(s) of {steps_per_epoch} steps of {cfg.batch_size} "
+                  f"{cfg.crop[0]}x{cfg.crop[1]} crops" + (f" x {info.world_size} processes" if info.enabled else ""))
+    t_first: float | None = None  # when the run's second step began: the first is warm-up
     for epoch in range(start_epoch, cfg.epochs + 1):
         # --- train one epoch
         _seed_epoch(cfg.seed, epoch, info.rank, g)
@@ -359,6 +366,15 @@ def _train(cfg: TrainConfig, cb: TrainCallbacks, device: str, info: DistInfo) ->
                 if not math.isfinite(value):
                     raise RtsegError(f"loss became {value} at epoch {epoch} step {step}; lower --lr or set --clip-grad")
                 cb.on_step(epoch, step, value, lr)
+                done = (epoch - start_epoch) * steps_per_epoch + step + 1  # steps this run has taken
+                if done == 1:
+                    t_first = time.perf_counter()
+                elif t_first is not None and done >= 1 + max(4, sync_every):  # a few timed steps: say how long
+                    per_step = (time.perf_counter() - t_first) / (done - 1)
+                    left = (cfg.epochs - start_epoch + 1) * steps_per_epoch - done
+                    cb.on_message(f"about {_duration(per_step * left)} to go at {per_step * 1e3:.0f} ms a step "
+                                  f"(from the first {done} steps; validation not counted)")
+                    t_first = None
                 if writer is not None:
                     writer.add_scalar("train/loss", value, gstep)
                     writer.add_scalar("train/lr", lr, gstep)
@@ -449,6 +465,16 @@ def _calibrate(cfg: TrainConfig, cb: TrainCallbacks, out: Path, model: nn.Module
     cb.on_message(f"--calibrate: tau {tau:g} folded into {best}: val mIoU {done['val_miou_before']:.4f} -> "
                   f"{done['val_miou_after']:.4f} (as trained: best_uncalibrated.pt)")
     return done
+
+
+def _duration(seconds: float) -> str:
+    """3725 -> '1 h 2 min'; 95 -> '1 min 35 s'."""
+    seconds = int(round(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+    if seconds >= 60:
+        return f"{seconds // 60} min {seconds % 60} s"
+    return f"{seconds} s"
 
 
 def _jsonable(d: dict) -> dict:

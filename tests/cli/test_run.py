@@ -300,3 +300,14 @@ def test_images_in_images_out(tmp_path, rtseg):
     assert res.returncode == 2 and "is the input folder itself" in res.stderr
     res = rtseg("run", folder, "--fps", "5", "-o", tmp_path / "slow.mp4")
     assert res.returncode == 0 and count_frames(tmp_path / "slow.mp4")[:2] == (3, pytest.approx(5.0, abs=0.01))
+
+
+def test_stats_write_each_frames_class_shares_and_a_summary(tmp_path, rtseg):
+    write_video(tmp_path / "clip.mp4", 4)
+    res = rtseg("run", tmp_path / "clip.mp4", "-o", tmp_path / "o.mp4", "--stats", tmp_path / "s.jsonl")
+    assert res.returncode == 0, res.stderr
+    lines = [json.loads(line) for line in (tmp_path / "s.jsonl").read_text().splitlines()]
+    assert [line["frame"] for line in lines] == [0, 1, 2, 3]
+    for line in lines:  # shares of the frame's pixels, classes present only
+        assert abs(sum(line["shares"].values()) - 1) < 1e-3 and all(v > 0 for v in line["shares"].values())
+    assert "classes over 4 frames" in res.stdout and "pixels %" in res.stdout

@@ -94,3 +94,19 @@ def test_train_messages_keep_bracketed_text(capsys):
 
     _RichCallbacks(quiet=False).on_message("TensorBoard logging is off: install it with pip install 'rtseg[train]'")
     assert "pip install 'rtseg[train]'" in capsys.readouterr().out  # Rich markup would have eaten [train]
+
+
+@pytest.mark.slow
+def test_train_says_what_it_is_about_to_do_and_how_long_it_will_take(make_folder_data, tmp_path):
+    root = make_folder_data(tmp_path / "data", n=12)
+    said = []
+
+    class Callbacks(TrainCallbacks):
+        def on_message(self, text: str) -> None:
+            said.append(text)
+
+    train(TrainConfig(dataset="folder", data_root=str(root), out_dir=str(tmp_path / "run"), epochs=2, batch_size=2,
+                      crop=(64, 64), workers=0, tensorboard=False), Callbacks())
+    assert said[0].startswith("training fastscnn on data 'train' (12 frames), validating on 'val' (12 frames)")
+    assert "cpu, mixed precision off; 2 epoch(s) of 6 steps of 2 64x64 crops" in said[0]
+    assert any(m.startswith("about ") and " to go at " in m for m in said)
