@@ -311,3 +311,14 @@ def test_stats_write_each_frames_class_shares_and_a_summary(tmp_path, rtseg):
     for line in lines:  # shares of the frame's pixels, classes present only
         assert abs(sum(line["shares"].values()) - 1) < 1e-3 and all(v > 0 for v in line["shares"].values())
     assert "classes over 4 frames" in res.stdout and "pixels %" in res.stdout
+
+
+@pytest.mark.slow
+def test_show_without_a_display_is_one_line_in_a_real_process_and_writes_nothing(tmp_path):
+    clip = write_video(tmp_path / "clip.mp4", 3)
+    res = rtseg_subprocess("run", clip, "--show", "-o", tmp_path / "o.mp4", cwd=tmp_path)  # DISPLAY removed
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.strip().splitlines() == ["error: --show needs a display and this session has none (DISPLAY "
+                                               "and WAYLAND_DISPLAY are unset); run without --show: the overlay "
+                                               "video is written all the same"]
+    assert not (tmp_path / "o.mp4").exists()
