@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from rtseg.bundled import BENCH_FRAME  # noqa: E402
-from rtseg.cli.run import default_size  # noqa: E402
+from rtseg.engines import default_size  # noqa: E402
 from rtseg.bundled import DEFAULT_WEIGHTS  # noqa: E402
 from rtseg.pipeline.bench import make_panned_video  # noqa: E402
 

@@ -7,7 +7,8 @@ from rtseg.errors import RtsegError
 from rtseg.meta import ModelMeta
 from rtseg.nets import create_model, list_models, register_model
 
-__all__ = ["RtsegError", "ModelMeta", "create_model", "list_models", "register_model", "load_engine", "__version__"]
+__all__ = ["RtsegError", "ModelMeta", "create_model", "list_models", "register_model", "load_engine", "stream",
+           "VideoWriter", "Result", "__version__"]
 
 
 def load_engine(path, *, device: str = "cpu", **kwargs):
@@ -15,3 +16,18 @@ def load_engine(path, *, device: str = "cpu", **kwargs):
     from rtseg.engines import load_engine as _load
 
     return _load(path, device=device, **kwargs)
+
+
+def stream(source=None, **kwargs):
+    """The pipelined app as an iterator of per-frame results (rtseg/streaming.py)."""
+    from rtseg.streaming import stream as _stream
+
+    return _stream(source, **kwargs)
+
+
+def __getattr__(name: str):
+    if name in ("VideoWriter", "Result"):  # imported when first used: they pull in the video stack
+        import rtseg.streaming as _module
+
+        return getattr(_module, name)
+    raise AttributeError(f"module 'rtseg' has no attribute {name!r}")

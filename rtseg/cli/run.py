@@ -38,47 +38,13 @@ def note(text: str) -> None:
     console_err.print(text, highlight=False, soft_wrap=True)
 
 
-def default_size(path: Path, frame_size: tuple[int, int]) -> Optional[tuple[int, int]]:
-    """The inference size for frames of ``frame_size`` (H, W) when --size is not given: the
-    artifact's pixel count in the frame's shape, for artifacts that take any size (a .pt, a
-    dynamic .onnx); None (the artifact's own size) for fixed-size ones."""
-    from rtseg.engines.base import aspect_size
-
-    suffix = path.suffix.lower()
-    if suffix in (".pt", ".pth"):
-        from rtseg.checkpoint import load_checkpoint
-
-        meta = load_checkpoint(path)["meta"]
-    elif suffix == ".onnx":
-        from rtseg.export.onnx import read_onnx_meta
-
-        meta = read_onnx_meta(path)
-        if not meta.extra.get("export", {}).get("dynamic"):
-            return None
-    else:
-        return None
-    return aspect_size(meta.input_size, frame_size)
-
-
 def load(engine: Optional[Path], *, device: str, size: Optional[str], runtime: Optional[str], threads: int = 0,
          streams: int = 1, frame_size: Optional[tuple[int, int]] = None):
-    """The engine named by --engine (or the bundled weights) on --runtime (None = auto), at
-    --size or, for frames of ``frame_size`` (H, W), at a size in their shape. Says in one line
-    when the size stretches the frames by more than 5%."""
-    from rtseg.engines import load_engine
-    from rtseg.engines.base import aspect_distortion, parse_size
+    """``rtseg.engines.open_engine`` with the CLI's notices (tests patch this one place)."""
+    from rtseg.engines import open_engine
 
-    path = weights_path(engine)
-    size = parse_size(size)
-    if size is None and frame_size is not None and path.is_file():
-        size = default_size(path, frame_size)
-    eng = load_engine(path, device=device, size=size, runtime=runtime or "auto", threads=threads, streams=streams,
-                      note=note)
-    if frame_size is not None and aspect_distortion(eng.input_size, frame_size) > 0.05:
-        (h, w), (fh, fw) = eng.input_size, frame_size
-        note(f"warning: inference at {h}x{w} stretches the {fh}x{fw} frames by "
-             f"{100 * aspect_distortion(eng.input_size, frame_size):.0f}% (sizes are HxW)")
-    return eng
+    return open_engine(engine, device=device, size=size, runtime=runtime, threads=threads, streams=streams,
+                       frame_size=frame_size, note=note)
 
 
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")

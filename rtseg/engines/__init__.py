@@ -25,8 +25,8 @@ from typing import Any, Callable, Sequence
 from rtseg.engines.base import Engine, check_streams, parse_size
 from rtseg.errors import RtsegError
 
-__all__ = ["Engine", "load_engine", "auto_streams", "SUFFIXES", "RUNTIMES", "ONNX_RUNTIMES", "resolve_onnx_runtime",
-           "resolve_runtime", "runtime_reason"]
+__all__ = ["Engine", "load_engine", "open_engine", "default_size", "auto_streams", "SUFFIXES", "RUNTIMES",
+           "ONNX_RUNTIMES", "resolve_onnx_runtime", "resolve_runtime", "runtime_reason"]
 
 # suffix -> backend family; the order is the one error messages list.
 SUFFIXES = {".pt": "pytorch", ".pth": "pytorch", ".onnx": "onnx", ".plan": "tensorrt", ".engine": "tensorrt"}
@@ -192,3 +192,52 @@ def load_engine(path: str | Path, *, device: str = "cpu", size: str | Sequence[i
     from rtseg.engines.ort_engine import OrtEngine
 
     return OrtEngine(path, device=device, size=size, threads=threads, streams=streams, **kw)
+
+
+def default_size(path: str | Path, frame_size: Sequence[int]) -> tuple[int, int] | None:
+    """The inference size for frames of ``frame_size`` (H, W) when none is given: the artifact's
+    pixel count in the frame's shape, for artifacts that take any size (a ``.pt``, a dynamic
+    ``.onnx``); None (the artifact's own size) for fixed-size ones."""
+    from rtseg.engines.base import aspect_size
+
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix in (".pt", ".pth"):
+        from rtseg.checkpoint import load_checkpoint
+
+        meta = load_checkpoint(path)["meta"]
+    elif suffix == ".onnx":
+        from rtseg.export.onnx import read_onnx_meta
+
+        meta = read_onnx_meta(path)
+        if not meta.extra.get("export", {}).get("dynamic"):
+            return None
+    else:
+        return None
+    return aspect_size(meta.input_size, frame_size)
+
+
+def open_engine(weights: str | Path | None = None, *, device: str = "cpu", size: str | Sequence[int] | None = None,
+                runtime: str | None = "auto", frame_size: Sequence[int] | None = None, threads: int = 0,
+                streams: int = 1, note: Callable[[str], None] | None = None) -> Engine:
+    """The engine ``rtseg run`` uses: ``weights`` (None: the bundled CamVid weights) on
+    ``runtime`` (auto: the fastest here), at ``size`` or, for frames of ``frame_size`` (H, W), at
+    a size in their shape (:func:`default_size`). ``note`` (default: a logged warning) gets the
+    one-line notices: an export into the cache, a size that stretches the frames by over 5%."""
+    import logging
+
+    from rtseg.bundled import DEFAULT_WEIGHTS, bundled
+    from rtseg.engines.base import aspect_distortion
+
+    say = note or logging.getLogger(__name__).warning
+    path = Path(weights) if weights is not None else bundled(DEFAULT_WEIGHTS, "CamVid weights")
+    size = parse_size(size)
+    if size is None and frame_size is not None and path.is_file():
+        size = default_size(path, frame_size)
+    engine = load_engine(path, device=device, size=size, runtime=runtime or "auto", threads=threads, streams=streams,
+                         note=say)
+    if frame_size is not None and aspect_distortion(engine.input_size, frame_size) > 0.05:
+        (h, w), (fh, fw) = engine.input_size, frame_size
+        say(f"warning: inference at {h}x{w} stretches the {fh}x{fw} frames by "
+            f"{100 * aspect_distortion(engine.input_size, frame_size):.0f}% (sizes are HxW)")
+    return engine

@@ -1,7 +1,7 @@
 """What travels down the pipeline: one frame and what the stages made of it."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -43,6 +43,7 @@ class Packet:
     picture: np.ndarray | None = None  # uint8, what the sinks write (post), in `picture_format`
     picture_format: str = "bgr"  # bgr: (H, W', 3); i420: (H * 3/2, W') planar YUV 4:2:0 (W' = W or 2W)
     look: tuple[str, float, bool] | None = None  # the (view, alpha, legend) `picture` was drawn with
+    timings: dict[str, float] = field(default_factory=dict)  # ms this frame spent in each stage so far
 
     def frame_ids(self) -> np.ndarray:
         """The class ids at the frame's size (H, W), enlarged from the inference size on first

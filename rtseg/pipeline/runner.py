@@ -172,13 +172,16 @@ class _Run:
         frame = self.source.read(self.stop)
         if frame is None:
             return None
-        self.timings.add("read", (time.perf_counter() - t0) * 1e3)
-        return Packet(index=index, name=self.source.frame_name(index), frame=frame, t_read=t0)
+        ms = (time.perf_counter() - t0) * 1e3
+        self.timings.add("read", ms)
+        return Packet(index=index, name=self.source.frame_name(index), frame=frame, t_read=t0, timings={"read": ms})
 
     def apply(self, stage: Stage, p: Packet) -> None:
         t0 = time.perf_counter()
         ms = stage.fn(p)
-        self.timings.add(stage.name, ms if ms is not None else (time.perf_counter() - t0) * 1e3)
+        ms = ms if ms is not None else (time.perf_counter() - t0) * 1e3
+        self.timings.add(stage.name, ms)
+        p.timings[stage.name] = ms
 
     def write(self, p: Packet) -> None:
         t0 = time.perf_counter()

@@ -14,7 +14,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pipeline"))
 from pipeline_fakes import count_frames, write_video  # noqa: E402
 
 from rtseg.bundled import DEFAULT_WEIGHTS  # noqa: E402
-from rtseg.cli.run import default_size, load  # noqa: E402
+from rtseg.cli.run import load  # noqa: E402
+from rtseg.engines import default_size  # noqa: E402
 
 
 def test_default_size_keeps_the_frame_shape_for_artifacts_that_take_any_size(tiny_checkpoint, tmp_path):

@@ -1,0 +1,205 @@
+"""The pipelined app from Python: ``for r in rtseg.stream("video.mp4"): ...``.
+
+``stream`` runs the same read, transform and infer stages as ``rtseg run``, in their own
+threads joined by bounded queues, and hands the results to the caller's loop in frame order:
+the loop body is the write stage. Leaving the loop (``break``, an exception in the body,
+Ctrl-C) stops every thread within about a second; a stage that fails raises in the caller's
+thread, naming the stage. :class:`VideoWriter` writes the same H.264 video ``rtseg run`` does.
+
+    import rtseg
+
+    with rtseg.VideoWriter("street_seg.mp4") as out:
+        for r in rtseg.stream("street.mp4"):
+            out.write(r)                        # the overlay, with its legend
+            print(r.index, r.timings["infer"])  # r.ids: uint8 class ids at the frame's size
+"""
+from __future__ import annotations
+
+import queue
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from rtseg.errors import RtsegError
+from rtseg.pipeline.packet import Look, Packet
+from rtseg.pipeline.runner import Sink, StopRun, engine_stages, run
+from rtseg.pipeline.sinks import VideoSink
+from rtseg.viz import Legend, compose, palette_lut
+
+__all__ = ["Result", "stream", "VideoWriter"]
+
+_TICK = 0.1  # s: how often a wait re-checks whether the other side has stopped
+
+
+@dataclass
+class Result:
+    """One frame and what the network made of it."""
+
+    index: int  # position in the stream (after --start/--stride-like trimming: 0, 1, 2, ...)
+    name: str  # file-name stem (the image's, for folders)
+    frame: np.ndarray  # BGR uint8 (H, W, 3), as read
+    timings: dict[str, float]  # milliseconds this frame spent in read, transform, infer
+    classes: tuple[str, ...]  # class names, by id
+    palette: tuple[tuple[int, int, int], ...]  # RGB colour of each class
+    fps: float  # the source's frame rate
+    dropped: int  # live sources: stale frames skipped so far
+    _packet: Packet = field(repr=False)
+    _legend: Legend | None = field(default=None, repr=False)
+
+    @property
+    def ids(self) -> np.ndarray:
+        """uint8 class ids (H, W) at the frame's size, enlarged from the inference size when
+        first asked (as ``engine.predict`` does)."""
+        return self._packet.frame_ids()
+
+    def overlay(self, view: str = "overlay", alpha: float = 0.5, legend: bool = True) -> np.ndarray:
+        """The picture ``rtseg run`` writes (BGR): ``view`` overlay, mask or side-by-side."""
+        Look(view=view, alpha=alpha)  # validates both, in one line
+        picture = compose(self.frame, self._packet.ids, palette_lut(self.palette), view, alpha)
+        if legend:
+            if self._legend is None:
+                self._legend = Legend(self.classes, self.palette)
+            self._legend.draw(picture, "bgr", self.frame.shape[:2], self._packet.ids)
+        return picture
+
+
+class _Handoff(Sink):
+    """The write stage of a stream: passes each packet to the caller's thread."""
+
+    def __init__(self, cancel: threading.Event):
+        self.queue: queue.Queue = queue.Queue(maxsize=2)
+        self.cancel = cancel
+
+    def put(self, item: Any) -> None:
+        while True:
+            if self.cancel.is_set():
+                raise StopRun  # the caller left the loop: end the run cleanly
+            try:
+                self.queue.put(item, timeout=_TICK)
+                return
+            except queue.Full:
+                continue
+
+    def write(self, packet: Packet) -> None:
+        self.put(packet)
+
+
+_END = object()
+
+
+def stream(source: str | int | Path | None = None, *, weights: str | Path | None = None, runtime: str = "auto",
+           device: str = "auto", size: str | Sequence[int] | None = None, streams: int = 0, queue_size: int = 0,
+           max_frames: int | None = None) -> Iterator[Result]:
+    """Segment ``source`` (a video file, image folder or glob, camera index or stream URL; None:
+    the bundled demo clip) with ``weights`` (None: the bundled CamVid weights) on ``runtime`` and
+    ``device`` (auto: CUDA when PyTorch sees a GPU, else the CPU), yielding a :class:`Result` per
+    frame in order. Files and folders lose no frame; live sources drop stale frames (counted in
+    ``Result.dropped``). ``size``: the inference size (default: the weights' pixel count in the
+    frame's shape); ``streams``/``queue_size`` 0: as ``rtseg run`` chooses."""
+    from rtseg.bundled import DEMO_CLIP, bundled
+    from rtseg.engines import auto_streams, open_engine
+    from rtseg.pipeline.sources import open_source
+
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    src = open_source(source if source is not None else str(bundled(DEMO_CLIP, "demo clip")))
+    try:
+        streams = streams or auto_streams(weights, device, live=src.live, runtime=runtime)
+        engine = open_engine(weights, device=device, size=size, runtime=runtime, frame_size=tuple(src.size),
+                             streams=streams)
+    except BaseException:
+        src.close()
+        raise
+    return _iterate(src, engine, queue_size or (1 if src.live else 4), max_frames)
+
+
+def _iterate(src, engine, queue_size: int, max_frames: int | None) -> Iterator[Result]:
+    """The generator behind :func:`stream` (a separate function so that opening errors raise at
+    the call, not at the first ``next``)."""
+    cancel = threading.Event()
+    handoff = _Handoff(cancel)
+    outcome: dict[str, Any] = {}
+    stages = engine_stages(engine, Look())[:2]  # transform, infer: the caller draws what it wants
+
+    def work() -> None:
+        try:
+            outcome["result"] = run(src, stages, handoff, queue_size=queue_size, max_frames=max_frames)
+        except BaseException as exc:  # handed to the caller's thread
+            outcome["error"] = exc
+        finally:
+            try:
+                handoff.put(_END)
+            except StopRun:
+                pass
+
+    thread = threading.Thread(target=work, name="rtseg-stream", daemon=True)
+    thread.start()
+    names, palette = tuple(engine.meta.class_names), tuple(engine.meta.palette)
+    try:
+        while True:
+            try:
+                item = handoff.queue.get(timeout=_TICK)
+            except queue.Empty:
+                if not thread.is_alive() and handoff.queue.empty():
+                    break
+                continue
+            if item is _END:
+                break
+            item.ids = item.ids[0]  # (1, h, w) from the engine: this frame's ids at the inference size
+            timings = {"read": item.timings.get("read", 0.0), **{k: v for k, v in item.timings.items() if k != "read"}}
+            yield Result(index=item.index, name=item.name, frame=item.frame, timings=timings, classes=names,
+                         palette=palette, fps=src.fps, dropped=src.dropped, _packet=item)
+        if "error" in outcome:
+            raise outcome["error"]
+    finally:
+        cancel.set()  # the caller left the loop (break, exception, Ctrl-C) or the stream ended
+        thread.join(timeout=2.0)
+
+
+class VideoWriter:
+    """The overlay video ``rtseg run`` writes (H.264 in .mp4/.mov/.mkv through PyAV), from a
+    user's loop: ``write(result)`` draws ``result.overlay(view, alpha)``; ``write(picture)``
+    takes a BGR picture as it is. The frame rate defaults to the results' source's. The file
+    appears complete when the writer closes (``with`` block or ``close()``), also after Ctrl-C."""
+
+    def __init__(self, path: str | Path, fps: float | None = None, *, view: str = "overlay", alpha: float = 0.5,
+                 legend: bool = True, codec: str = "auto"):
+        Look(view=view, alpha=alpha)
+        self.path, self.fps, self.view, self.alpha, self.legend, self.codec = Path(path), fps, view, alpha, legend, codec
+        if self.path.suffix.lower() not in (".mp4", ".m4v", ".mov", ".mkv", ".avi"):
+            raise RtsegError(f"VideoWriter({str(path)!r}): use a .mp4, .mov, .mkv or .avi file")
+        self._sink: VideoSink | None = None
+        self._index = 0
+        self.frames = 0
+
+    def write(self, item: Result | np.ndarray) -> None:
+        if isinstance(item, Result):
+            picture, fps = item.overlay(self.view, self.alpha, self.legend), item.fps
+        else:
+            picture, fps = np.asarray(item), None
+            if picture.ndim != 3 or picture.shape[2] != 3 or picture.dtype != np.uint8:
+                raise RtsegError(f"VideoWriter.write takes a Result or a BGR uint8 (H, W, 3) picture; "
+                                 f"got shape {picture.shape} dtype {picture.dtype}")
+        if self._sink is None:
+            self._sink = VideoSink(self.path, self.fps or fps or 30.0, codec=self.codec)
+        self._sink.write(Packet(index=self._index, name=f"{self._index:06d}", frame=picture, t_read=0.0,
+                                picture=picture))
+        self._index += 1
+        self.frames += 1
+
+    def close(self, *, interrupted: bool = False) -> None:
+        if self._sink is not None:
+            self._sink.close(completed=not interrupted, interrupted=interrupted)
+            self._sink = None
+
+    def __enter__(self) -> "VideoWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        # Whatever ended the block (Ctrl-C included), the frames written so far make a playable file.
+        self.close(interrupted=exc_type is not None)

@@ -1,0 +1,101 @@
+"""rtseg.stream and rtseg.VideoWriter: the pipelined app behind a Python loop. Fakes check the
+order under jitter, leaving the loop early, an exception in the loop body and a failing stage;
+the real bundled weights check that ids equal engine.predict and that the writer's video is
+the one rtseg run writes."""
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "pipeline"))
+from pipeline_fakes import FakeEngine, ListSource, count_frames, frame_mark  # noqa: E402
+
+import rtseg  # noqa: E402
+from rtseg.pipeline.runner import StageError  # noqa: E402
+from rtseg.streaming import _iterate  # noqa: E402
+
+
+def _rtseg_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("rtseg-")]
+
+
+def _wait_gone(seconds: float = 1.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not _rtseg_threads():
+            return True
+        time.sleep(0.02)
+    return not _rtseg_threads()
+
+
+def test_results_come_in_order_under_jitter_with_every_frame():
+    engine = FakeEngine(delay={"preprocess": 0.004, "infer": 0.008}, streams=2)
+    got = [(r.index, frame_mark(r.frame), int(r.ids[0, 0])) for r in _iterate(ListSource(30), engine, 4, None)]
+    assert [g[0] for g in got] == list(range(30)) and [g[1] for g in got] == list(range(30))
+    assert all(ids == mark for _, mark, ids in got)  # each result's ids are its own frame's
+    assert _wait_gone()
+
+
+def test_leaving_the_loop_stops_every_thread_within_a_second():
+    source = ListSource(10_000)
+    for r in _iterate(source, FakeEngine(), 4, None):
+        if r.index == 5:
+            break
+    assert _wait_gone(1.0) and source.closed and source.given < 100  # no reading on after the break
+
+
+def test_an_exception_in_the_loop_body_stops_the_pipeline_and_propagates():
+    source = ListSource(10_000)
+    with pytest.raises(ZeroDivisionError):
+        for r in _iterate(source, FakeEngine(), 4, None):
+            if r.index == 3:
+                1 / 0
+    assert _wait_gone(1.0) and source.closed
+
+
+def test_a_failing_stage_raises_in_the_callers_thread_with_its_name():
+    with pytest.raises(StageError, match="infer stage failed: Boom: injected fault in infer at frame 4"):
+        for _ in _iterate(ListSource(20), FakeEngine(fail={"infer": 4}), 4, None):
+            pass
+    assert _wait_gone()
+
+
+@pytest.mark.slow
+def test_stream_of_the_demo_clip_equals_predict_and_the_writer_writes_h264(tmp_path, monkeypatch):
+    from rtseg.bundled import DEFAULT_WEIGHTS, DEMO_CLIP
+
+    if not DEMO_CLIP.is_file():
+        pytest.skip("the bundled demo clip is not here")
+    monkeypatch.chdir(tmp_path)  # any folder: the bundled files are found from the package
+    engine = rtseg.load_engine(DEFAULT_WEIGHTS, size=(360, 480), runtime="pytorch")
+    with rtseg.VideoWriter(tmp_path / "api.mp4") as out:
+        for r in rtseg.stream(runtime="pytorch", device="cpu", max_frames=6):
+            assert r.ids.shape == r.frame.shape[:2] and set(r.timings) == {"read", "transform", "infer"}
+            np.testing.assert_array_equal(r.ids, engine.predict(r.frame))
+            out.write(r)
+            assert r.overlay(view="side-by-side").shape == (360, 960, 3)
+    assert count_frames(tmp_path / "api.mp4")[:2] == (6, pytest.approx(15.0, abs=0.01))
+    assert r.classes[0] == "Sky" and len(r.palette) == 11
+    assert sum(1 for _ in rtseg.stream(max_frames=4)) == 4
+
+
+@pytest.mark.slow
+def test_the_readme_example_runs_from_another_folder(tmp_path):
+    import subprocess
+
+    from rtseg.bundled import DEMO_CLIP
+
+    if not DEMO_CLIP.is_file():
+        pytest.skip("the bundled demo clip is not here")
+    example = Path(__file__).resolve().parents[1] / "examples" / "segment_video.py"
+    readme = (example.parents[1] / "README.md").read_text()
+    body = [line for line in example.read_text().splitlines()[5:] if line.strip()]
+    assert all(line in readme for line in body)  # the README shows this very code
+    proc = subprocess.run([sys.executable, str(example)], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("frame ") == 101 and count_frames(tmp_path / "segmented.mp4")[0] == 101
