@@ -11,10 +11,15 @@ __all__ = ["RtsegError", "ModelMeta", "create_model", "list_models", "register_m
            "VideoWriter", "Result", "__version__"]
 
 
-def load_engine(path, *, device: str = "cpu", **kwargs):
-    """Load any artifact as an engine; the file suffix picks the backend (see ``rtseg.engines``)."""
+def load_engine(path=None, *, device: str = "cpu", **kwargs):
+    """Load any artifact as an engine; the file suffix picks the backend (see ``rtseg.engines``).
+    ``path`` None: the bundled CamVid weights, found from any working directory."""
     from rtseg.engines import load_engine as _load
 
+    if path is None:
+        from rtseg.bundled import DEFAULT_WEIGHTS, bundled
+
+        path = bundled(DEFAULT_WEIGHTS, "CamVid weights")
     return _load(path, device=device, **kwargs)
 
 
