@@ -47,33 +47,16 @@ def load(engine: Optional[Path], *, device: str, size: Optional[str], runtime: O
                        frame_size=frame_size, note=note)
 
 
-_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-
-
 def image_output(output: Optional[Path], raw: Optional[str] = None) -> Optional[str]:
     """"file" for -o out.png, "folder" for -o DIR/ (or an existing folder), None for a video."""
+    from rtseg.pipeline.app import IMAGE_SUFFIXES
+
     if output is None:
         return None
     text = raw if raw is not None else str(output)
     if text.endswith(("/", "\\")) or output.is_dir():
         return "folder"
-    return "file" if output.suffix.lower() in _IMAGE_SUFFIXES else None
-
-
-def image_suffix(source, output: Path) -> str:
-    """An image file's own suffix; for a folder, the input images' (PNG for video frames)."""
-    if output.suffix.lower() in _IMAGE_SUFFIXES and not output.is_dir():
-        return output.suffix
-    first = getattr(getattr(source, "inner", source), "_files", None)
-    return first[0].suffix if first else ".png"
-
-
-def run_summary(source, engine, weights: Path, result) -> dict:
-    """The ``rtseg run --json`` document (DESIGN.md)."""
-    return {"source": source.name, "source_size": list(source.size), "weights": str(weights), "runtime": engine.name,
-            "device": engine.device, "input_size": list(engine.input_size), "streams": engine.streams,
-            "frames": result.frames, "wall_s": round(result.wall_s, 3), "fps": round(result.fps, 3),
-            "dropped": result.dropped, "latency_ms": result.latency_ms, "stages_ms": result.stages_ms}
+    return "file" if output.suffix.lower() in IMAGE_SUFFIXES else None
 
 
 def stage_table(stages_ms: dict, title: str) -> Table:
@@ -115,66 +98,42 @@ def _run(source, engine, *, output: Optional[Path], masks: Optional[Path], show:
          sequential: bool, max_frames: Optional[int], queue_size: int, quiet: bool, codec: str = "auto",
          json_path: Optional[Path] = None, weights: Optional[Path] = None, legend: bool = True,
          images: Optional[str] = None, stats: Optional[Path] = None) -> None:
-    """Build the sinks, run the pipeline with a status display, print the summary; exits 130/1 as needed."""
-    from rtseg.pipeline import Look, StageError, engine_stages, run
-    from rtseg.pipeline.sinks import ImageSink, MaskSink, MultiSink, StatsSink, VideoSink, WindowSink, encoder_threads
-    from rtseg.viz import Legend, classes_table, palette_lut
+    """Run rtseg.pipeline.app.segment with a status display and print its report; exits 130/1 as needed."""
+    from rtseg.pipeline import StageError
+    from rtseg.pipeline.app import Outputs, run_summary, segment
 
-    lut = palette_lut(engine.meta.palette)
-    file_look = Look(view=view, alpha=alpha, legend=legend)
-    sinks = []
-    if images is not None:  # -o out.png (one frame) or -o DIR/ (a file per frame)
-        video = None
-        sinks.append(ImageSink(output, folder=images == "folder", suffix=image_suffix(source, output)))
-    else:
-        video = (VideoSink(output, source.fps, codec=codec, threads=encoder_threads(pipelined=not sequential))
-                 if output is not None else None)
-    if video is not None:
-        sinks.append(video)
-    if masks is not None:
-        sinks.append(MaskSink(masks, classes_table(engine.meta.class_names, engine.meta.palette)))
-    stats_sink = StatsSink(stats, engine.meta.class_names) if stats is not None else None
-    if stats_sink is not None:
-        sinks.append(stats_sink)
-    if show:
-        # The window's keys change the look live; a file being written keeps the look it started with.
-        window_look = Look(view=view, alpha=alpha, legend=legend)
-        sinks.append(WindowSink(window_look, lut, title=f"rtseg - {source.name}",
-                                legend=Legend(engine.meta.class_names, engine.meta.palette)))
-        look = file_look if video is not None else window_look
-    else:
-        look = file_look
-    queue_size = queue_size or (1 if source.live else 4)  # live: a short queue is a short latency
+    outputs = Outputs(output=output, images=images, masks=masks, stats=stats, show=show, view=view, alpha=alpha,
+                      legend=legend, codec=codec)
     if not quiet:
         console.print(f"[bold]source[/] {source.describe()}\n[bold]engine[/] {engine.describe()}"
                       f"{'  (sequential)' if sequential else ''}", highlight=False)
     total = min(source.frame_count, max_frames) if source.frame_count and max_frames else source.frame_count
     try:
         with _Status(total, source.live, quiet) as status:
-            sink = MultiSink(sinks)
-            result = run(source, engine_stages(engine, look, lut=lut, i420=sink.takes_i420), sink, sequential=sequential,
-                         queue_size=queue_size, max_frames=max_frames, on_frame=status.update)
+            written = segment(source, engine, outputs, sequential=sequential, queue_size=queue_size,
+                              max_frames=max_frames, on_frame=status.update)
     except StageError as exc:
         console_err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(1)
+    result = written.result
     if not quiet:
         console.print(stage_table(result.stages_ms, "per-stage time"))
         line = f"{result.frames} frames in {result.wall_s:.1f} s: {result.fps:.1f} fps, latency p50 {result.latency_ms['p50']:.0f} ms"
         if source.live:
             line += f", {result.dropped} stale frames dropped"
         console.print(line, highlight=False)
-    if video is not None and video.frames:
-        console.print(f"wrote {output} ({video.codec})" + (" (interrupted: the frames so far)" if result.interrupted else ""),
+    if written.video is not None and written.video.frames:
+        console.print(f"wrote {output} ({written.video.codec})" + (" (interrupted: the frames so far)" if result.interrupted else ""),
                       highlight=False, soft_wrap=True)
-    if images is not None and result.frames:
+    if written.images is not None and result.frames:
         console.print(f"wrote {output}" if images == "file" else f"wrote {result.frames} images to {output}",
                       highlight=False, soft_wrap=True)
-    if masks is not None:
+    if written.masks is not None:
         console.print(f"wrote {result.frames} class-id PNGs to {masks}", highlight=False, soft_wrap=True)
-    if stats_sink is not None:
+    if written.stats is not None:
         if not quiet:
             table = Table("class", "pixels %", "in frames %", title=f"classes over {result.frames} frames")
-            for row in sorted(stats_sink.summary(), key=lambda r: -r["mean_share"]):
+            for row in sorted(written.stats.summary(), key=lambda r: -r["mean_share"]):
                 table.add_row(row["class"], f"{100 * row['mean_share']:.1f}", f"{100 * row['frames_present']:.0f}")
             console.print(table)
         console.print(f"wrote per-frame class shares to {stats}", highlight=False, soft_wrap=True)
@@ -265,7 +224,9 @@ def run_command(
         src.close()
         raise
     if output is None:
-        one_image = Path(spec).is_file() and Path(spec).suffix.lower() in _IMAGE_SUFFIXES
+        from rtseg.pipeline.app import IMAGE_SUFFIXES
+
+        one_image = Path(spec).is_file() and Path(spec).suffix.lower() in IMAGE_SUFFIXES
         output = Path.cwd() / (f"{src.name}_seg{Path(spec).suffix}" if one_image else f"{src.name}_seg.mp4")
         images = "file" if one_image else None
     _run(src, eng, output=output, masks=masks, show=show, view=view, alpha=alpha, sequential=sequential,

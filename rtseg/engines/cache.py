@@ -122,6 +122,7 @@ def cached_artifact(weights: str | Path, runtime: str, size: tuple[int, int], *,
     openvino: an ONNX file; tensorrt: a plan) at ``size`` (h, w), exported now when the cache
     has no valid one. ``note`` receives the one line said when an export happens (and when the
     cache folder is not writable)."""
+    global _fallback
     weights = Path(weights)
     if runtime not in _SUFFIX:
         raise RtsegError(f"no cached artifact for runtime {runtime!r}; use one of {', '.join(_SUFFIX)}")

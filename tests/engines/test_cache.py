@@ -137,3 +137,18 @@ def test_resolve_runtime_picks_by_device_and_refuses_what_cannot_run(monkeypatch
     for path, runtime in (("w.onnx", "pytorch"), ("w.plan", "openvino"), ("w.pt", "tflite")):
         with pytest.raises(RtsegError):
             resolve_runtime(path, runtime, "cpu")
+
+
+def test_a_cache_that_fails_mid_export_falls_back_to_a_temporary_folder(tiny_checkpoint, cache_dir, monkeypatch):
+    real, calls = cache._export, []
+
+    def full_disk_once(weights, runtime, size, fp16, key, dest):
+        calls.append(dest)
+        if len(calls) == 1:
+            raise OSError(28, "No space left on device")
+        return real(weights, runtime, size, fp16, key, dest)
+
+    monkeypatch.setattr(cache, "_export", full_disk_once)
+    notes = []
+    path = cache.cached_artifact(tiny_checkpoint, "onnxruntime", SIZE, note=notes.append)
+    assert path.is_file() and path.parent != cache_dir and "No space left on device" in notes[-1]
