@@ -27,7 +27,7 @@ from rtseg.errors import RtsegError
 from rtseg.pipeline.packet import Look, Packet
 from rtseg.pipeline.runner import Sink, StopRun, engine_stages, run
 from rtseg.pipeline.sinks import VideoSink
-from rtseg.viz import Legend, compose, palette_lut
+from rtseg.viz import Legend, compose, i420_to_bgr, palette_lut
 
 __all__ = ["Result", "stream", "VideoWriter"]
 
@@ -56,8 +56,12 @@ class Result:
         return self._packet.frame_ids()
 
     def overlay(self, view: str = "overlay", alpha: float = 0.5, legend: bool = True) -> np.ndarray:
-        """The picture ``rtseg run`` writes (BGR): ``view`` overlay, mask or side-by-side."""
+        """The picture ``rtseg run`` writes (BGR): ``view`` overlay, mask or side-by-side. The one
+        the stream drew in its own thread (its ``view``, ``alpha``, ``legend``) costs nothing more."""
         Look(view=view, alpha=alpha)  # validates both, in one line
+        p = self._packet
+        if p.picture is not None and p.look == (view, round(alpha, 3), bool(legend)):
+            return p.picture.copy() if p.picture_format == "bgr" else i420_to_bgr(p.picture)
         picture = compose(self.frame, self._packet.ids, palette_lut(self.palette), view, alpha)
         if legend:
             if self._legend is None:
@@ -92,17 +96,21 @@ _END = object()
 
 def stream(source: str | int | Path | None = None, *, weights: str | Path | None = None, runtime: str = "auto",
            device: str = "auto", size: str | Sequence[int] | None = None, streams: int = 0, queue_size: int = 0,
-           max_frames: int | None = None) -> Iterator[Result]:
+           max_frames: int | None = None, view: str | None = "overlay", alpha: float = 0.5,
+           legend: bool = True) -> Iterator[Result]:
     """Segment ``source`` (a video file, image folder or glob, camera index or stream URL; None:
     the bundled demo clip) with ``weights`` (None: the bundled CamVid weights) on ``runtime`` and
     ``device`` (auto: CUDA when PyTorch sees a GPU, else the CPU), yielding a :class:`Result` per
     frame in order. Files and folders lose no frame; live sources drop stale frames (counted in
     ``Result.dropped``). ``size``: the inference size (default: the weights' pixel count in the
-    frame's shape); ``streams``/``queue_size`` 0: as ``rtseg run`` chooses."""
+    frame's shape); ``streams``/``queue_size`` 0: as ``rtseg run`` chooses. ``view``, ``alpha``,
+    ``legend``: the picture a post stage draws in its own thread, as ``rtseg run`` does, for
+    ``Result.overlay`` and :class:`VideoWriter` (None: draw nothing ahead)."""
     from rtseg.bundled import DEMO_CLIP, bundled
     from rtseg.engines import auto_streams, open_engine
     from rtseg.pipeline.sources import open_source
 
+    look = Look(view=view, alpha=alpha, legend=legend) if view is not None else None
     if device == "auto":
         import torch
 
@@ -115,16 +123,17 @@ def stream(source: str | int | Path | None = None, *, weights: str | Path | None
     except BaseException:
         src.close()
         raise
-    return _iterate(src, engine, queue_size or (1 if src.live else 4), max_frames)
+    return _iterate(src, engine, queue_size or (1 if src.live else 4), max_frames, look)
 
 
-def _iterate(src, engine, queue_size: int, max_frames: int | None) -> Iterator[Result]:
+def _iterate(src, engine, queue_size: int, max_frames: int | None, look: Look | None = None) -> Iterator[Result]:
     """The generator behind :func:`stream` (a separate function so that opening errors raise at
     the call, not at the first ``next``)."""
     cancel = threading.Event()
     handoff = _Handoff(cancel)
     outcome: dict[str, Any] = {}
-    stages = engine_stages(engine, Look())[:2]  # transform, infer: the caller draws what it wants
+    # transform, infer and, with a look, post: drawn in I420, what the H.264 writer encodes
+    stages = engine_stages(engine, look, i420=True) if look is not None else engine_stages(engine, Look())[:2]
 
     def work() -> None:
         try:
@@ -150,8 +159,9 @@ def _iterate(src, engine, queue_size: int, max_frames: int | None) -> Iterator[R
                 continue
             if item is _END:
                 break
-            item.ids = item.ids[0]  # (1, h, w) from the engine: this frame's ids at the inference size
-            timings = {"read": item.timings.get("read", 0.0), **{k: v for k, v in item.timings.items() if k != "read"}}
+            if item.ids.ndim == 3:  # (1, h, w) from the engine when no post stage took the batch apart
+                item.ids = item.ids[0]
+            timings = dict(item.timings)
             yield Result(index=item.index, name=item.name, frame=item.frame, timings=timings, classes=names,
                          palette=palette, fps=src.fps, dropped=src.dropped, _packet=item)
         if "error" in outcome:
@@ -178,8 +188,13 @@ class VideoWriter:
         self.frames = 0
 
     def write(self, item: Result | np.ndarray) -> None:
+        fmt = "bgr"
         if isinstance(item, Result):
-            picture, fps = item.overlay(self.view, self.alpha, self.legend), item.fps
+            p, fps = item._packet, item.fps
+            if p.picture is not None and p.look == (self.view, round(self.alpha, 3), self.legend):
+                picture, fmt = p.picture, p.picture_format  # drawn ahead by the stream, I420 as the encoder wants
+            else:
+                picture = item.overlay(self.view, self.alpha, self.legend)
         else:
             picture, fps = np.asarray(item), None
             if picture.ndim != 3 or picture.shape[2] != 3 or picture.dtype != np.uint8:
@@ -187,8 +202,9 @@ class VideoWriter:
                                  f"got shape {picture.shape} dtype {picture.dtype}")
         if self._sink is None:
             self._sink = VideoSink(self.path, self.fps or fps or 30.0, codec=self.codec)
-        self._sink.write(Packet(index=self._index, name=f"{self._index:06d}", frame=picture, t_read=0.0,
-                                picture=picture))
+        frame = item.frame if isinstance(item, Result) else picture
+        self._sink.write(Packet(index=self._index, name=f"{self._index:06d}", frame=frame, t_read=0.0,
+                                picture=picture, picture_format=fmt))
         self._index += 1
         self.frames += 1
 

@@ -58,6 +58,18 @@ def test_an_exception_in_the_loop_body_stops_the_pipeline_and_propagates():
     assert _wait_gone(1.0) and source.closed
 
 
+def test_the_picture_drawn_ahead_is_the_one_overlay_would_draw():
+    from rtseg.pipeline.packet import Look
+
+    results = list(_iterate(ListSource(3, size=(48, 64)), FakeEngine(), 4, None, Look(view="side-by-side", alpha=0.3)))
+    for r in results:
+        assert r._packet.picture_format == "i420" and "post" in r.timings
+        ahead = r.overlay(view="side-by-side", alpha=0.3).astype(int)  # from the I420 picture drawn in the pipeline
+        r._packet.picture = None
+        fresh = r.overlay(view="side-by-side", alpha=0.3).astype(int)  # drawn now, in BGR
+        assert ahead.shape == fresh.shape == (48, 128, 3) and np.abs(ahead - fresh).mean() < 3
+
+
 def test_a_failing_stage_raises_in_the_callers_thread_with_its_name():
     with pytest.raises(StageError, match="infer stage failed: Boom: injected fault in infer at frame 4"):
         for _ in _iterate(ListSource(20), FakeEngine(fail={"infer": 4}), 4, None):
@@ -75,7 +87,7 @@ def test_stream_of_the_demo_clip_equals_predict_and_the_writer_writes_h264(tmp_p
     engine = rtseg.load_engine(DEFAULT_WEIGHTS, size=(360, 480), runtime="pytorch")
     with rtseg.VideoWriter(tmp_path / "api.mp4") as out:
         for r in rtseg.stream(runtime="pytorch", device="cpu", max_frames=6):
-            assert r.ids.shape == r.frame.shape[:2] and set(r.timings) == {"read", "transform", "infer"}
+            assert r.ids.shape == r.frame.shape[:2] and set(r.timings) == {"read", "transform", "infer", "post"}
             np.testing.assert_array_equal(r.ids, engine.predict(r.frame))
             out.write(r)
             assert r.overlay(view="side-by-side").shape == (360, 960, 3)
