@@ -111,3 +111,20 @@ def test_the_readme_example_runs_from_another_folder(tmp_path):
     proc = subprocess.run([sys.executable, str(example)], cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count("frame ") == 101 and count_frames(tmp_path / "segmented.mp4")[0] == 101
+
+
+def test_a_live_source_drops_stale_frames_and_the_results_count_them():
+    from pipeline_fakes import SimulatedCamera
+
+    from rtseg.pipeline.sources import LiveSource
+
+    camera = SimulatedCamera(n=80, fps=200)
+    source = LiveSource(camera, name="sim", fps=200)
+    marks, dropped = [], []
+    for r in _iterate(source, FakeEngine(), 1, None):
+        time.sleep(0.02)  # a slow loop body: 50 frames a second from a 200 fps camera
+        marks.append(frame_mark(r.frame))
+        dropped.append(r.dropped)
+    assert marks == sorted(marks) and len(set(marks)) == len(marks) and marks[-1] == 79  # newest, never repeated
+    assert dropped[-1] > 0 and dropped == sorted(dropped) and len(marks) + source.dropped == 80
+    assert _wait_gone()

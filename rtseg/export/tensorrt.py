@@ -365,10 +365,10 @@ def _make_calibrator(trt: Any, files: Sequence[Path], shape: tuple[int, ...]) ->
     CUDA backend the engine uses (torch when it has CUDA, else pycuda)."""
     import cv2
 
-    from rtseg.engines.trt_engine import open_cuda
+    from rtseg.engines import cuda_memory  # looked up at call time: tests put a stand-in there
 
     n, h, w, _ = shape
-    cuda = open_cuda(0)
+    cuda = cuda_memory.open_cuda(0)
 
     class EntropyCalibrator(trt.IInt8EntropyCalibrator2):
         def __init__(self) -> None:

@@ -389,10 +389,10 @@ class _HostCuda:
 
 @pytest.mark.slow  # exports the network to ONNX (module fixture) or runs a subprocess
 def test_int8_on_tensorrt_10_calibrates_on_the_images(onnx_pair, tmp_path, monkeypatch):
-    import rtseg.engines.trt_engine
+    import rtseg.engines.cuda_memory
 
     cuda = _HostCuda()
-    monkeypatch.setattr(rtseg.engines.trt_engine, "open_cuda", lambda index: cuda)
+    monkeypatch.setattr(rtseg.engines.cuda_memory, "open_cuda", lambda index: cuda)
     for i in range(3):  # 3 images of another size: resized to the network's input, BGR kept
         cv2.imwrite(str(tmp_path / f"{i}.png"), np.full((40, 60, 3), (10 * i, 100, 200), np.uint8))
     (tmp_path / "notes.txt").write_text("not an image")
@@ -440,3 +440,13 @@ def test_cli_export_engine_without_tensorrt_exits_2(tiny_checkpoint, tmp_path):
     assert len(lines) == 1 and "tensorrt" in lines[0] and "Traceback" not in proc.stderr
     assert "pip install 'rtseg[trt]'" in lines[0]  # printed as text, not eaten as Rich markup
     assert not (tmp_path / "m.plan").exists()
+
+
+def test_the_exporter_and_the_engine_do_not_import_each_other():
+    import subprocess
+    import sys
+
+    code = ("import sys, rtseg.export.tensorrt, rtseg.engines.cuda_memory; "
+            "print('rtseg.engines.trt_engine' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == "False", out.stderr

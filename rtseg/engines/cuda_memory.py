@@ -1,0 +1,188 @@
+"""CUDA memory, streams and events for the TensorRT engine and the int8 calibrator: torch's
+when torch has CUDA (one context shared with a pipeline that uses torch), else pycuda's, in
+the device's primary context (no ``pycuda.autoinit``).
+
+Both rtseg.engines.trt_engine and rtseg.export.tensorrt use it; neither imports the other for it.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Any, Iterator
+
+import numpy as np
+
+from rtseg.errors import RtsegError, require
+
+__all__ = ["open_cuda", "parse_cuda_device"]
+
+log = logging.getLogger(__name__)
+
+
+def parse_cuda_device(device: str | None) -> int:
+    """'cuda' / 'gpu' / 'auto' / None -> 0, 'cuda:1' -> 1; anything else is a one-line error.
+
+    'cpu' also means GPU 0 (logged at info level): a plan cannot run on the CPU, and 'cpu' is the
+    command line's default device, so ``rtseg run --engine x.plan`` works without ``--device``."""
+    text = (device or "cuda").strip().lower()
+    if text in ("cuda", "gpu", "auto"):
+        return 0
+    if text == "cpu":
+        log.info("a TensorRT plan runs only on an NVIDIA GPU: using cuda:0 for --device cpu")
+        return 0
+    if text.startswith("cuda:") and text[5:].isdigit():
+        return int(text[5:])
+    raise RtsegError(f"a TensorRT engine runs only on an NVIDIA GPU: --device must be cuda or cuda:N, got {device!r}")
+
+
+# --------------------------------------------------------------------------------------------
+# Two ways to hold device memory and a stream in the device's primary CUDA context.
+
+class _TorchBuffer:
+    """uint8 device tensor + pinned host mirror, both of one fixed shape."""
+
+    def __init__(self, torch: Any, shape: tuple[int, ...], device: Any):
+        self.dev = torch.empty(shape, dtype=torch.uint8, device=device)
+        self._host = torch.empty(shape, dtype=torch.uint8, pin_memory=True)
+        self.host = self._host.numpy()  # shares memory with the pinned tensor
+        self.ptr = int(self.dev.data_ptr())
+
+    def to_device(self, n: int) -> None:
+        self.dev[:n].copy_(self._host[:n], non_blocking=True)  # async H2D on the current (our) stream
+
+    def to_host(self, n: int) -> None:
+        self._host[:n].copy_(self.dev[:n], non_blocking=True)
+
+
+class _TorchCuda:
+    name = "torch"
+
+    def __init__(self, index: int):
+        import torch
+
+        self.torch = torch
+        self.device = torch.device("cuda", index)
+        self.stream = torch.cuda.current_stream(self.device)
+        if self.stream.cuda_stream == 0:
+            # The legacy default stream makes enqueueV3 add a device-wide synchronisation (TensorRT
+            # warns about it): use a torch stream of our own, in the same context.
+            self.stream = torch.cuda.Stream(device=self.device)
+        self.stream_handle = int(self.stream.cuda_stream)
+
+    @contextlib.contextmanager
+    def activate(self) -> Iterator[None]:
+        # Worker threads start on device 0 with the default stream: select ours explicitly.
+        with self.torch.cuda.device(self.device), self.torch.cuda.stream(self.stream):
+            yield
+
+    def buffer(self, shape: tuple[int, ...]) -> _TorchBuffer:
+        return _TorchBuffer(self.torch, shape, self.device)
+
+    def event(self) -> Any:
+        return _TorchEvent(self.torch.cuda.Event(enable_timing=True), self.stream)
+
+    def synchronize(self) -> None:
+        self.stream.synchronize()
+
+    def close(self) -> None:
+        return None  # torch's caching allocator owns the memory
+
+
+class _TorchEvent:
+    def __init__(self, event: Any, stream: Any):
+        self.event, self.stream = event, stream
+
+    def record(self) -> None:
+        self.event.record(self.stream)
+
+    def synchronize(self) -> None:
+        self.event.synchronize()
+
+    def ms_until(self, later: "_TorchEvent") -> float:
+        return float(self.event.elapsed_time(later.event))
+
+
+class _PyCudaBuffer:
+    def __init__(self, cuda: Any, shape: tuple[int, ...], stream: Any):
+        self.cuda, self.stream = cuda, stream
+        self.host = cuda.pagelocked_empty(shape, np.uint8)  # pinned: async copies need it
+        self.dev = cuda.mem_alloc(self.host.nbytes)
+        self.ptr = int(self.dev)
+
+    def to_device(self, n: int) -> None:
+        self.cuda.memcpy_htod_async(self.dev, self.host[:n], self.stream)
+
+    def to_host(self, n: int) -> None:
+        self.cuda.memcpy_dtoh_async(self.host[:n], self.dev, self.stream)
+
+
+class _PyCuda:
+    name = "pycuda"
+
+    def __init__(self, index: int):
+        cuda = require("pycuda.driver", extra="trt", feature="running a TensorRT engine without a CUDA build of torch")
+        cuda.init()
+        if index >= cuda.Device.count():
+            raise RtsegError(f"--device cuda:{index}: this machine has {cuda.Device.count()} CUDA GPU(s)")
+        self.cuda = cuda
+        # The primary context is the one TensorRT's CUDA runtime calls use; a make_context()
+        # context (what pycuda.autoinit does) would be a second one.
+        self.ctx = cuda.Device(index).retain_primary_context()
+        self.buffers: list[_PyCudaBuffer] = []
+        with self.activate():
+            self.stream = cuda.Stream()
+        self.stream_handle = int(self.stream.handle)
+
+    @contextlib.contextmanager
+    def activate(self) -> Iterator[None]:
+        self.ctx.push()  # a context is current per thread: the pipeline calls infer from a worker
+        try:
+            yield
+        finally:
+            self.cuda.Context.pop()
+
+    def buffer(self, shape: tuple[int, ...]) -> _PyCudaBuffer:
+        buf = _PyCudaBuffer(self.cuda, shape, self.stream)
+        self.buffers.append(buf)
+        return buf
+
+    def event(self) -> Any:
+        return _PyCudaEvent(self.cuda.Event(), self.stream)
+
+    def synchronize(self) -> None:
+        self.stream.synchronize()
+
+    def close(self) -> None:
+        with self.activate():
+            for buf in self.buffers:
+                buf.dev.free()
+        self.buffers.clear()
+        self.ctx.detach()  # releases our hold on the primary context
+
+
+class _PyCudaEvent:
+    def __init__(self, event: Any, stream: Any):
+        self.event, self.stream = event, stream
+
+    def record(self) -> None:
+        self.event.record(self.stream)
+
+    def synchronize(self) -> None:
+        self.event.synchronize()
+
+    def ms_until(self, later: "_PyCudaEvent") -> float:
+        return float(self.event.time_till(later.event))
+
+
+def open_cuda(index: int) -> Any:
+    """Device memory, a stream and events on GPU ``index``: torch's when torch has CUDA, else pycuda's."""
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            if index >= torch.cuda.device_count():
+                raise RtsegError(f"--device cuda:{index}: torch sees {torch.cuda.device_count()} CUDA GPU(s)")
+            return _TorchCuda(index)
+    except ImportError:
+        pass
+    return _PyCuda(index)
