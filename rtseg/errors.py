@@ -7,9 +7,23 @@ an internal failure (exit 1).
 from __future__ import annotations
 
 import importlib
+import re
 from types import ModuleType
 
-__all__ = ["RtsegError", "MissingDependency", "require"]
+__all__ = ["RtsegError", "MissingDependency", "require", "redact"]
+
+# user:password@ (or user@) in a URL, and secret-looking query values: what redact() hides.
+_USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^/\s@]+)@")
+_SECRET_QUERY = re.compile(r"(?P<key>[?&;](?:password|passwd|pwd|pass|token|access_token|auth|key|secret|apikey|api_key)=)"
+                           r"(?P<value>[^&#\s]*)", re.IGNORECASE)
+
+
+def redact(text: str) -> str:
+    """``text`` with every URL's credentials shown as ``***``: ``rtsp://admin:hunter2@cam/x`` ->
+    ``rtsp://***@cam/x``, ``?token=abc`` -> ``?token=***``. Used on every message, title and
+    JSON value that may hold a source URL; the real URL only ever opens the stream."""
+    text = _USERINFO.sub(lambda m: f"{m.group('scheme')}***@", str(text))
+    return _SECRET_QUERY.sub(lambda m: f"{m.group('key')}***", text)
 
 
 class RtsegError(Exception):

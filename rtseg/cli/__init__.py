@@ -7,7 +7,7 @@ import sys
 
 
 from rtseg.cli._app import app, console_err
-from rtseg.errors import RtsegError
+from rtseg.errors import RtsegError, redact
 
 # Importing a command module registers its command on ``app``.
 from rtseg.cli import train as _train  # noqa: F401,E402
@@ -24,7 +24,7 @@ class _OneLine(logging.Formatter):
     """``warning: message`` (the level in lower case, as the CLI's ``error:`` lines)."""
 
     def format(self, record: logging.LogRecord) -> str:
-        return f"{record.levelname.lower()}: {record.getMessage()}"
+        return redact(f"{record.levelname.lower()}: {record.getMessage()}")
 
 
 # What each value option takes, shown in --help instead of Typer's type labels ("<str>", "<path>").
@@ -73,7 +73,7 @@ def main() -> None:
     except RtsegError as exc:
         from rich.markup import escape  # the message is text, not markup: "rtseg[trt]" must print as is
 
-        console_err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        console_err.print(f"[bold red]error:[/] {escape(redact(str(exc)))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         console_err.print("interrupted")

@@ -35,7 +35,9 @@ def weights_path(engine: Optional[Path]) -> Path:
 
 def note(text: str) -> None:
     """A one-line notice (an export into the cache, a size that stretches frames) on stderr."""
-    console_err.print(text, highlight=False, soft_wrap=True)
+    from rtseg.errors import redact
+
+    console_err.print(redact(text), highlight=False, soft_wrap=True, markup=False)
 
 
 def load(engine: Optional[Path], *, device: str, size: Optional[str], runtime: Optional[str], threads: int = 0,
@@ -113,7 +115,9 @@ def _run(source, engine, *, output: Optional[Path], masks: Optional[Path], show:
             written = segment(source, engine, outputs, sequential=sequential, queue_size=queue_size,
                               max_frames=max_frames, on_frame=status.update)
     except StageError as exc:
-        console_err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        from rtseg.errors import redact
+
+        console_err.print(f"error: {redact(str(exc))}", highlight=False, soft_wrap=True, markup=False)
         raise typer.Exit(1)
     result = written.result
     if not quiet:

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from rtseg.engines.base import Engine
-from rtseg.errors import RtsegError
+from rtseg.errors import RtsegError, redact
 from rtseg.pipeline.packet import Look
 from rtseg.pipeline.runner import engine_stages, run
 from rtseg.pipeline.sinks import VideoSink, encoder_threads
@@ -158,7 +158,7 @@ def bench(engine: Engine, open_source: Callable[[], Source], *, frames: int = 10
         return round(_median([x / y for x, y in zip(fps[a], fps[b])]), 3)
 
     result = {
-        "engine": engine.name, "device": engine.device, "model": engine.meta.model, "source": desc,
+        "engine": engine.name, "device": engine.device, "model": engine.meta.model, "source": redact(desc),
         "source_size": list(source_size), "input_size": list(engine.input_size), "frames": n,
         "stages_ms": {name: {k: round(v, 3) for k, v in s.items()} for name, s in seq_timings.summary().items()},
         "pipelined": {"fps": round(_median(fps["pipelined"]), 3), "wall_s": round(_median(walls["pipelined"]), 3),

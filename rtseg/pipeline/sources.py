@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import cv2
 import numpy as np
 
-from rtseg.errors import RtsegError
+from rtseg.errors import RtsegError, redact
 
 __all__ = ["Source", "VideoFileSource", "ImageFolderSource", "LiveSource", "open_source", "open_camera",
            "quiet_video_logs", "IMAGE_SUFFIXES"]
@@ -119,7 +119,10 @@ class VideoFileSource(Source):
     def from_capture(cls, cap: cv2.VideoCapture, label: str) -> "VideoFileSource":
         """A finite stream (e.g. an http URL of a file) already opened."""
         self = cls.__new__(cls)
-        self.name, self._path, self._cap = label.rstrip("/").rsplit("/", 1)[-1].rsplit(".", 1)[0] or "stream", None, cap
+        label = redact(label)  # names, messages and titles never show a URL's credentials
+        path_part = label.split("://", 1)[-1].split("?", 1)[0]
+        last = path_part.rstrip("/").rsplit("/", 1)[-1] if "/" in path_part.rstrip("/") else ""
+        self.name, self._path, self._cap = last.rsplit(".", 1)[0] or "stream", None, cap
         self._init_from_capture(label)
         return self
 
@@ -278,14 +281,14 @@ class LiveSource(Source):
 
 def open_camera(index: int | str, *, what: str | None = None) -> LiveSource:
     """Camera ``index`` (or a live stream URL) as a :class:`LiveSource`."""
-    label = what or (f"camera {index}" if isinstance(index, int) else str(index))
+    label = what or (f"camera {index}" if isinstance(index, int) else redact(str(index)))
     cap = cv2.VideoCapture(index)
     if not cap.isOpened():
         if isinstance(index, int):
             devices = sorted(str(p) for p in Path("/dev").glob("video*"))
             raise RtsegError(f"camera {index} cannot be opened (no such device, busy, or no permission); "
                              f"video devices here: {', '.join(devices) or 'none'}")
-        raise RtsegError(f"cannot open stream {index} (unreachable, or a protocol OpenCV's FFmpeg cannot read)")
+        raise RtsegError(f"cannot open stream {label} (unreachable, or a protocol OpenCV's FFmpeg cannot read)")
     cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # a hint some backends honour: less device-side latency
     name = f"camera{index}" if isinstance(index, int) else "stream"
     return LiveSource(cap, name=name, fps=_fps(cap))
@@ -300,10 +303,10 @@ def open_source(spec: str | int | Path) -> Source:
     if "://" in text:
         scheme = text.split("://", 1)[0].lower()
         if scheme not in ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt"):
-            raise RtsegError(f"unsupported URL scheme {scheme!r} in {text}; use rtsp, rtmp, http(s), udp, tcp or srt")
-        cap = cv2.VideoCapture(text, cv2.CAP_FFMPEG)
+            raise RtsegError(f"unsupported URL scheme {scheme!r} in {redact(text)}; use rtsp, rtmp, http(s), udp, tcp or srt")
+        cap = cv2.VideoCapture(text, cv2.CAP_FFMPEG)  # the real URL: the only place it is used
         if not cap.isOpened():
-            raise RtsegError(f"cannot open stream {text} (unreachable, or not a video stream)")
+            raise RtsegError(f"cannot open stream {redact(text)} (unreachable, or not a video stream)")
         if cap.get(cv2.CAP_PROP_FRAME_COUNT) > 0:  # a file served over http: read every frame
             return VideoFileSource.from_capture(cap, text)
         return LiveSource(cap, name="stream", fps=_fps(cap))
