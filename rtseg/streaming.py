@@ -97,7 +97,7 @@ _END = object()
 def stream(source: str | int | Path | None = None, *, weights: str | Path | None = None, runtime: str = "auto",
            device: str = "auto", size: str | Sequence[int] | None = None, streams: int = 0, queue_size: int = 0,
            max_frames: int | None = None, view: str | None = "overlay", alpha: float = 0.5,
-           legend: bool = True) -> Iterator[Result]:
+           legend: bool = True, reconnect: int = 5, stall_timeout: float = 5.0) -> Iterator[Result]:
     """Segment ``source`` (a video file, image folder or glob, camera index or stream URL; None:
     the bundled demo clip) with ``weights`` (None: the bundled CamVid weights) on ``runtime`` and
     ``device`` (auto: CUDA when PyTorch sees a GPU, else the CPU), yielding a :class:`Result` per
@@ -105,7 +105,8 @@ def stream(source: str | int | Path | None = None, *, weights: str | Path | None
     ``Result.dropped``). ``size``: the inference size (default: the weights' pixel count in the
     frame's shape); ``streams``/``queue_size`` 0: as ``rtseg run`` chooses. ``view``, ``alpha``,
     ``legend``: the picture a post stage draws in its own thread, as ``rtseg run`` does, for
-    ``Result.overlay`` and :class:`VideoWriter` (None: draw nothing ahead)."""
+    ``Result.overlay`` and :class:`VideoWriter` (None: draw nothing ahead). ``reconnect``,
+    ``stall_timeout``: a camera or stream URL that stops or stalls is opened again, as in ``rtseg run``."""
     from rtseg.bundled import DEMO_CLIP, bundled
     from rtseg.engines import auto_streams, open_engine
     from rtseg.pipeline.sources import open_source
@@ -115,7 +116,8 @@ def stream(source: str | int | Path | None = None, *, weights: str | Path | None
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    src = open_source(source if source is not None else str(bundled(DEMO_CLIP, "demo clip")))
+    src = open_source(source if source is not None else str(bundled(DEMO_CLIP, "demo clip")), reconnect=reconnect,
+                      stall_timeout=stall_timeout)
     try:
         streams = streams or auto_streams(weights, device, live=src.live, runtime=runtime)
         engine = open_engine(weights, device=device, size=size, runtime=runtime, frame_size=tuple(src.size),

@@ -22,6 +22,9 @@ SIZE_HELP = ("Inference size HxW, e.g. 512x1024. Default: about the weights' pix
 STREAMS_HELP = ("Frames the network works on at once, each on its share of the CPU threads (ONNX Runtime and "
                 "OpenVINO). 0 = auto: 2 on those runtimes on a CPU with 2+ cores reading a file or folder; 1 for "
                 "live sources, --sequential, PyTorch and TensorRT.")
+RECONNECT_HELP = ("Cameras and stream URLs: when the source stops, fails or stalls, open it again up to N times "
+                  "(waits of 0.5, 1, 2, 4, 8 s) and carry on; 0 ends the run with the stream. Files never reconnect.")
+STALL_HELP = "Seconds without a frame after which a live source counts as stalled (and is reconnected)."
 CODEC_HELP = ("auto: H.264 through PyAV for .mp4/.mov/.mkv (browsers play it), OpenCV's codec otherwise; "
               "h264 or opencv to insist.")
 
@@ -125,6 +128,8 @@ def _run(source, engine, *, output: Optional[Path], masks: Optional[Path], show:
         line = f"{result.frames} frames in {result.wall_s:.1f} s: {result.fps:.1f} fps, latency p50 {result.latency_ms['p50']:.0f} ms"
         if source.live:
             line += f", {result.dropped} stale frames dropped"
+            if source.outages:
+                line += f", {source.outages} outage(s), {source.reconnects} reconnect(s)"
         console.print(line, highlight=False)
     if written.video is not None and written.video.frames:
         console.print(f"wrote {output} ({written.video.codec})" + (" (interrupted: the frames so far)" if result.interrupted else ""),
@@ -181,6 +186,8 @@ def run_command(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or summary, only the output path."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the run's summary here as JSON (sizes, runtime, fps, latency, per-stage times)."),
     stats: Optional[Path] = typer.Option(None, "--stats", help="Write each frame's class pixel shares here as JSON Lines, and print a per-class summary at the end."),
+    reconnect: int = typer.Option(5, help=RECONNECT_HELP),
+    stall_timeout: float = typer.Option(5.0, "--stall-timeout", help=STALL_HELP),
 ) -> None:
     """Segment a video, image folder, camera or stream; write the overlay video (and masks, window)."""
     from rtseg.bundled import DEMO_CLIP, bundled
@@ -205,7 +212,7 @@ def run_command(
                          "Choose another path")
     if fps is not None and not fps > 0:
         raise RtsegError(f"--fps {fps} is not allowed; use a rate > 0")
-    src = open_source(spec)
+    src = open_source(spec, reconnect=reconnect, stall_timeout=stall_timeout)
     try:
         from rtseg.engines import auto_streams
         from rtseg.pipeline.trim import trim
@@ -251,6 +258,8 @@ def webcam_command(
     view: str = typer.Option("overlay", help="overlay, mask or side-by-side (m key cycles)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Also record the overlay to this video."),
     legend: bool = typer.Option(True, "--legend/--no-legend", help="Draw the class colours with their names (l toggles it)."),
+    reconnect: int = typer.Option(5, help=RECONNECT_HELP),
+    stall_timeout: float = typer.Option(5.0, "--stall-timeout", help=STALL_HELP),
     queue_size: int = typer.Option(1, "--queue-size", help="Frames each queue holds; 1 keeps the latency lowest."),
 ) -> None:
     """Live overlay window on a camera, with an FPS read-out; stale frames are dropped, never queued."""
@@ -260,7 +269,7 @@ def webcam_command(
     quiet_video_logs()
     Look(view=view, alpha=alpha)
     require_display("rtseg webcam", f"record the overlay without a window with: rtseg run {index} -o live.mp4")
-    src = open_camera(int(index)) if index.isdigit() else open_camera(index)
+    src = open_camera(int(index) if index.isdigit() else index, reconnect=reconnect, stall_timeout=stall_timeout)
     try:
         eng = load(engine, device=device, size=size, runtime=runtime, threads=threads, streams=streams,
                    frame_size=tuple(src.size))

@@ -96,4 +96,5 @@ def run_summary(source: Source, engine: Engine, weights: str | Path, result: Run
     return {"source": source.name, "source_size": list(source.size), "weights": str(weights), "runtime": engine.name,
             "device": engine.device, "input_size": list(engine.input_size), "streams": engine.streams,
             "frames": result.frames, "wall_s": round(result.wall_s, 3), "fps": round(result.fps, 3),
-            "dropped": result.dropped, "latency_ms": result.latency_ms, "stages_ms": result.stages_ms}
+            "dropped": result.dropped, "latency_ms": result.latency_ms, "stages_ms": result.stages_ms,
+            **({"outages": source.outages, "reconnects": source.reconnects} if source.live else {})}

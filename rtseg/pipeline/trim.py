@@ -62,6 +62,14 @@ class Trimmed(Source):
         return self.inner.dropped
 
     @property
+    def outages(self) -> int:  # type: ignore[override]
+        return self.inner.outages
+
+    @property
+    def reconnects(self) -> int:  # type: ignore[override]
+        return self.inner.reconnects
+
+    @property
     def cut_short(self) -> bool:
         return getattr(self.inner, "cut_short", False)
 
