@@ -179,3 +179,15 @@ def test_a_stalled_camera_is_reconnected(camera, tmp_path):
     assert res.returncode == 0, res.stderr
     summary = json.loads((tmp_path / "run.json").read_text())
     assert summary["frames"] == 100 and summary["reconnects"] >= 1 and "sent no frame for 1 s" in res.stderr
+
+
+@pytest.mark.slow
+def test_rtseg_stream_of_a_url_carries_on_through_an_outage(camera, monkeypatch):
+    import rtseg
+
+    monkeypatch.setattr(LiveSource, "BACKOFF", (0.5, 1.0, 2.0, 4.0, 8.0))  # the real waits: the outage is 2 s
+
+    threading.Timer(1.0, camera.outage, args=(2.0,)).start()
+    url = camera.url.replace("http://", "http://admin:hunter2@")
+    indices = [r.index for r in rtseg.stream(url, runtime="pytorch", device="cpu", size=(64, 96), max_frames=60)]
+    assert indices == list(range(60))  # no gap, no repeat, across the reconnect
