@@ -6,7 +6,6 @@ from __future__ import annotations
 import threading
 import time
 
-import numpy as np
 import pytest
 from pipeline_fakes import FakeEngine, RecordingSink, frame_mark, marked_frame
 
@@ -114,7 +113,6 @@ def test_a_run_keeps_writing_across_an_outage_with_continuous_indices():
 
 def _rtseg(*args, timeout=120):
     import os
-    import subprocess
     import sys
     from pathlib import Path
 
@@ -122,6 +120,18 @@ def _rtseg(*args, timeout=120):
     from test_run import rtseg_subprocess  # the fake engine: the camera's pace sets the run's length
 
     return rtseg_subprocess(*args, cwd=Path(os.environ.get("TMPDIR", "/tmp")), timeout=timeout)
+
+
+def _after_frames(camera, n: int, action, *args) -> None:
+    """Call ``action(*args)`` once the camera has sent ``n`` frames (the client is connected and
+    running), whatever the time a subprocess takes to start."""
+    def wait():
+        deadline = time.monotonic() + 60
+        while camera.frames_sent < n and time.monotonic() < deadline:
+            time.sleep(0.02)
+        action(*args)
+
+    threading.Thread(target=wait, daemon=True).start()
 
 
 @pytest.fixture
@@ -139,7 +149,7 @@ def test_a_camera_away_for_3_s_costs_one_reconnect_and_no_frame(camera, tmp_path
 
     from pipeline_fakes import count_frames
 
-    threading.Timer(2.0, camera.outage, args=(3.0,)).start()
+    _after_frames(camera, 25, camera.outage, 3.0)
     url = camera.url.replace("http://", "http://admin:hunter2@")  # credentials: used, never shown
     res = _rtseg("run", url, "--max-frames", "150", "-o", tmp_path / "live.mp4", "--json", tmp_path / "run.json")
     assert res.returncode == 0, res.stderr
@@ -156,7 +166,7 @@ def test_a_camera_away_for_3_s_costs_one_reconnect_and_no_frame(camera, tmp_path
 def test_a_camera_that_never_returns_ends_the_run_with_one_line_and_a_playable_file(camera, tmp_path):
     from pipeline_fakes import count_frames
 
-    threading.Timer(1.5, camera.close).start()
+    _after_frames(camera, 20, camera.close)
     res = _rtseg("run", camera.url, "-o", tmp_path / "live.mp4", "--reconnect", "2")
     assert res.returncode == 2, res.stderr
     last = res.stderr.strip().splitlines()[-1]
@@ -173,7 +183,7 @@ def test_a_stalled_camera_is_reconnected(camera, tmp_path):
         camera.stalled.set()
         threading.Timer(seconds, camera.stalled.clear).start()
 
-    threading.Timer(1.5, stall_for, args=(2.5,)).start()
+    _after_frames(camera, 20, stall_for, 2.5)
     res = _rtseg("run", camera.url, "--max-frames", "100", "--stall-timeout", "1", "-o", tmp_path / "live.mp4",
                  "--json", tmp_path / "run.json")
     assert res.returncode == 0, res.stderr
@@ -187,7 +197,7 @@ def test_rtseg_stream_of_a_url_carries_on_through_an_outage(camera, monkeypatch)
 
     monkeypatch.setattr(LiveSource, "BACKOFF", (0.5, 1.0, 2.0, 4.0, 8.0))  # the real waits: the outage is 2 s
 
-    threading.Timer(1.0, camera.outage, args=(2.0,)).start()
+    _after_frames(camera, 15, camera.outage, 2.0)
     url = camera.url.replace("http://", "http://admin:hunter2@")
     indices = [r.index for r in rtseg.stream(url, runtime="pytorch", device="cpu", size=(64, 96), max_frames=60)]
     assert indices == list(range(60))  # no gap, no repeat, across the reconnect

@@ -5,7 +5,6 @@ statistics of the random draws, and real training runs through it on the CPU and
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 
 import cv2
@@ -18,7 +17,7 @@ from rtseg.train.batch_augment import augment_batch, draw_params
 from rtseg.train.data import build_dataset
 from rtseg.train.device_data import DeviceData, evaluate_device
 from rtseg.train.evaluate import evaluate_model
-from rtseg.train.transforms import AugmentConfig, augment
+from rtseg.train.transforms import AugmentConfig
 
 # The synthetic frames of conftest.py, whose colour encodes the class (BGR colour per class).
 COLORS_BGR = np.array([[0, 0, 255], [0, 255, 0], [255, 0, 0]], np.uint8)
