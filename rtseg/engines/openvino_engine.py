@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -123,6 +124,8 @@ class OpenVINOEngine(Engine):
         # An infer request must not be used by two threads at once: one per calling thread.
         self._requests = PerThread(lambda k: self.compiled.create_infer_request())
         self._queue = None  # AsyncInferQueue, made on the first multi-frame batch in throughput mode
+        self._binding = threading.Lock()  # around OpenVINO's Python tensor handling (see infer)
+        self._ov_tensor = _ov().Tensor
         log.info("loaded %s (%s, %s hint)", self.describe(), precision, hint)
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
@@ -134,8 +137,15 @@ class OpenVINOEngine(Engine):
             return out
         request = self._requests.get()
         for i in range(len(batch)):
-            # The request's output buffer is reused by the next call: copy the ids out.
-            out[i] = request.infer({0: np.ascontiguousarray(batch[i:i + 1])})[0][0]
+            # Two streams' workers inside OpenVINO's Python tensor handling at once now and then
+            # hung the process (about 1 run in 10 with 2 streams; both stacks in openvino's
+            # data_dispatcher). Only that handling is serialised; the inference itself, which
+            # releases the GIL, still runs in parallel.
+            with self._binding:
+                request.set_input_tensor(self._ov_tensor(np.ascontiguousarray(batch[i:i + 1])))
+            request.infer()
+            with self._binding:  # the request's output buffer is reused by the next call: copy the ids out
+                out[i] = request.get_output_tensor().data[0]
         return out
 
     def _infer_parallel(self, batch: np.ndarray, out: np.ndarray) -> None:
