@@ -36,7 +36,7 @@ from rtseg.train.device_data import DeviceData, evaluate_device
 from rtseg.train.dist import DistInfo, all_reduce_sum, cleanup, init_distributed
 from rtseg.train.evaluate import evaluate_model
 from rtseg.train.losses import LOSSES, build_loss, enet_weights
-from rtseg.train.optim import AMP_MODES, autocast_and_scaler, build_optimizer, lr_at
+from rtseg.train.optim import AMP_MODES, amp_mode, autocast_and_scaler, build_optimizer, lr_at
 from rtseg.train.transforms import AugmentConfig, augment
 
 __all__ = ["TrainConfig", "TrainCallbacks", "train", "evaluate_model", "resolve_device", "CLASS_WEIGHTS"]
@@ -318,10 +318,9 @@ def _train(cfg: TrainConfig, cb: TrainCallbacks, device: str, info: DistInfo) ->
     sync_every = cfg.sync_every or (20 if device.startswith("cuda") else 1)
     total_steps = cfg.epochs * steps_per_epoch
     warmup_steps = int(cfg.warmup_epochs * steps_per_epoch)
-    amp_name = "off" if autocast.__class__.__name__ == "nullcontext" else str(getattr(autocast, "fast_dtype", cfg.amp)).replace("torch.", "")
     cb.on_message(f"training {cfg.model} on {train_ds.info.name} '{cfg.train_split}' ({n_train} frames"
                   f"{', held on the device' if device_train is not None else ''}), validating on '{cfg.val_split}' "
-                  f"({n_val} frames) every {cfg.val_every} epoch(s); {device}, mixed precision {amp_name}; "
+                  f"({n_val} frames) every {cfg.val_every} epoch(s); {device}, mixed precision {amp_mode(cfg.amp, device)}; "
                   f"{cfg.epochs - start_epoch + 1} epoch(s) of {steps_per_epoch} steps of {cfg.batch_size} "
                   f"{cfg.crop[0]}x{cfg.crop[1]} crops" + (f" x {info.world_size} processes" if info.enabled else ""))
     t_first: float | None = None  # when the run's second step began: the first is warm-up

@@ -12,7 +12,7 @@ import torch.nn as nn
 
 from rtseg.errors import RtsegError
 
-__all__ = ["param_groups", "build_optimizer", "lr_at", "autocast_and_scaler", "AMP_MODES"]
+__all__ = ["param_groups", "build_optimizer", "lr_at", "amp_mode", "autocast_and_scaler", "AMP_MODES"]
 
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 
@@ -63,19 +63,24 @@ def lr_at(step: int, total: int, *, optimizer: str, peak: float, warmup_steps: i
     return peak / 1e4 + (peak - peak / 1e4) * (1 + math.cos(math.pi * t)) / 2
 
 
-def autocast_and_scaler(amp: str, device: str):
-    """(context manager for the forward pass, GradScaler or None).
-
-    auto = bf16 on CUDA (fp16 with a GradScaler on GPUs without bf16); off on the CPU, where bf16 autocast measured
-    slower for Fast-SCNN training on this project's machine (see the README), so it is opt-in
-    (``--amp bf16``). bf16 needs no loss scaling: it has fp32's exponent range."""
+def amp_mode(amp: str, device: str) -> str:
+    """What ``--amp`` means on ``device``: "off", "bf16" or "fp16". auto = bf16 on CUDA (fp16 on
+    GPUs without bf16); off on the CPU, where bf16 changes the numerics for a 10% gain on this
+    project's machine (benchmarks/train_speed.py), so it is opt-in (``--amp bf16``)."""
     if amp not in AMP_MODES:
         raise RtsegError(f"--amp {amp!r} is not allowed; use {', '.join(AMP_MODES)}")
+    if amp != "auto":
+        return amp
+    if not device.startswith("cuda"):
+        return "off"
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"  # Ampere on: fp16's range without a GradScaler
+
+
+def autocast_and_scaler(amp: str, device: str):
+    """(context manager for the forward pass, GradScaler or None) for :func:`amp_mode`'s choice.
+    bf16 needs no loss scaling: it has fp32's exponent range."""
+    mode = amp_mode(amp, device)
     cuda = device.startswith("cuda")
-    if amp == "auto":  # bf16 where the GPU has it (Ampere on): fp16's range without a GradScaler
-        mode = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else "off"
-    else:
-        mode = amp
     if mode == "off":
         return contextlib.nullcontext(), None
     if mode == "fp16" and not cuda:
