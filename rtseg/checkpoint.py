@@ -80,15 +80,19 @@ def _what_is_wrong(path: Path, exc: BaseException) -> str:
     return "not a PyTorch checkpoint"
 
 
+def _args(meta: ModelMeta) -> str:
+    return " (" + ", ".join(f"{k}={v}" for k, v in meta.model_args.items()) + ")" if meta.model_args else ""
+
+
 def build_from_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, ModelMeta]:
     """The network of a checkpoint, weights loaded, in eval mode (training-only heads dropped)."""
     ckpt = load_checkpoint(path, map_location)
     meta: ModelMeta = ckpt["meta"]
-    model = create_model(meta.model, num_classes=meta.num_classes)
+    model = create_model(meta.model, num_classes=meta.num_classes, **meta.model_args)
     state = {k: v for k, v in ckpt["state_dict"].items() if not k.startswith("aux_heads.")}
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
-        raise RtsegError(f"{path}: weights do not fit {meta.model} with {meta.num_classes} classes "
+        raise RtsegError(f"{path}: weights do not fit {meta.model}{_args(meta)} with {meta.num_classes} classes "
                          f"({str(exc).splitlines()[0]})") from None
     return model.eval(), meta

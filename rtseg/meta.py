@@ -30,6 +30,7 @@ class ModelMeta:
     mean: tuple[float, float, float] = IMAGENET_MEAN  # RGB; x = (rgb / 255 - mean) / std
     std: tuple[float, float, float] = IMAGENET_STD
     dataset: str = "unknown"
+    model_args: Mapping[str, Any] = field(default_factory=dict)  # builder options beyond num_classes, e.g. {"width": 64} for unet
     extra: Mapping[str, Any] = field(default_factory=dict)  # free-form: training figures etc.
 
     def __post_init__(self) -> None:
@@ -57,6 +58,7 @@ class ModelMeta:
         d["palette"] = [list(c) for c in self.palette]
         d["input_size"] = list(self.input_size)
         d["mean"], d["std"] = list(self.mean), list(self.std)
+        d["model_args"] = dict(self.model_args)
         d["extra"] = dict(self.extra)
         return d
 
@@ -75,6 +77,7 @@ class ModelMeta:
                 mean=tuple(float(v) for v in d.get("mean", IMAGENET_MEAN)),
                 std=tuple(float(v) for v in d.get("std", IMAGENET_STD)),
                 dataset=str(d.get("dataset", "unknown")),
+                model_args=dict(d.get("model_args", {})),
                 extra=dict(d.get("extra", {})),
             )
         except (KeyError, TypeError, ValueError, IndexError) as exc:

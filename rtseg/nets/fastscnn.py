@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from rtseg.nets.layers import ConvBNReLU, DSConv, InvertedResidual, PyramidPooling, resize_to
+from rtseg.nets.layers import ConvBNReLU, DSConv, InvertedResidual, PyramidPooling, init_weights, resize_to
 from rtseg.nets.registry import register_model
 
 __all__ = ["FastSCNN", "fastscnn"]
@@ -90,19 +90,11 @@ class FastSCNN(nn.Module):
         self.global_features = GlobalFeatureExtractor()
         self.fusion = FeatureFusion(64, 128, 128)
         self.classifier = Classifier(128, num_classes, dropout)
-        # Aux heads on the learning-to-downsample and global-feature outputs, as in the paper.
+        # Aux heads on the learning-to-downsample and global-feature outputs, as in the paper,
+        # each loss weighted 0.4.
+        self.aux_weights = (0.4, 0.4) if aux else ()
         self.aux_heads = nn.ModuleList([AuxHead(64, num_classes), AuxHead(128, num_classes)]) if aux else None
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_weights(self)
 
     def forward(self, x: torch.Tensor):
         size = x.shape[-2:]

@@ -7,7 +7,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["ConvBNReLU", "DSConv", "InvertedResidual", "PyramidPooling", "adaptive_avg_pool2d_exact", "resize_to", "resize_matmul"]
+__all__ = ["ConvBNReLU", "DSConv", "InvertedResidual", "PyramidPooling", "adaptive_avg_pool2d_exact", "init_weights",
+           "resize_to", "resize_matmul"]
 
 
 def resize_to(x: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
@@ -48,6 +49,19 @@ def resize_matmul(x: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.
     m_h = _bilinear_matrix(x.shape[-2], h, x.device, dtype)
     m_w = _bilinear_matrix(x.shape[-1], w, x.device, dtype)
     return torch.matmul(torch.matmul(m_h, x), m_w.t())
+
+
+def init_weights(model: nn.Module) -> None:
+    """He (fan-out) initialisation for convolutions, BatchNorm as identity: what every rtseg
+    network uses when trained from scratch."""
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
 
 
 class ConvBNReLU(nn.Sequential):

@@ -29,7 +29,8 @@ from torch.utils.data.distributed import DistributedSampler
 from rtseg.checkpoint import load_checkpoint, save_checkpoint
 from rtseg.errors import RtsegError
 from rtseg.meta import ModelMeta
-from rtseg.nets import create_model
+from rtseg.nets import create_model, list_models
+from rtseg.nets.registry import model_options
 from rtseg.train.calibrate import fold_logit_offset, tune_logit_offset
 from rtseg.train.data import IGNORE, SegDataset, build_dataset, to_tensor
 from rtseg.train.device_data import DeviceData, evaluate_device
@@ -55,7 +56,8 @@ class TrainConfig:
     train_split: str = "train"
     val_split: str = "val"
     out_dir: str = "runs/train"  # best.pt, last.pt, tensorboard/ go here
-    model: str = "fastscnn"
+    model: str = "fastscnn"  # a registered network: fastscnn | ddrnet23_slim | bisenetv2 | unet
+    width: int = 0  # U-Net's first-stage width (64 = the paper's); 0 = the network's default (32)
     epochs: int = 100
     batch_size: int = 8  # per process under torchrun
     crop: tuple[int, int] = (360, 480)  # (h, w) training crop
@@ -69,7 +71,7 @@ class TrainConfig:
     warmup_epochs: float = 1.0  # linear warm-up for sgd (adamw's OneCycle has its own)
     loss: str = "ce"  # one of LOSSES
     class_weights: str = "none"  # none | enet (w = 1/ln(1.02 + p), ENet's) | espnet (w = 1/ln(1.10 + p), milder: ESPNet, CGNet)
-    aux_weight: float = 0.4  # auxiliary-head loss weight (paper: 0.4); 0 = no aux heads
+    aux_weight: float | None = None  # weight of each auxiliary head's loss; None = the network's paper weights (0.4 Fast-SCNN and DDRNet, 1 BiSeNetV2); 0 = no aux heads
     clip_grad: float = 0.0  # max gradient norm, 0 = off
     amp: str = "auto"  # auto (bf16 on CUDA, fp16 on GPUs without it, off on CPU) | off | bf16 | fp16
     data_on_device: str = "auto"  # auto (on for CUDA) | on | off: decode the train split once, keep it on the device, augment there (train/device_data.py)
@@ -106,7 +108,12 @@ class TrainConfig:
             (self.lr is None or self.lr > 0, "lr", self.lr, "> 0"),
             (self.weight_decay is None or self.weight_decay >= 0, "weight-decay", self.weight_decay, ">= 0"),
             (self.warmup_epochs >= 0, "warmup-epochs", self.warmup_epochs, ">= 0"),
-            (self.aux_weight >= 0, "aux-weight", self.aux_weight, ">= 0 (0 = no aux heads)"),
+            (self.aux_weight is None or self.aux_weight >= 0, "aux-weight", self.aux_weight, ">= 0 (0 = no aux heads)"),
+            (self.model in list_models(), "model", self.model, ", ".join(list_models())),
+            (self.width >= 0, "width", self.width, ">= 0 (0 = the network's default)"),
+            (self.width == 0 or self.model not in list_models() or "width" in model_options(self.model), "width",
+             self.width, f"0 with {self.model} (only networks with a width option take it: "
+             + ", ".join(m for m in list_models() if "width" in model_options(m)) + ")"),
             (self.clip_grad >= 0, "clip-grad", self.clip_grad, ">= 0 (0 = off)"),
             (self.workers >= 0, "workers", self.workers, ">= 0"),
             (self.limit >= 0, "limit", self.limit, ">= 0 (0 = all)"),
@@ -269,10 +276,13 @@ def _train(cfg: TrainConfig, cb: TrainCallbacks, device: str, info: DistInfo) ->
                             multiprocessing_context=context if val_workers else None)
 
     # --- model, loss, optimiser
-    meta = ModelMeta(model=cfg.model, num_classes=num_classes, class_names=train_ds.info.class_names,
+    model_args = {"width": cfg.width} if cfg.width else {}
+    meta = ModelMeta(model=cfg.model, model_args=model_args, num_classes=num_classes, class_names=train_ds.info.class_names,
                      palette=train_ds.info.palette, input_size=tuple(cfg.val_size or val_ds.read(0)[1].shape), dataset=train_ds.info.name,
                      extra={"train_config": _jsonable(asdict(cfg))})
-    model = create_model(cfg.model, num_classes=num_classes, aux=cfg.aux_weight > 0)
+    model = create_model(cfg.model, num_classes=num_classes, aux=cfg.aux_weight != 0, **model_args)
+    # The papers' weights per auxiliary head, or the one weight the user gave for each.
+    aux_weights = model.aux_weights if cfg.aux_weight is None else (cfg.aux_weight,) * len(model.aux_weights)
     if cfg.init:
         try:
             missing = model.load_state_dict(load_checkpoint(cfg.init)["state_dict"], strict=False)
@@ -285,7 +295,7 @@ def _train(cfg: TrainConfig, cb: TrainCallbacks, device: str, info: DistInfo) ->
         torch.backends.cudnn.benchmark = True  # training shapes are fixed: pick the fastest kernels once
     if info.enabled and device.startswith("cuda"):
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # PyTorch's SyncBatchNorm is GPU-only
-    criterion = build_loss(cfg.loss, ignore_index=IGNORE, class_weights=weights, aux_weight=cfg.aux_weight).to(device)
+    criterion = build_loss(cfg.loss, ignore_index=IGNORE, class_weights=weights, aux_weight=aux_weights).to(device)
     optimizer = build_optimizer(model, cfg.optimizer, lr=cfg.peak_lr, weight_decay=cfg.decay, momentum=cfg.momentum)
 
     start_epoch, best_miou, best_epoch, stale, history = 1, -1.0, 0, 0, []

@@ -181,21 +181,26 @@ class CrossEntropyLovasz(nn.Module):
 
 
 class WithAux(nn.Module):
-    """Main loss plus ``aux_weight`` x the same loss on each auxiliary output (paper: 0.4)."""
+    """Main loss plus the same loss on each auxiliary output, weighted: ``aux_weight`` is one
+    weight for every head (Fast-SCNN's paper: 0.4) or one per head, in the network's order
+    (a network's ``aux_weights``: its paper's)."""
 
-    def __init__(self, loss: nn.Module, aux_weight: float = 0.4):
+    def __init__(self, loss: nn.Module, aux_weight: float | Sequence[float] = 0.4):
         super().__init__()
         self.loss, self.aux_weight = loss, aux_weight
 
     def forward(self, outputs, target: torch.Tensor) -> torch.Tensor:
         if isinstance(outputs, tuple):
             main, aux = outputs
-            return self.loss(main, target) + self.aux_weight * sum(self.loss(a, target) for a in aux)
+            weights = self.aux_weight if isinstance(self.aux_weight, Sequence) else [self.aux_weight] * len(aux)
+            if len(weights) != len(aux):
+                raise ValueError(f"{len(aux)} auxiliary outputs but {len(weights)} weights")
+            return self.loss(main, target) + sum(w * self.loss(a, target) for w, a in zip(weights, aux))
         return self.loss(outputs, target)
 
 
 def build_loss(name: str, *, ignore_index: int = 255, class_weights: torch.Tensor | None = None,
-               aux_weight: float = 0.4) -> nn.Module:
+               aux_weight: float | Sequence[float] = 0.4) -> nn.Module:
     """A loss by name (one of ``LOSSES``), wrapped to handle auxiliary outputs."""
     if name == "ce":
         loss = nn.CrossEntropyLoss(weight=class_weights, ignore_index=ignore_index)

@@ -65,10 +65,3 @@ def test_registry():
     assert "fastscnn" in rtseg.list_models()
     with pytest.raises(RtsegError, match="unknown model 'nope'.*fastscnn"):
         rtseg.create_model("nope")
-
-
-@pytest.mark.parametrize("name", rtseg.list_models())
-def test_every_registered_model_segments_at_input_size(name):
-    net = rtseg.create_model(name, num_classes=3).eval()
-    with torch.inference_mode():
-        assert net(torch.randn(1, 3, 72, 100)).shape == (1, 3, 72, 100)

@@ -97,6 +97,19 @@ def test_aux_outputs_are_weighted():
     assert WithAux(ce, 0.4)(main, target).item() == pytest.approx(ce(main, target).item())
 
 
+def test_with_aux_takes_one_weight_per_head():
+    """A network's paper weights, one per head (e.g. BiSeNetV2's boosters: 1 each)."""
+    torch.manual_seed(0)
+    target = torch.randint(0, 3, (2, 4, 5))
+    main, a1, a2 = (torch.randn(2, 3, 4, 5) for _ in range(3))
+    ce = torch.nn.CrossEntropyLoss(ignore_index=IGNORE)
+    got = WithAux(ce, (1.0, 0.25))((main, [a1, a2]), target)
+    want = ce(main, target) + ce(a1, target) + 0.25 * ce(a2, target)
+    assert got.item() == pytest.approx(want.item())
+    with pytest.raises(ValueError, match="2 auxiliary outputs but 1 weights"):
+        WithAux(ce, (1.0,))((main, [a1, a2]), target)
+
+
 @pytest.mark.parametrize("name", LOSSES)
 def test_gradient_is_finite_nonzero_zero_on_ignored_and_descends(name):
     torch.manual_seed(0)

@@ -44,6 +44,32 @@ def test_two_epochs_lower_the_loss_and_write_loadable_checkpoints(cli, folder_da
     assert any((out / "tensorboard").iterdir())  # scalars and prediction images were written
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["ddrnet23_slim", "bisenetv2", "unet"])
+def test_train_each_network(cli, folder_data: Path, tmp_path: Path, name: str):
+    """`rtseg train --model NAME`: one epoch with the paper's auxiliary heads; the checkpoint
+    names the network (and its options) and loads without the heads."""
+    out = tmp_path / name
+    extra = ["--width", "8"] if name == "unet" else []
+    code, _, err = cli("train", *TINY, "--data-root", folder_data, "--out", out, "--epochs", "1", "--model", name, *extra)
+    assert code == 0, err
+    history = json.loads((out / "history.json").read_text())
+    assert np.isfinite(history[0]["train_loss"]) and 0 <= history[0]["val_miou"] <= 1
+    model, meta = build_from_checkpoint(out / "best.pt")
+    assert meta.model == name and meta.model_args == ({"width": 8} if name == "unet" else {})
+    assert getattr(model, "aux_heads", None) is None
+    assert meta.extra["train_config"]["aux_weight"] is None  # the network's paper weights
+    with torch.inference_mode():
+        assert model(torch.zeros(1, 3, 64, 96)).shape == (1, 3, 64, 96)
+
+
+def test_width_only_for_networks_that_take_it(cli, folder_data: Path, tmp_path: Path):
+    code, _, err = cli("train", *TINY, "--data-root", folder_data, "--out", tmp_path, "--model", "ddrnet23_slim", "--width", "64")
+    assert code != 0 and "--width 64 is not allowed; use 0 with ddrnet23_slim" in " ".join(err.split())
+    code, _, err = cli("train", *TINY, "--data-root", folder_data, "--out", tmp_path, "--model", "segformer")
+    assert code != 0 and "--model 'segformer' is not allowed; use bisenetv2, ddrnet23_slim, fastscnn, unet" in " ".join(err.split())
+
+
 class _Interrupt(Exception):
     pass
 
