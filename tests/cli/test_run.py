@@ -201,6 +201,30 @@ def test_run_with_a_real_checkpoint(tmp_path, tiny_checkpoint):
     assert count_frames(tmp_path / "o.mp4") == (3, 12.0, (96, 128))
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["ddrnet23_slim", "bisenetv2", "unet"])
+def test_run_each_network_with_the_default_runtime(tmp_path, name):
+    """Every network through the whole app as a user runs it: a checkpoint of that network, the
+    default runtime (exported once into the cache, then the fastest CPU runtime), a video out."""
+    import torch
+
+    from rtseg import create_model
+    from rtseg.checkpoint import save_checkpoint
+    from rtseg.meta import ModelMeta
+
+    torch.manual_seed(0)
+    args = {"width": 8} if name == "unet" else {}
+    weights = save_checkpoint(tmp_path / f"{name}.pt", create_model(name, num_classes=11, **args).eval(),
+                              ModelMeta.for_dataset("camvid", model=name, model_args=args, input_size=(64, 96)))
+    clip = write_video(tmp_path / "clip.mp4", 3, size=(96, 128))
+    res = rtseg_subprocess("run", clip, "--engine", weights, "-o", tmp_path / "o.mp4", "--json", tmp_path / "run.json",
+                           cwd=tmp_path, real=True)
+    assert res.returncode == 0, res.stderr
+    assert count_frames(tmp_path / "o.mp4") == (3, 12.0, (96, 128))
+    summary = json.loads((tmp_path / "run.json").read_text())
+    assert summary["frames"] == 3 and summary["runtime"] in ("openvino", "onnxruntime")
+
+
 def test_bench_writes_the_design_json(tmp_path, rtseg):
     clip = write_video(tmp_path / "clip.mp4", 12, size=(48, 64))
     # one stream: with two (the default where auto picks OpenVINO or ONNX Runtime) "engine_streams" is added
