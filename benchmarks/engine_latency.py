@@ -95,6 +95,13 @@ def time_engine(engine, batch: np.ndarray, runs: int, warmup: int) -> dict:
             "runs": runs, "all_ms": [round(t, 2) for t in times]}
 
 
+def write_json(path: str | Path, payload: dict) -> None:
+    """Write a benchmark's results (making the folder) and say where."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(payload, indent=1))
+    print(f"wrote {path}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--weights", help="rtseg checkpoint [default: bundled weights, else an untrained network]")
@@ -141,9 +148,7 @@ def main(argv: list[str] | None = None) -> int:
                "batch": 1, "runs": args.runs, "warmup": args.warmup, "torch": torch.__version__,
                "machine": f"{platform.machine()}, {len(__import__('os').sched_getaffinity(0))} cores",
                "results": results}
-        Path(args.json_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json_path).write_text(json.dumps(out, indent=1))
-        print(f"wrote {args.json_path}")
+        write_json(args.json_path, out)
     return 0
 
 

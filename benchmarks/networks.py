@@ -17,7 +17,6 @@ openvino`` runs there).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -29,7 +28,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from engine_latency import time_engine  # noqa: E402  (a sibling script: same timing, same definition)
+from engine_latency import time_engine, write_json  # noqa: E402  (a sibling script: same timing, same definition)
 
 from rtseg import create_model, list_models  # noqa: E402
 from rtseg.bundled import BENCH_FRAME  # noqa: E402
@@ -134,9 +133,7 @@ def main(argv: list[str] | None = None) -> int:
                "torch": torch.__version__, "machine": f"{platform.machine()}, {len(os.sched_getaffinity(0))} cores",
                "macs": "torch.utils.flop_counter.FlopCounterMode: convolutions and matrix products, FLOPs / 2",
                "results": rows}
-        Path(args.json_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json_path).write_text(json.dumps(out, indent=1))
-        print(f"wrote {args.json_path}")
+        write_json(args.json_path, out)
     return 0
 
 
