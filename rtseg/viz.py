@@ -160,11 +160,13 @@ class Legend:
         """(BGR panel (h, w, 3) uint8, alpha (h, w) float32) for frames ``frame_h`` high, listing
         ``classes`` (default: all); even sides."""
         key = (frame_h, tuple(classes) if classes is not None else None)
-        if key not in self._panels:
+        panel = self._panels.get(key)  # one lookup, no check-then-read: post workers share this cache
+        if panel is None:
             if len(self._panels) > 64:  # present-class panels vary: keep the cache small
                 self._panels.clear()
-            self._panels[key] = self._make(frame_h, list(classes) if classes is not None else list(range(len(self.names))))
-        return self._panels[key]
+            panel = self._make(frame_h, list(classes) if classes is not None else list(range(len(self.names))))
+            self._panels[key] = panel
+        return panel
 
     def _make(self, frame_h: int, classes: list[int]) -> tuple[np.ndarray, np.ndarray]:
         row = self._row(frame_h)

@@ -4,12 +4,15 @@ from __future__ import annotations
 import threading
 import time
 
+import numpy as np
 import pytest
 
 from pipeline_fakes import (Boom, FailingLook, FakeEngine, ListSource, RecordingSink, SimulatedCamera, frame_mark,
                             with_jitter)
 from rtseg.errors import RtsegError
 from rtseg.pipeline import Look, StageError, engine_stages, run
+from rtseg.pipeline.runner import Stage, post_workers_for
+from rtseg.viz import compose_i420, yuv_luts
 from rtseg.pipeline.sources import LiveSource
 
 MODES = [pytest.param(False, id="pipelined"), pytest.param(True, id="sequential")]
@@ -84,6 +87,74 @@ def test_a_fault_in_one_of_several_infer_workers_stops_everything():
     assert not _stage_threads()
 
 
+class _Concurrency:
+    """Wraps a stage function: counts how many calls run at once, and sleeps a random time in
+    each so that workers finish out of order."""
+
+    def __init__(self, fn, seconds: float):
+        self.fn, self.seconds, self.now, self.most = fn, seconds, 0, 0
+        self.lock, self.rng = threading.Lock(), np.random.default_rng(3)
+
+    def __call__(self, p):
+        with self.lock:
+            self.now += 1
+            self.most = max(self.most, self.now)
+            pause = self.rng.uniform(0, self.seconds)
+        try:
+            time.sleep(pause)
+            return self.fn(p)
+        finally:
+            with self.lock:
+                self.now -= 1
+
+
+class _PictureSink(RecordingSink):
+    """Also checks that each packet's picture was drawn from its own frame and ids."""
+
+    def __init__(self, luts):
+        super().__init__()
+        self.luts, self.mismatches = luts, 0
+
+    def write(self, p) -> None:
+        want = compose_i420(p.frame, p.ids, self.luts, "overlay", Look().alpha)
+        self.mismatches += int(not np.array_equal(p.picture, want))
+        super().write(p)
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_several_post_workers_keep_the_order(workers):
+    """Colour and blend on several threads (a many-core machine): they overlap, finish out of
+    order, and the pictures still leave in order, each drawn from its own frame."""
+    engine = FakeEngine(delay={"infer": 0.002})
+    stages = engine_stages(engine, Look(legend=False), i420=True, post_workers=workers)  # as for the H.264 writer
+    assert [s.workers for s in stages] == [1, 1, workers]
+    post = _Concurrency(stages[2].fn, 0.01)
+    stages[2] = Stage("post", post, workers)
+    source, sink = ListSource(60), _PictureSink(yuv_luts(engine.meta.palette))
+    result = _run_guarded(lambda: run(source, stages, sink, queue_size=2))
+    assert [s[0] for s in sink.seen] == list(range(60))
+    assert all(frame == ids == i % 251 for i, frame, ids in sink.seen)
+    assert sink.mismatches == 0 and sink.formats == {"i420"}
+    assert result.completed and post.most >= 2 and not _stage_threads()
+
+
+def test_a_fault_in_one_of_several_post_workers_stops_everything():
+    source, sink = ListSource(1000), RecordingSink()
+    stages = engine_stages(FakeEngine(delay={"infer": 0.002}), FailingLook(5), post_workers=3)
+    with pytest.raises(StageError, match="^post stage failed: Boom"):
+        _run_guarded(lambda: run(source, stages, sink, queue_size=3))
+    assert source.given < 1000 and [s[0] for s in sink.seen] == list(range(len(sink.seen)))
+    assert sink.closed_with == {"completed": False, "interrupted": False} and source.closed
+    deadline = time.monotonic() + 1.0
+    while _stage_threads() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not _stage_threads()
+
+
+def test_post_workers_follow_the_core_count():
+    assert [post_workers_for(n) for n in (1, 2, 4, 7, 8, 16, 64)] == [1, 1, 1, 1, 2, 2, 2]
+
+
 def test_max_frames_stops_early():
     source, sink = ListSource(50), RecordingSink()
     result = run(source, engine_stages(FakeEngine(), Look()), sink, max_frames=7)
@@ -92,11 +163,13 @@ def test_max_frames_stops_early():
 
 def test_back_pressure_bounds_frames_in_flight():
     """A slow writer stalls the reader: at most the queues' capacity plus one packet per stage is in flight."""
-    queue_size, stages = 2, 3
+    queue_size = 2
     source = ListSource(40)
     sink = RecordingSink(delay=0.01, source=source)
-    run(source, engine_stages(FakeEngine(), Look()), sink, queue_size=queue_size)
-    bound = queue_size * (stages + 1) + (stages + 1) + 1  # queued + being worked on + being written
+    stages = engine_stages(FakeEngine(), Look())
+    run(source, stages, sink, queue_size=queue_size)
+    working = sum(s.workers for s in stages) + 1  # one packet per stage worker and the reader (post has 2 workers on >= 8 cores)
+    bound = queue_size * (len(stages) + 1) + working + 1  # queued + being worked on + being written
     assert 4 <= sink.in_flight_max <= bound  # the reader did run ahead (so the bound was tested) but no further
 
 
