@@ -136,6 +136,43 @@ def bench_part(out: Path, device: str, tiny: bool) -> dict:
     return results
 
 
+def graph_check(device: str, tiny: bool) -> dict:
+    """The PyTorch engine alone with its forward replayed as a CUDA graph (the default on CUDA)
+    and run eagerly, in interleaved rounds on one real frame, and the ids they agree on. On the
+    CPU (``--cpu``) both are the same eager path: the step is rehearsed, not measured."""
+    import statistics
+
+    import cv2
+
+    from rtseg.bundled import BENCH_FRAME, DEFAULT_WEIGHTS
+    from rtseg.engines.torch_engine import TorchEngine
+
+    frame = cv2.imread(str(BENCH_FRAME))
+    calls = 3 if tiny else 200
+    results = {}
+    for h, w in ([(64, 128)] if tiny else [(512, 1024), (1024, 2048)]):
+        batch = cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA)[None]
+        engines = {mode: TorchEngine(DEFAULT_WEIGHTS, device=device, size=(h, w), cuda_graphs=mode == "graph")
+                   for mode in ("graph", "eager")}
+        ids = {mode: e.infer(batch) for mode, e in engines.items()}  # the first call captures the graph
+        fps: dict[str, list[float]] = {mode: [] for mode in engines}
+        for r in range(3):
+            for mode in (("graph", "eager") if r % 2 == 0 else ("eager", "graph")):
+                t0 = time.perf_counter()
+                for _ in range(calls):
+                    engines[mode].infer(batch)
+                fps[mode].append(calls / (time.perf_counter() - t0))
+        buffers = getattr(engines["graph"], "_buffers", {})
+        entry = {"graph_fps": round(statistics.median(fps["graph"]), 1), "eager_fps": round(statistics.median(fps["eager"]), 1),
+                 "graph_captured": any(b.graph is not None for b in buffers.values()),
+                 "ids_agree": round(float((ids["graph"] == ids["eager"]).mean()), 6)}
+        entry["graph_vs_eager"] = round(entry["graph_fps"] / entry["eager_fps"], 3)
+        log(f"engine alone {h}x{w}: CUDA graph {entry['graph_fps']} fps, eager {entry['eager_fps']} fps "
+            f"({entry['graph_vs_eager']}x; captured: {entry['graph_captured']}; ids agree {entry['ids_agree']:.4%})")
+        results[f"{h}x{w}"] = entry
+    return results
+
+
 def probe_speed(data: Path, device: str, crop: tuple[int, int], batch: int, steps: int) -> dict:
     """Training images/s of RECIPE's step (gather, augment on the device, forward, backward, SGD)
     in this process, after warm-up; one process alone on the device."""
@@ -282,6 +319,7 @@ def main(argv: list[str] | None = None) -> int:
             log(f"pytest -m gpu: exit {t['exit_code']}, {t.get('passed')} passed, {t.get('failures')} failed, "
                 f"{t.get('errors')} errors, {t.get('skipped')} skipped in {t['seconds']} s")
         summary["bench"] = bench_part(args.out, device, args.cpu)
+        summary["cuda_graph"] = graph_check(device, args.cpu)
     if args.part in ("train", "all"):
         summary["train"] = train_part(args.out, args.data, device, args.cpu, args.train_budget, args.concurrency)
     summary["seconds"] = round(time.perf_counter() - t0, 1)

@@ -60,6 +60,8 @@ def test_gpu_check_cpu_rehearsal_runs_every_step(tmp_path: Path):
     bench = summary["bench"]["64x128"]
     assert bench["exit_code"] == 0 and set(bench["result"]["stages_ms"]) == {"read", "transform", "infer", "post", "write"}
     assert bench["result"]["pipelined"]["fps"] > 0 and bench["pipelined_vs_engine_only"] > 0
+    graph = summary["cuda_graph"]["64x128"]  # on the CPU both modes are the eager path: same ids, nothing captured
+    assert graph["graph_fps"] > 0 and graph["eager_fps"] > 0 and graph["ids_agree"] == 1.0 and not graph["graph_captured"]
     train = summary["train"]
     assert train["probe"]["images_per_s"] > 0 and train["epochs"] == 2
     for name in ("train", "trainval"):

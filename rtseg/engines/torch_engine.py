@@ -8,11 +8,16 @@ frames go in and uint8 ids come out; the cast, normalisation and argmax run in t
 - CUDA: fp16 weights; frames are staged in a pinned host buffer (allocated once per batch shape)
   and copied up with ``non_blocking=True`` (3 bytes a pixel instead of 12 for float input); the
   ids come back through a pinned buffer too (1 byte a pixel), the only sync point per batch.
+  The forward runs as a CUDA graph, captured once per batch shape into static device buffers:
+  one launch a frame instead of Fast-SCNN's few hundred kernel launches from Python, which on
+  an H200 took most of the 6 ms infer stage and held the GIL the other stages need
+  (docs/gpu.md). A shape whose capture fails runs eagerly, with a one-line warning.
 """
 from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -54,7 +59,7 @@ class TorchEngine(Engine):
     name = "pytorch"
 
     def __init__(self, path: str | Path, *, device: str = "cpu", size: tuple[int, int] | None = None,
-                 fp16: bool | None = None, threads: int = 0):
+                 fp16: bool | None = None, threads: int = 0, cuda_graphs: bool = True):
         if threads > 0:
             torch.set_num_threads(threads)
         self.torch_device = resolve_torch_device(device)
@@ -69,8 +74,9 @@ class TorchEngine(Engine):
         if self.fp16:
             model = model.half()  # also casts the normalisation conv; uint8 input is cast to fp16 in-graph
         self.model = model.to(self.torch_device, memory_format=torch.channels_last)
-        self._pinned: dict[tuple[int, ...], tuple[torch.Tensor, torch.Tensor]] = {}  # batch shape -> (in, out)
-        self._lock = threading.Lock()  # the pinned buffers are shared between calls
+        self.cuda_graphs = cuda and cuda_graphs  # replay the forward as a CUDA graph (one per batch shape)
+        self._buffers: dict[tuple[int, ...], _CudaBuffers] = {}  # batch shape -> its buffers (and graph)
+        self._lock = threading.Lock()  # the buffers are shared between calls
         log.info("loaded %s", self.describe())
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
@@ -84,14 +90,58 @@ class TorchEngine(Engine):
 
     def _infer_cuda(self, batch: np.ndarray) -> np.ndarray:
         shape = batch.shape
-        # Worker threads start on device 0: select ours; the lock guards the shared pinned buffers.
+        # Worker threads start on device 0: select ours; the lock guards the shared buffers.
         with self._lock, torch.cuda.device(self.torch_device):
-            if shape not in self._pinned:  # once per batch shape, not per frame
-                self._pinned[shape] = (torch.empty(shape, dtype=torch.uint8, pin_memory=True),
-                                       torch.empty(shape[:3], dtype=torch.uint8, pin_memory=True))
-            host_in, host_out = self._pinned[shape]
-            np.copyto(host_in.numpy(), batch)
-            ids = self.model(host_in.to(self.torch_device, non_blocking=True))
-            host_out.copy_(ids, non_blocking=True)
+            buf = self._buffers.get(shape) or self._prepare(shape)  # once per batch shape, not per frame
+            np.copyto(buf.host_in.numpy(), batch)
+            buf.dev_in.copy_(buf.host_in, non_blocking=True)
+            if buf.graph is not None:
+                buf.graph.replay()  # writes buf.dev_out
+            else:
+                buf.dev_out.copy_(self.model(buf.dev_in))
+            buf.host_out.copy_(buf.dev_out, non_blocking=True)
             torch.cuda.current_stream(self.torch_device).synchronize()  # the one sync: wait for the ids
-            return host_out.numpy().copy()  # the pinned buffer is reused by the next call
+            return buf.host_out.numpy().copy()  # the pinned buffer is reused by the next call
+
+    def _prepare(self, shape: tuple[int, ...]) -> "_CudaBuffers":
+        """Pinned host buffers, static device buffers and, with ``cuda_graphs``, the captured graph."""
+        dev = self.torch_device
+        buf = _CudaBuffers(host_in=torch.empty(shape, dtype=torch.uint8, pin_memory=True),
+                           host_out=torch.empty(shape[:3], dtype=torch.uint8, pin_memory=True),
+                           dev_in=torch.zeros(shape, dtype=torch.uint8, device=dev),
+                           dev_out=torch.empty(shape[:3], dtype=torch.uint8, device=dev))
+        if self.cuda_graphs:
+            try:
+                buf.graph, buf.dev_out = _capture(self.model, buf.dev_in)
+            except Exception as exc:  # a driver, model or PyTorch build that cannot capture: run eagerly
+                torch.cuda.synchronize(dev)
+                log.warning("CUDA graph capture failed for batch %s (%s: %s); running the network eagerly",
+                            "x".join(map(str, shape)), type(exc).__name__, str(exc).splitlines()[0][:120])
+        self._buffers[shape] = buf
+        return buf
+
+
+@dataclass
+class _CudaBuffers:
+    host_in: torch.Tensor  # pinned uint8 (N, h, w, 3)
+    host_out: torch.Tensor  # pinned uint8 (N, h, w)
+    dev_in: torch.Tensor  # the graph's static input
+    dev_out: torch.Tensor  # the graph's static output (or where an eager run's ids are copied)
+    graph: "torch.cuda.CUDAGraph | None" = None
+
+
+def _capture(model: torch.nn.Module, static_in: torch.Tensor) -> tuple["torch.cuda.CUDAGraph", torch.Tensor]:
+    """Capture ``model(static_in)`` as a CUDA graph. As PyTorch's documentation asks, a few warm-up
+    runs go first on a side stream (cuDNN picks its kernels, the allocator fills its pool)."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            model(static_in)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        static_out = model(static_in)
+    graph.replay()  # run once now: a graph that cannot replay fails here, at load, not mid-run
+    torch.cuda.current_stream().synchronize()
+    return graph, static_out
