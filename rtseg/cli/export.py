@@ -11,7 +11,7 @@ from rtseg.cli._app import app, console
 
 @app.command()
 def export(
-    weights: Optional[Path] = typer.Option(None, "--weights", "-w", help="rtseg checkpoint (.pt) [default: the bundled CamVid weights]."),
+    weights: Optional[Path] = typer.Option(None, "--weights", "-w", "--engine", help="rtseg checkpoint (.pt) [default: the bundled CamVid weights]; --engine also works, as in run, eval and bench."),
     format: str = typer.Option("onnx", "--format", "-f", help="onnx (ONNX Runtime, OpenVINO) or engine (TensorRT plan)."),
     size: Optional[str] = typer.Option(None, "--size", help="Input size HxW the artifact is made for [default: the checkpoint's]."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output file [default: <weights stem>_<HxW>[_fp16].onnx|.plan]."),

@@ -328,7 +328,9 @@ def _train(cfg: TrainConfig, cb: TrainCallbacks, device: str, info: DistInfo) ->
     sync_every = cfg.sync_every or (20 if device.startswith("cuda") else 1)
     total_steps = cfg.epochs * steps_per_epoch
     warmup_steps = int(cfg.warmup_epochs * steps_per_epoch)
-    cb.on_message(f"training {cfg.model} on {train_ds.info.name} '{cfg.train_split}' ({n_train} frames"
+    net_desc = cfg.model + "".join(f" {k} {v}" for k, v in model_args.items()) + (
+        f" (auxiliary heads: {', '.join(f'{w:g}' for w in aux_weights)})" if aux_weights else "")
+    cb.on_message(f"training {net_desc} on {train_ds.info.name} '{cfg.train_split}' ({n_train} frames"
                   f"{', held on the device' if device_train is not None else ''}), validating on '{cfg.val_split}' "
                   f"({n_val} frames) every {cfg.val_every} epoch(s); {device}, mixed precision {amp_mode(cfg.amp, device)}; "
                   f"{cfg.epochs - start_epoch + 1} epoch(s) of {steps_per_epoch} steps of {cfg.batch_size} "

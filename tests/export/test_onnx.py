@@ -146,6 +146,10 @@ def test_cli_export_onnx(tmp_path, tiny_checkpoint):
     proc = _cli("export", "--weights", str(tiny_checkpoint), "--size", "128x160", "--output", str(out))
     assert proc.returncode == 0, proc.stderr
     assert read_onnx_meta(out).input_size == (128, 160)
+    # --engine names the weights as in run, eval and bench
+    proc = _cli("export", "--engine", str(tiny_checkpoint), "--size", "96x128", "--output", str(tmp_path / "e.onnx"))
+    assert proc.returncode == 0, proc.stderr
+    assert read_onnx_meta(tmp_path / "e.onnx").input_size == (96, 128)
     proc = _cli("export", "--weights", str(tiny_checkpoint), "--format", "tflite", "--output", str(out))
     assert proc.returncode == 2 and "--format must be onnx or engine" in proc.stderr
     proc = _cli("export", "--weights", str(tiny_checkpoint), "--format", "engine", "--dynamic")
