@@ -173,9 +173,11 @@ def graph_check(device: str, tiny: bool) -> dict:
     return results
 
 
-def probe_speed(data: Path, device: str, crop: tuple[int, int], batch: int, steps: int) -> dict:
+def probe_speed(data: Path, device: str, crop: tuple[int, int], batch: int, steps: int, compile: bool = False) -> dict:
     """Training images/s of RECIPE's step (gather, augment on the device, forward, backward, SGD)
-    in this process, after warm-up; one process alone on the device."""
+    in this process, after warm-up; one process alone on the device. ``compile``: the network
+    through torch.compile as ``rtseg train --compile`` runs it (CUDA graphs on CUDA); the warm-up,
+    which compiles, is timed apart (``warmup_s``)."""
     import torch
 
     from rtseg.nets import create_model
@@ -203,21 +205,26 @@ def probe_speed(data: Path, device: str, crop: tuple[int, int], batch: int, step
 
     it = epoch_batches()
     warm = max(3, steps // 3)
+    graphs = compile and device == "cuda"
+    net = torch.compile(model, mode="reduce-overhead" if graphs else "default") if compile else model
+    t_warm = time.perf_counter()
     for i in range(warm + steps):
         if i == warm:
             if device == "cuda":
                 torch.cuda.synchronize()
             t1 = time.perf_counter()
         images, labels = next(it)
+        if graphs:
+            torch.compiler.cudagraph_mark_step_begin()
         with autocast:
-            loss = crit(model(images), labels)
+            loss = crit(net(images), labels)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
     loss.item()  # waits for the device
     secs = time.perf_counter() - t1
-    return {"images_per_s": round(steps * batch / secs, 1), "steps": steps, "batch": batch,
-            "crop": list(crop), "decode_s": round(decode_s, 2), "frames_held": len(held)}
+    return {"images_per_s": round(steps * batch / secs, 1), "steps": steps, "batch": batch, "compile": compile,
+            "warmup_s": round(t1 - t_warm, 1), "crop": list(crop), "decode_s": round(decode_s, 2), "frames_held": len(held)}
 
 
 def train_part(out: Path, data: Path, device: str, tiny: bool, budget: float, concurrency: float) -> dict:
@@ -228,13 +235,26 @@ def train_part(out: Path, data: Path, device: str, tiny: bool, budget: float, co
     h, w = (int(v) for v in crop.split("x"))
     probe = probe_speed(data, device, (h, w), int(batch), steps=4 if tiny else 60)
     log(f"probe: {probe['images_per_s']:.0f} training images/s alone ({probe})")
+    # torch.compile with CUDA graphs, if it pays for its compiling within the budget. Not probed on
+    # the CPU rehearsal: inductor takes minutes to compile there (the loop's --compile is tested apart).
+    compiled, use_compile = None, False
+    if not tiny:
+        try:
+            compiled = probe_speed(data, device, (h, w), int(batch), steps=60, compile=True)
+            log(f"probe, compiled: {compiled['images_per_s']:.0f} images/s after {compiled['warmup_s']} s of warm-up")
+            use_compile = compiled["images_per_s"] * max(0.0, budget - 2 * compiled["warmup_s"]) > probe["images_per_s"] * budget
+        except Exception as exc:  # a compiler failure must not cost the training runs
+            compiled = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"}
+            log(f"probe, compiled: failed ({compiled['error']}); training eagerly")
+    speed = compiled["images_per_s"] if use_compile else probe["images_per_s"]
+    usable = budget - (2 * compiled["warmup_s"] if use_compile else 0.0)  # compiling again in each run, allowing for two runs at once
     frames = {"train": len(list((data / "train").iterdir())), "val": len(list((data / "val").iterdir()))}
     biggest = frames["train"] + frames["val"]
     # Both runs share the device: each is assumed to keep `concurrency` of the speed it has alone.
-    fit = int(budget * probe["images_per_s"] * concurrency / biggest)
+    fit = int(usable * speed * concurrency / biggest)
     epochs = TINY["epochs"] if tiny else max(1, min(RECIPE_EPOCHS, fit))
     log(f"epochs: {epochs} ({fit} would fit into {budget:.0f} s; the recipe's is {RECIPE_EPOCHS})")
-    recipe = list(RECIPE)
+    recipe = list(RECIPE) + (["--compile"] if use_compile else [])
     recipe[recipe.index("--crop") + 1] = crop
     recipe[recipe.index("--batch-size") + 1] = batch
     recipe[recipe.index("--val-size") + 1] = crop
@@ -251,7 +271,7 @@ def train_part(out: Path, data: Path, device: str, tiny: bool, budget: float, co
         log_file.flush()
         procs[name] = (subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, cwd=ROOT), run_dir, log_file,
                        time.perf_counter())
-    result = {"probe": probe, "epochs": epochs, "epochs_that_fit": fit, "recipe": recipe, "runs": {}}
+    result = {"probe": probe, "probe_compiled": compiled, "compile": use_compile, "epochs": epochs, "epochs_that_fit": fit, "recipe": recipe, "runs": {}}
     deadline = time.perf_counter() + max(60.0, budget * 1.6)  # a run far slower than the probe said is stopped
     for name, (proc, run_dir, log_file, t0) in procs.items():
         try:

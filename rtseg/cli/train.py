@@ -85,6 +85,7 @@ def train(
     aux_weight: Optional[float] = typer.Option(None, "--aux-weight", help="Loss weight of each auxiliary head (default: the network's paper: 0.4 Fast-SCNN and DDRNet, 1 BiSeNetV2; 0 = no aux heads)."),
     clip_grad: float = typer.Option(0.0, "--clip-grad", help="Max gradient norm (0 = off)."),
     amp: str = typer.Option("auto", help="auto (bf16 on CUDA, fp16 on GPUs without bf16, off on CPU), off, bf16 or fp16."),
+    compile: bool = typer.Option(False, "--compile/--no-compile", help="torch.compile the training step's network (on CUDA with CUDA graphs); the first steps take a minute or more to compile. Slower on CPUs measured so far."),
     data_on_device: str = typer.Option("auto", "--data-on-device", help="auto (on for CUDA), on or off: decode the train split once, hold it on the device as uint8 and augment whole batches there."),
     val_every: int = typer.Option(1, "--val-every", help="Validate every N epochs."),
     patience: int = typer.Option(0, help="Early stop after N validations without a better mIoU (0 = never)."),
@@ -112,7 +113,7 @@ def train(
         epochs=epochs, batch_size=batch_size, crop=parse_pair(crop, flag="--crop", cast=int),
         scale=parse_pair(scale, flag="--scale"), jitter=jitter, optimizer=optimizer, lr=lr, weight_decay=weight_decay,
         warmup_epochs=warmup_epochs, loss=loss, class_weights=class_weights, aux_weight=aux_weight,
-        clip_grad=clip_grad, amp=amp, data_on_device=data_on_device, val_every=val_every, patience=patience, seed=seed, workers=workers,
+        clip_grad=clip_grad, amp=amp, compile=compile, data_on_device=data_on_device, val_every=val_every, patience=patience, seed=seed, workers=workers,
         device=device, init=str(init) if init else None, tensorboard=tensorboard, limit=limit, calibrate=calibrate,
         val_size=parse_pair(val_size, flag="--val-size", cast=int) if val_size else None,
     )

@@ -75,6 +75,7 @@ class TrainConfig:
     clip_grad: float = 0.0  # max gradient norm, 0 = off
     amp: str = "auto"  # auto (bf16 on CUDA, fp16 on GPUs without it, off on CPU) | off | bf16 | fp16
     data_on_device: str = "auto"  # auto (on for CUDA) | on | off: decode the train split once, keep it on the device, augment there (train/device_data.py)
+    compile: bool = False  # torch.compile the training step's network (on CUDA with CUDA graphs: "reduce-overhead"); the first steps compile, for a minute or more
     sync_every: int = 0  # read the loss back (a device sync) every N steps; 0 = every step on the CPU, every 20 on CUDA
     val_every: int = 1  # validate every N epochs (and always after the last)
     patience: int = 0  # stop after N validations without a better mIoU, 0 = never
@@ -317,6 +318,10 @@ def _train(cfg: TrainConfig, cb: TrainCallbacks, device: str, info: DistInfo) ->
         if start_epoch > cfg.epochs:
             cb.on_message(f"nothing to do: {cfg.resume} finished epoch {start_epoch - 1}; raise --epochs to train on")
     net = nn.parallel.DistributedDataParallel(model) if info.enabled else model
+    # The training step may run a compiled network; validation, checkpoints and exports keep `model`
+    # (the same parameters), so the saved weights never carry the compiler's wrapper.
+    cuda_graphs = cfg.compile and device.startswith("cuda")
+    step_net = torch.compile(net, mode="reduce-overhead" if cuda_graphs else "default") if cfg.compile else net
 
     writer = _tensorboard(out / "tensorboard", cb) if cfg.tensorboard and info.is_main else None
     if device_train is not None:
@@ -356,8 +361,10 @@ def _train(cfg: TrainConfig, cb: TrainCallbacks, device: str, info: DistInfo) ->
                 group["lr"] = lr
             images = images.to(device, memory_format=torch.channels_last, non_blocking=True)
             labels = labels.to(device, non_blocking=True)
+            if cuda_graphs:
+                torch.compiler.cudagraph_mark_step_begin()  # a new iteration: last step's graph outputs may be reused
             with autocast:
-                loss = criterion(net(images), labels)
+                loss = criterion(step_net(images), labels)
             optimizer.zero_grad(set_to_none=True)
             if scaler is not None:
                 scaler.scale(loss).backward()

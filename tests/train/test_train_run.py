@@ -70,6 +70,35 @@ def test_width_only_for_networks_that_take_it(cli, folder_data: Path, tmp_path: 
     assert code != 0 and "--model 'segformer' is not allowed; use bisenetv2, ddrnet23_slim, fastscnn, unet" in " ".join(err.split())
 
 
+def test_compile_wraps_only_the_training_step(cli, folder_data: Path, tmp_path: Path, monkeypatch):
+    """--compile hands the training step's network to torch.compile (a stand-in here: compiling
+    takes minutes on this CPU); validation and the checkpoints keep the plain network."""
+    calls: list = []
+
+    class Compiled(torch.nn.Module):  # what torch.compile returns: a wrapper with _orig_mod
+        def __init__(self, module):
+            super().__init__()
+            self._orig_mod = module
+
+        def forward(self, x):
+            calls.append("step")
+            return self._orig_mod(x)
+
+    def fake_compile(module, **kw):
+        calls.append(kw)
+        return Compiled(module)
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    out = tmp_path / "run"
+    code, _, err = cli("train", *TINY, "--data-root", folder_data, "--out", out, "--epochs", "1", "--compile")
+    assert code == 0, err
+    assert calls[0] == {"mode": "default"}  # on CUDA: reduce-overhead (CUDA graphs)
+    assert calls.count("step") == 2  # both training steps ran through it; validation did not
+    model, meta = build_from_checkpoint(out / "best.pt")  # plain parameter names: no _orig_mod prefix
+    assert meta.extra["train_config"]["compile"] is True
+    assert not any("_orig_mod" in k for k in load_checkpoint(out / "last.pt")["state_dict"])
+
+
 class _Interrupt(Exception):
     pass
 
@@ -133,6 +162,8 @@ def test_train_says_what_it_is_about_to_do_and_how_long_it_will_take(make_folder
 
     train(TrainConfig(dataset="folder", data_root=str(root), out_dir=str(tmp_path / "run"), epochs=2, batch_size=2,
                       crop=(64, 64), workers=0, tensorboard=False), Callbacks())
-    assert said[0].startswith("training fastscnn on data 'train' (12 frames), validating on 'val' (12 frames)")
+    # the network, with its paper's auxiliary-head weights (the default --aux-weight)
+    assert said[0].startswith("training fastscnn (auxiliary heads: 0.4, 0.4) on data 'train' (12 frames), "
+                              "validating on 'val' (12 frames)")
     assert "cpu, mixed precision off; 2 epoch(s) of 6 steps of 2 64x64 crops" in said[0]
     assert any(m.startswith("about ") and " to go at " in m for m in said)
