@@ -140,7 +140,7 @@ def _capture(model: torch.nn.Module, static_in: torch.Tensor) -> tuple["torch.cu
             model(static_in)
     torch.cuda.current_stream().wait_stream(side)
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
+    with torch.cuda.graph(graph, capture_error_mode="thread_local"):  # other threads may use CUDA meanwhile
         static_out = model(static_in)
     graph.replay()  # run once now: a graph that cannot replay fails here, at load, not mid-run
     torch.cuda.current_stream().synchronize()
