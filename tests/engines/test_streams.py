@@ -61,6 +61,17 @@ def test_ort_streams_share_the_threads(onnx_file):
     assert all(s.get_session_options().intra_op_num_threads == 2 for s in engine.sessions)
 
 
+def test_openvino_streams_float_between_cores(onnx_file):
+    """Several OpenVINO streams share the cores with the pipeline's own threads: they are not
+    pinned to cores; one stream keeps OpenVINO's pinning (measured faster that way)."""
+    pytest.importorskip("openvino")
+    one = load_engine(onnx_file, runtime="openvino", threads=2)
+    two = load_engine(onnx_file, runtime="openvino", threads=2, streams=2)
+    assert two.compiled.get_property("ENABLE_CPU_PINNING") is False
+    ov = pytest.importorskip("openvino")
+    assert one.compiled.get_property("ENABLE_CPU_PINNING") == ov.Core().get_property("CPU", "ENABLE_CPU_PINNING")
+
+
 def test_streams_is_refused_where_it_does_not_apply(weights, onnx_file):
     with pytest.raises(RtsegError, match=r"--streams 2 applies to ONNX Runtime and OpenVINO; .* runs on pytorch"):
         load_engine(weights, streams=2)  # a .pt on its own runtime
