@@ -24,6 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from rtseg.bundled import BENCH_FRAME  # noqa: E402
 from rtseg.pipeline.bench import make_panned_video  # noqa: E402
+from results_json import write_json  # noqa: E402  (benchmarks/, beside this script)
 
 EXAMPLE = """
 import sys, time, json
@@ -73,8 +74,7 @@ def main() -> int:
     print(f"\nPython example / rtseg run: {result['api_vs_cli']:.2f} (target >= 0.90); "
           f"{result['api_fps_median']:.1f} against {result['cli_fps_median']:.1f} fps ({runtime}, {size[0]}x{size[1]})")
     if args.json:
-        args.json.write_text(json.dumps(result, indent=1) + "\n")
-        print(f"wrote {args.json}")
+        write_json(args.json, result)
     return 0
 
 

@@ -25,7 +25,6 @@ weights are CamVid weights.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -47,6 +46,7 @@ from rtseg.meta import ModelMeta
 from rtseg.nets import create_model
 from rtseg.nets.deploy import DeployModel
 from rtseg.train.metrics import ConfusionMatrix
+from results_json import write_json  # benchmarks/results_json.py, beside this script
 
 CAMVID = REPO_ROOT.parent / "shared" / "data" / "camvid"
 Infer = Callable[[np.ndarray], np.ndarray]  # uint8 (1, h, w, 3) -> uint8 (1, h, w)
@@ -223,8 +223,7 @@ def main() -> None:
             out["sizes"][text] = results
             print(table(text, results), flush=True)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(out, indent=1) + "\n")
+        write_json(args.json, out)
 
 
 def versions() -> dict[str, str]:

@@ -30,6 +30,7 @@ from rtseg.bundled import BENCH_FRAME  # noqa: E402
 from rtseg.engines import default_size  # noqa: E402
 from rtseg.bundled import DEFAULT_WEIGHTS  # noqa: E402
 from rtseg.pipeline.bench import make_panned_video  # noqa: E402
+from results_json import write_json  # noqa: E402  (benchmarks/, beside this script)
 
 
 def rtseg(*args, env) -> dict:
@@ -107,8 +108,7 @@ def main() -> int:
     print(f"rtseg bench (defaults: {b['runtime']}, {b['input_size'][0]}x{b['input_size'][1]}): pipelined "
           f"{b['pipelined_fps']:.1f} fps, sequential {b['sequential_fps']:.1f}: {b['pipelined_vs_sequential']:.2f}x (target 1.3x)")
     if args.json:
-        args.json.write_text(json.dumps(result, indent=1) + "\n")
-        print(f"wrote {args.json}")
+        write_json(args.json, result)
     return 0
 
 

@@ -12,7 +12,6 @@ without the bundled weights an untrained CamVid Fast-SCNN is used (and the JSON 
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import sys
@@ -28,6 +27,7 @@ from rtseg.bundled import BENCH_FRAME, DEFAULT_WEIGHTS
 from rtseg.checkpoint import build_from_checkpoint, save_checkpoint
 from rtseg.engines import load_engine
 from rtseg.engines.base import parse_size
+from results_json import write_json  # benchmarks/results_json.py, beside this script
 
 
 def _weights(arg: str | None, tmp: Path) -> tuple[Path, str]:
@@ -93,13 +93,6 @@ def time_engine(engine, batch: np.ndarray, runs: int, warmup: int) -> dict:
     p95 = times[min(len(times) - 1, int(round(0.95 * (len(times) - 1))))]
     return {"median_ms": round(statistics.median(times), 2), "p95_ms": round(p95, 2), "min_ms": round(times[0], 2),
             "runs": runs, "all_ms": [round(t, 2) for t in times]}
-
-
-def write_json(path: str | Path, payload: dict) -> None:
-    """Write a benchmark's results (making the folder) and say where."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(payload, indent=1))
-    print(f"wrote {path}")
 
 
 def main(argv: list[str] | None = None) -> int:

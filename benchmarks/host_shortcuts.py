@@ -14,7 +14,6 @@ the network runs below the frame size.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from pathlib import Path
@@ -27,6 +26,7 @@ import torch.nn.functional as F
 from rtseg.bundled import BENCH_FRAME, DEFAULT_WEIGHTS, REPO_ROOT
 from rtseg.meta import ModelMeta
 from rtseg.viz import colorize, compose, compose_i420, overlay, palette_lut, resize_nearest, yuv_luts
+from results_json import write_json  # benchmarks/results_json.py, beside this script
 
 
 def _median_ms(fn, runs: int) -> float:
@@ -143,9 +143,7 @@ def main() -> None:
     else:
         print(f"part 2 skipped: needs {args.weights} and {args.data}/val")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=1) + "\n")
-        print(f"wrote {args.json}")
+        write_json(args.json, result)
 
 
 if __name__ == "__main__":

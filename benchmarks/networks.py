@@ -28,7 +28,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from engine_latency import time_engine, write_json  # noqa: E402  (a sibling script: same timing, same definition)
+from engine_latency import time_engine  # noqa: E402  (a sibling script: same timing, same definition)
+from results_json import write_json  # noqa: E402
 
 from rtseg import create_model, list_models  # noqa: E402
 from rtseg.bundled import BENCH_FRAME  # noqa: E402

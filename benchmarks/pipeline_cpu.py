@@ -23,11 +23,10 @@ import statistics
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from engine_latency import write_json  # noqa: E402
+from results_json import write_json  # noqa: E402
 
 from rtseg.bundled import BENCH_FRAME, DEFAULT_WEIGHTS  # noqa: E402
 from rtseg.engines import auto_streams, open_engine  # noqa: E402

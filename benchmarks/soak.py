@@ -11,7 +11,6 @@ writing an H.264 overlay. A sampler thread reads /proc/self every second.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -30,6 +29,7 @@ from rtseg.bundled import BENCH_FRAME  # noqa: E402
 from rtseg.engines import open_engine  # noqa: E402
 from rtseg.pipeline.app import Outputs, segment  # noqa: E402
 from rtseg.pipeline.sources import Source, open_source, quiet_video_logs  # noqa: E402
+from results_json import write_json  # noqa: E402  (benchmarks/, beside this script)
 
 
 class Looping(Source):
@@ -127,8 +127,7 @@ def main() -> int:
         print(f"live: {written.result.frames} frames, {live.outages} outages, {live.reconnects} reconnects; "
               f"{flatness(samples)}", flush=True)
     if args.json:
-        args.json.write_text(json.dumps(result, indent=1) + "\n")
-        print(f"wrote {args.json}")
+        write_json(args.json, result)
     return 0
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import statistics
 import sys
 import tempfile
@@ -29,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 import rtseg.nets.layers as layers  # noqa: E402
 from rtseg.train.loop import TrainCallbacks, TrainConfig, train  # noqa: E402
+from results_json import write_json  # noqa: E402  (benchmarks/, beside this script)
 
 SETTINGS = {
     # name: (TrainConfig overrides, use the matrix-product resize)
@@ -108,11 +108,10 @@ def main() -> int:
     for row in rows:
         print(f"  {row['images_per_s']:7.2f}  {row['vs_before']:4.2f}x  {row['setting']}")
     if args.json:
-        args.json.write_text(json.dumps({"device": args.device, "torch": torch.__version__, "batch": args.batch,
+        write_json(args.json, {"device": args.device, "torch": torch.__version__, "batch": args.batch,
                                          "crop": list(crop), "threads": torch.get_num_threads(), "frames": args.frames,
                                          "rounds": args.rounds, "data": "camvid" if data == args.data else "synthetic",
-                                         "date": time.strftime("%Y-%m-%d"), "results": rows}, indent=1) + "\n")
-        print(f"wrote {args.json}")
+                                         "date": time.strftime("%Y-%m-%d"), "results": rows})
     return 0
 
 

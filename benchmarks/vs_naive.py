@@ -20,7 +20,6 @@ blend) against rtseg's transform + post stages (timed in rtseg's sequential mode
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -38,6 +37,7 @@ from rtseg.engines.base import parse_size
 from rtseg.pipeline import Look, engine_stages, open_source, run
 from rtseg.pipeline.sinks import VideoSink, encoder_threads
 from rtseg.pipeline.bench import make_panned_video
+from results_json import write_json  # benchmarks/results_json.py, beside this script
 
 
 def naive_loop(video: Path, weights: Path, out: Path, *, size: tuple[int, int] | None, alpha: float = 0.5) -> dict:
@@ -175,9 +175,7 @@ def main() -> None:
             "host_ms": {"naive": round(naive_host, 2), "naive_without_argmax": round(naive_host_no_argmax, 2),
                         "rtseg_transform_plus_post": round(ours_host, 2)},
             "python": sys.version.split()[0], "torch": torch.__version__, "cv2": cv2.__version__}}
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(details, indent=1) + "\n")
-        print(f"wrote {args.json}")
+        write_json(args.json, details)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -79,7 +79,7 @@ class _TorchCuda:
         return _TorchBuffer(self.torch, shape, self.device)
 
     def event(self) -> Any:
-        return _TorchEvent(self.torch.cuda.Event(enable_timing=True), self.stream)
+        return _Event(self.torch.cuda.Event(enable_timing=True), self.stream, lambda a, b: a.elapsed_time(b))
 
     def synchronize(self) -> None:
         self.stream.synchronize()
@@ -88,9 +88,12 @@ class _TorchCuda:
         return None  # torch's caching allocator owns the memory
 
 
-class _TorchEvent:
-    def __init__(self, event: Any, stream: Any):
-        self.event, self.stream = event, stream
+class _Event:
+    """A CUDA event recorded on ``stream``; ``elapsed`` gives the ms between two of its kind
+    (torch: ``Event.elapsed_time``; pycuda: ``Event.time_till``)."""
+
+    def __init__(self, event: Any, stream: Any, elapsed: Callable[[Any, Any], float]):
+        self.event, self.stream, self.elapsed = event, stream, elapsed
 
     def record(self) -> None:
         self.event.record(self.stream)
@@ -98,8 +101,8 @@ class _TorchEvent:
     def synchronize(self) -> None:
         self.event.synchronize()
 
-    def ms_until(self, later: "_TorchEvent") -> float:
-        return float(self.event.elapsed_time(later.event))
+    def ms_until(self, later: "_Event") -> float:
+        return float(self.elapsed(self.event, later.event))
 
 
 class _PyCudaBuffer:
@@ -147,7 +150,7 @@ class _PyCuda:
         return buf
 
     def event(self) -> Any:
-        return _PyCudaEvent(self.cuda.Event(), self.stream)
+        return _Event(self.cuda.Event(), self.stream, lambda a, b: a.time_till(b))
 
     def synchronize(self) -> None:
         self.stream.synchronize()
@@ -158,20 +161,6 @@ class _PyCuda:
                 buf.dev.free()
         self.buffers.clear()
         self.ctx.detach()  # releases our hold on the primary context
-
-
-class _PyCudaEvent:
-    def __init__(self, event: Any, stream: Any):
-        self.event, self.stream = event, stream
-
-    def record(self) -> None:
-        self.event.record(self.stream)
-
-    def synchronize(self) -> None:
-        self.event.synchronize()
-
-    def ms_until(self, later: "_PyCudaEvent") -> float:
-        return float(self.event.time_till(later.event))
 
 
 def open_cuda(index: int) -> Any:
