@@ -19,14 +19,10 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from rtseg.nets.layers import ConvBNReLU, init_weights, resize_to
+from rtseg.nets.layers import ConvBN, ConvBNReLU, init_weights, resize_to
 from rtseg.nets.registry import register_model
 
 __all__ = ["BiSeNetV2", "bisenetv2"]
-
-
-def _conv_bn(cin: int, cout: int, k: int = 3, stride: int = 1, groups: int = 1) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False), nn.BatchNorm2d(cout))
 
 
 class DetailBranch(nn.Sequential):
@@ -64,11 +60,11 @@ class GatherExpand(nn.Module):
     def __init__(self, cin: int, cout: int, stride: int = 1, e: int = 6):
         super().__init__()
         mid = cin * e
-        layers = [ConvBNReLU(cin, cin), *_conv_bn(cin, mid, 3, stride, groups=cin)]
+        layers = [ConvBNReLU(cin, cin), *ConvBN(cin, mid, 3, stride, groups=cin)]
         if stride == 2:
-            layers += _conv_bn(mid, mid, 3, 1, groups=mid)
-        self.body = nn.Sequential(*layers, *_conv_bn(mid, cout, 1))
-        self.shortcut = (nn.Sequential(*_conv_bn(cin, cin, 3, stride, groups=cin), *_conv_bn(cin, cout, 1))
+            layers += ConvBN(mid, mid, 3, 1, groups=mid)
+        self.body = nn.Sequential(*layers, *ConvBN(mid, cout, 1))
+        self.shortcut = (nn.Sequential(*ConvBN(cin, cin, 3, stride, groups=cin), *ConvBN(cin, cout, 1))
                          if stride != 1 or cin != cout else nn.Identity())
         self.relu = nn.ReLU(inplace=True)
 
@@ -117,10 +113,10 @@ class GuidedAggregation(nn.Module):
 
     def __init__(self, c: int = 128):
         super().__init__()
-        self.detail_keep = nn.Sequential(*_conv_bn(c, c, 3, groups=c), nn.Conv2d(c, c, 1, bias=False))
-        self.detail_down = nn.Sequential(*_conv_bn(c, c, 3, 2), nn.AvgPool2d(3, 2, 1))
-        self.semantic_keep = nn.Sequential(*_conv_bn(c, c, 3, groups=c), nn.Conv2d(c, c, 1, bias=False))
-        self.semantic_up = _conv_bn(c, c, 3)
+        self.detail_keep = nn.Sequential(*ConvBN(c, c, 3, groups=c), nn.Conv2d(c, c, 1, bias=False))
+        self.detail_down = nn.Sequential(*ConvBN(c, c, 3, 2), nn.AvgPool2d(3, 2, 1))
+        self.semantic_keep = nn.Sequential(*ConvBN(c, c, 3, groups=c), nn.Conv2d(c, c, 1, bias=False))
+        self.semantic_up = ConvBN(c, c, 3)
         self.fuse = ConvBNReLU(c, c)
 
     def forward(self, detail: torch.Tensor, semantic: torch.Tensor) -> torch.Tensor:

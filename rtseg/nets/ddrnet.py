@@ -21,14 +21,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from rtseg.nets.layers import init_weights, resize_to
+from rtseg.nets.layers import ConvBN, init_weights, resize_to
 from rtseg.nets.registry import register_model
 
 __all__ = ["DDRNet", "ddrnet23_slim"]
-
-
-def _conv_bn(cin: int, cout: int, k: int = 3, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, k, stride, k // 2, bias=False), nn.BatchNorm2d(cout))
 
 
 def _bn_relu_conv(cin: int, cout: int, k: int) -> nn.Sequential:
@@ -44,9 +40,9 @@ class BasicBlock(nn.Module):
 
     def __init__(self, cin: int, cout: int, stride: int = 1, relu: bool = True):
         super().__init__()
-        self.conv1 = nn.Sequential(*_conv_bn(cin, cout, 3, stride), nn.ReLU(inplace=True))
-        self.conv2 = _conv_bn(cout, cout, 3)
-        self.shortcut = _conv_bn(cin, cout, 1, stride) if stride != 1 or cin != cout else nn.Identity()
+        self.conv1 = nn.Sequential(*ConvBN(cin, cout, 3, stride), nn.ReLU(inplace=True))
+        self.conv2 = ConvBN(cout, cout, 3)
+        self.shortcut = ConvBN(cin, cout, 1, stride) if stride != 1 or cin != cout else nn.Identity()
         self.relu = relu
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -63,11 +59,11 @@ class Bottleneck(nn.Module):
         super().__init__()
         cout = width * self.expansion
         self.body = nn.Sequential(
-            *_conv_bn(cin, width, 1), nn.ReLU(inplace=True),
-            *_conv_bn(width, width, 3, stride), nn.ReLU(inplace=True),
-            *_conv_bn(width, cout, 1),
+            *ConvBN(cin, width, 1), nn.ReLU(inplace=True),
+            *ConvBN(width, width, 3, stride), nn.ReLU(inplace=True),
+            *ConvBN(width, cout, 1),
         )
-        self.shortcut = _conv_bn(cin, cout, 1, stride) if stride != 1 or cin != cout else nn.Identity()
+        self.shortcut = ConvBN(cin, cout, 1, stride) if stride != 1 or cin != cout else nn.Identity()
         self.relu = relu
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -126,7 +122,7 @@ class DDRNet(nn.Module):
         self.num_classes = num_classes
         high = planes * 2  # the high-resolution branch's width
         self.stem = nn.Sequential(  # 1/4
-            *_conv_bn(3, planes, 3, 2), nn.ReLU(inplace=True), *_conv_bn(planes, planes, 3, 2), nn.ReLU(inplace=True))
+            *ConvBN(3, planes, 3, 2), nn.ReLU(inplace=True), *ConvBN(planes, planes, 3, 2), nn.ReLU(inplace=True))
         self.layer1 = _stage(BasicBlock, planes, planes, blocks[0])  # 1/4, 32
         self.layer2 = _stage(BasicBlock, planes, planes * 2, blocks[1], 2)  # 1/8, 64
         # Low-resolution branch
@@ -138,10 +134,10 @@ class DDRNet(nn.Module):
         self.layer4_ = _stage(BasicBlock, high, high, 2)
         self.layer5_ = _stage(Bottleneck, high, high, 1)  # 2 x high channels out
         # Bilateral fusion: high -> low by strided 3x3 convs, low -> high by 1x1 conv and upsampling
-        self.down3 = _conv_bn(high, planes * 4, 3, 2)
-        self.down4 = nn.Sequential(*_conv_bn(high, planes * 4, 3, 2), nn.ReLU(inplace=True), *_conv_bn(planes * 4, planes * 8, 3, 2))
-        self.compress3 = _conv_bn(planes * 4, high, 1)
-        self.compress4 = _conv_bn(planes * 8, high, 1)
+        self.down3 = ConvBN(high, planes * 4, 3, 2)
+        self.down4 = nn.Sequential(*ConvBN(high, planes * 4, 3, 2), nn.ReLU(inplace=True), *ConvBN(planes * 4, planes * 8, 3, 2))
+        self.compress3 = ConvBN(planes * 4, high, 1)
+        self.compress4 = ConvBN(planes * 8, high, 1)
         self.spp = DAPPM(planes * 16, spp_planes, planes * 4)
         self.head = SegHead(planes * 4, head_planes, num_classes)
         self.aux_weights = (0.4,) if aux else ()

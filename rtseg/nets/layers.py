@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["ConvBNReLU", "DSConv", "InvertedResidual", "PyramidPooling", "adaptive_avg_pool2d_exact", "init_weights",
+__all__ = ["ConvBN", "ConvBNReLU", "DSConv", "InvertedResidual", "PyramidPooling", "adaptive_avg_pool2d_exact", "init_weights",
            "resize_to", "resize_matmul"]
 
 
@@ -62,6 +62,13 @@ def init_weights(model: nn.Module) -> None:
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
+
+
+class ConvBN(nn.Sequential):
+    """Conv and BatchNorm, no activation (a projection, or a branch added to another before its ReLU)."""
+
+    def __init__(self, cin: int, cout: int, k: int = 3, stride: int = 1, groups: int = 1):
+        super().__init__(nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False), nn.BatchNorm2d(cout))
 
 
 class ConvBNReLU(nn.Sequential):
