@@ -1,26 +1,22 @@
 """rtseg: real-time video semantic segmentation."""
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
+from rtseg._version import __version__
 from rtseg.errors import RtsegError
 from rtseg.meta import ModelMeta
 from rtseg.nets import create_model, list_models, register_model
 
 __all__ = ["RtsegError", "ModelMeta", "create_model", "list_models", "register_model", "load_engine", "stream",
-           "VideoWriter", "Result", "__version__"]
+           "VideoWriter", "Result", "batch", "__version__"]
 
 
-def load_engine(path=None, *, device: str = "cpu", **kwargs):
-    """Load any artifact as an engine; the file suffix picks the backend (see ``rtseg.engines``).
-    ``path`` None: the bundled CamVid weights, found from any working directory."""
-    from rtseg.engines import load_engine as _load
+def load_engine(path=None, *, device: str = "cpu", runtime: str | None = None, **kwargs):
+    """Load any artifact as an engine; the file suffix picks the backend (``rtseg.engines.open_engine``,
+    which takes the same keywords). ``path`` None: the bundled CamVid weights, found from any working
+    directory. ``runtime`` None runs the artifact on its own kind of runtime (PyTorch for a ``.pt``)."""
+    from rtseg.engines import open_engine
 
-    if path is None:
-        from rtseg.bundled import DEFAULT_WEIGHTS, bundled
-
-        path = bundled(DEFAULT_WEIGHTS, "CamVid weights")
-    return _load(path, device=device, **kwargs)
+    return open_engine(path, device=device, runtime=runtime, **kwargs)
 
 
 def stream(source=None, **kwargs):
@@ -35,4 +31,8 @@ def __getattr__(name: str):
         import rtseg.streaming as _module
 
         return getattr(_module, name)
+    if name == "batch":  # rtseg.batch(inputs, output_dir, ...): the package is callable (run_batch)
+        import rtseg.batch as _batch
+
+        return _batch
     raise AttributeError(f"module 'rtseg' has no attribute {name!r}")

@@ -13,14 +13,14 @@ import sys
 from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
-__all__ = ["Check", "run_checks"]
+__all__ = ["Check", "run_checks", "auto_choices"]
 
 
 @dataclass(frozen=True)
 class Check:
     """One row: ``ok`` is True (usable), False (missing or broken) or None (information only)."""
 
-    section: str  # "system", "engines", "video", "files"
+    section: str  # "system", "engines", "video", "files", "usable", "auto"
     name: str
     ok: bool | None
     version: str = ""
@@ -130,38 +130,96 @@ def _files() -> list[Check]:
 
 
 def _engines(rows: list[Check]) -> list[Check]:
-    """Summary: which engine kinds load_engine can use here."""
+    """Summary: which runtimes of the table (rtseg.engines.runtimes) open_engine can use here."""
+    from rtseg.engines.runtimes import TABLE
+
+    label = {name: f"{name} ({row.suffixes[0]})" for name, row in TABLE.items()}  # "pytorch (.pt)"
     ok = {r.name: r.ok for r in rows}
     cuda = bool(ok.get("torch CUDA"))
     providers = next((r.detail for r in rows if r.name == "onnxruntime"), "")
     ort_devices = "cpu" + (", cuda" if "CUDAExecutionProvider" in providers else "") + (
         " (+ TensorRT provider)" if "TensorrtExecutionProvider" in providers else "")
     return [
-        Check("usable", "pytorch (.pt)", bool(ok.get("torch")), detail="cpu" + (", cuda" if cuda else "")),
-        Check("usable", "onnxruntime (.onnx)", bool(ok.get("onnxruntime")), detail=ort_devices),
-        Check("usable", "openvino (.onnx)", bool(ok.get("openvino")),
+        Check("usable", label["pytorch"], bool(ok.get("torch")), detail="cpu" + (", cuda" if cuda else "")),
+        Check("usable", label["onnxruntime"], bool(ok.get("onnxruntime")), detail=ort_devices),
+        Check("usable", label["openvino"], bool(ok.get("openvino")),
               detail=next((r.detail for r in rows if r.name == "openvino" and r.ok), "")),
-        Check("usable", "tensorrt (.plan)", bool(ok.get("tensorrt")) and cuda,
+        Check("usable", label["tensorrt"], bool(ok.get("tensorrt")) and cuda,
               detail="" if cuda else "needs an NVIDIA GPU with CUDA"),
         *_auto_rows(cuda),
     ]
 
 
 def _auto_rows(cuda: bool) -> list[Check]:
-    """What ``--runtime auto`` (the default of run, webcam, bench and eval) picks here, and why."""
+    """What ``--runtime auto`` (the default of run, webcam, bench and eval) falls back to here
+    when it does not measure (RTSEG_AUTO_PROBE=0), and why."""
     from rtseg.engines import resolve_runtime, runtime_reason
 
     rows = []
     for device in ("cpu", "cuda") if cuda else ("cpu",):
         rt = resolve_runtime(None, "auto", device)
-        rows.append(Check("usable", f"auto on {device}", True, rt, f"picked for weights on --device {device}: "
+        rows.append(Check("usable", f"auto on {device}, unmeasured", None, rt, f"the fixed rule (RTSEG_AUTO_PROBE=0): "
                           f"{runtime_reason(rt, device)}"))
     return rows
 
 
-def run_checks() -> list[Check]:
-    """Every check, in display order."""
+def _choice_row(choice: Any, how: str) -> Check:
+    """One of auto's choices: what it measured (ms a frame) and which it kept."""
+    about = choice.about
+    size = "x".join(map(str, about.get("size", ())))
+    times = ", ".join(f"{k} {v:.1f} ms" for k, v in sorted(choice.ms.items(), key=lambda kv: kv[1]))
+    rejected = "".join(f"; {k}: {why}" for k, why in choice.rejected.items())
+    name = f"{about.get('weights', '?')} at {size} on {about.get('device', '?')}, {about.get('streams', 1)} stream(s)"
+    return Check("auto", name, True, f"{choice.runtime} {choice.precision}",
+                 f"{times}{rejected} ({how} {about.get('when', '')}; probe {about.get('probe_s', 0):.1f} s)")
+
+
+def auto_choices(measure: bool = True) -> list[Check]:
+    """auto's cached choices for this machine (rtseg.engines.probe); when there are none and
+    ``measure``, it measures once for the bundled weights at their own size on the CPU."""
+    from rtseg.engines import probe
+    from rtseg.machine import machine_key
+
+    here = machine_key()
+    mine = [c for c in probe.cached_choices().values() if c.about.get("machine_key") == here]
+    others = len(probe.cached_choices()) - len(mine)
+    rows = [_choice_row(c, "cached") for c in mine]
+    if not mine and measure and os.environ.get("RTSEG_AUTO_PROBE", "1") != "0":
+        rows += _measure_bundled()
+    elif not mine:
+        rows.append(Check("auto", "choices", None, detail=f"none cached for this machine ({probe.choices_file()}); "
+                          "the first rtseg run/bench measures"))
+    if others:
+        rows.append(Check("auto", "other machines", None, detail=f"{others} choice(s) cached for another CPU, GPU "
+                          "or library versions (measured again here when met)"))
+    return rows
+
+
+def _measure_bundled() -> list[Check]:
+    """Measure auto's choice now for the bundled weights at their own size, as `rtseg run` would."""
+    from rtseg.bundled import DEFAULT_WEIGHTS
+    from rtseg.engines import auto_streams, open_engine, probe
+    from rtseg.errors import RtsegError
+
+    if not DEFAULT_WEIGHTS.is_file():
+        return [Check("auto", "choices", None, detail="none cached, and no bundled weights to measure")]
+    streams = auto_streams(None, "cpu", live=False)
+    try:
+        open_engine(None, device="cpu", runtime="auto", streams=streams, note=lambda _: None)
+    except RtsegError as exc:
+        return [Check("auto", "choices", False, detail=f"measuring failed: {exc}")]
+    return [_choice_row(c, "measured now,") for c in probe.cached_choices().values()
+            if c.about.get("weights") == DEFAULT_WEIGHTS.name][-1:]
+
+
+def run_checks(measure: bool = True) -> list[Check]:
+    """Every check, in display order; ``measure``: let auto measure once when nothing is cached."""
+    from rtseg import machine
+
     rows = [Check("system", "python", True, platform.python_version(), sys.executable),
-            Check("system", "platform", None, f"{platform.system()} {platform.release()} {platform.machine()}", f"{len(os.sched_getaffinity(0))} CPU cores usable")]
+            Check("system", "platform", None, f"{platform.system()} {platform.release()} {platform.machine()}", f"{len(os.sched_getaffinity(0))} CPU cores usable"),
+            Check("system", "cpu", None, machine.cpu_model(), "flags: " + (" ".join(machine.cpu_flags()) or "none of "
+                  + ", ".join(machine.FLAGS)) + ("; native bf16" if machine.native_bf16() else "; no native bf16"))]
     rows += _torch() + _onnx() + _openvino() + _tensorrt() + _opencv() + _files()
-    return rows + _engines(rows)
+    rows += _engines(rows)
+    return rows + auto_choices(measure)

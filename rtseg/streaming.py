@@ -27,7 +27,7 @@ from rtseg.errors import RtsegError
 from rtseg.pipeline.packet import Look, Packet
 from rtseg.pipeline.runner import Sink, StopRun, engine_stages, run
 from rtseg.pipeline.sinks import VideoSink
-from rtseg.viz import Legend, compose, i420_to_bgr, palette_lut
+from rtseg.viz import Legend, draw, i420_to_bgr, palette_lut
 
 __all__ = ["Result", "stream", "VideoWriter"]
 
@@ -55,19 +55,26 @@ class Result:
         first asked (as ``engine.predict`` does)."""
         return self._packet.frame_ids()
 
-    def overlay(self, view: str = "overlay", alpha: float = 0.5, legend: bool = True) -> np.ndarray:
-        """The picture ``rtseg run`` writes (BGR): ``view`` overlay, mask or side-by-side. The one
-        the stream drew in its own thread (its ``view``, ``alpha``, ``legend``) costs nothing more."""
+    def picture(self, view: str = "overlay", alpha: float = 0.5, legend: bool = True) -> tuple[np.ndarray, str]:
+        """(picture, format) for ``view``, ``alpha``, ``legend``: the one the stream drew ahead when
+        it matches (format "i420" or "bgr"; not a copy), else one drawn now in "bgr". For writers
+        that take either format; :meth:`overlay` always gives BGR."""
         Look(view=view, alpha=alpha)  # validates both, in one line
         p = self._packet
         if p.picture is not None and p.look == (view, round(alpha, 3), bool(legend)):
-            return p.picture.copy() if p.picture_format == "bgr" else i420_to_bgr(p.picture)
-        picture = compose(self.frame, self._packet.ids, palette_lut(self.palette), view, alpha)
-        if legend:
-            if self._legend is None:
-                self._legend = Legend(self.classes, self.palette)
-            self._legend.draw(picture, "bgr", self.frame.shape[:2], self._packet.ids)
-        return picture
+            return p.picture, p.picture_format
+        if legend and self._legend is None:
+            self._legend = Legend(self.classes, self.palette)
+        return draw(self.frame, p.ids, view, alpha, lut=palette_lut(self.palette),
+                    legend=self._legend if legend else None)
+
+    def overlay(self, view: str = "overlay", alpha: float = 0.5, legend: bool = True) -> np.ndarray:
+        """The picture ``rtseg run`` writes (BGR): ``view`` overlay, mask or side-by-side. The one
+        the stream drew in its own thread (its ``view``, ``alpha``, ``legend``) costs nothing more."""
+        picture, fmt = self.picture(view, alpha, legend)
+        if fmt == "i420":
+            return i420_to_bgr(picture)
+        return picture.copy() if picture is self._packet.picture else picture
 
 
 class _Handoff(Sink):
@@ -97,7 +104,10 @@ _END = object()
 def stream(source: str | int | Path | None = None, *, weights: str | Path | None = None, runtime: str = "auto",
            device: str = "auto", size: str | Sequence[int] | None = None, streams: int = 0, queue_size: int = 0,
            max_frames: int | None = None, view: str | None = "overlay", alpha: float = 0.5,
-           legend: bool = True, reconnect: int = 5, stall_timeout: float = 5.0) -> Iterator[Result]:
+           legend: bool = True, reconnect: int = 5, stall_timeout: float = 5.0, start: str | int | None = None,
+           end: str | int | None = None, stride: int = 1, fps: float | None = None, classes: str | None = None,
+           normalize: str | None = None, bgr: bool = False, input_name: str | None = None,
+           output_name: str | None = None, temporal: str | bool = "off") -> Iterator[Result]:
     """Segment ``source`` (a video file, image folder or glob, camera index or stream URL; None:
     the bundled demo clip) with ``weights`` (None: the bundled CamVid weights) on ``runtime`` and
     ``device`` (auto: CUDA when PyTorch sees a GPU, else the CPU), yielding a :class:`Result` per
@@ -106,36 +116,46 @@ def stream(source: str | int | Path | None = None, *, weights: str | Path | None
     frame's shape); ``streams``/``queue_size`` 0: as ``rtseg run`` chooses. ``view``, ``alpha``,
     ``legend``: the picture a post stage draws in its own thread, as ``rtseg run`` does, for
     ``Result.overlay`` and :class:`VideoWriter` (None: draw nothing ahead). ``reconnect``,
-    ``stall_timeout``: a camera or stream URL that stops or stalls is opened again, as in ``rtseg run``."""
-    from rtseg.bundled import DEMO_CLIP, bundled
-    from rtseg.engines import auto_streams, open_engine
-    from rtseg.pipeline.sources import open_source
+    ``stall_timeout``: a camera or stream URL that stops or stalls is opened again, as in ``rtseg run``.
+    ``start``, ``end``, ``stride``, ``fps``: as ``rtseg run``'s --start and --end (a frame number
+    or a time: 120, "4.5s", "1:02"), --stride (every Nth frame) and --fps (an image folder's rate).
+    ``classes``, ``normalize``, ``bgr``, ``input_name``, ``output_name``: as ``rtseg run``'s flags,
+    for ``weights`` an ONNX file from another tool (wrapped once into the cache). ``temporal``:
+    "on" (or True) for ``rtseg run --temporal on``'s filter: steadier ids on video."""
+    from rtseg.devices import parse_device
+    from rtseg.pipeline.context import EngineOptions, SourceOptions, open_run
+    from rtseg.pipeline.temporal import parse_temporal
 
     look = Look(view=view, alpha=alpha, legend=legend) if view is not None else None
-    if device == "auto":
+    temporal_config = parse_temporal(temporal)
+    if str(device).strip().lower() == "auto":  # PyTorch's view, for every runtime (other names pass through)
         import torch
 
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    src = open_source(source if source is not None else str(bundled(DEMO_CLIP, "demo clip")), reconnect=reconnect,
-                      stall_timeout=stall_timeout)
-    try:
-        streams = streams or auto_streams(weights, device, live=src.live, runtime=runtime)
-        engine = open_engine(weights, device=device, size=size, runtime=runtime, frame_size=tuple(src.size),
-                             streams=streams)
+        device = str(parse_device(device).resolve(torch.cuda.is_available))
+    start, end = (None if v is None else str(v) for v in (start, end))  # positions as the CLI takes them
+    opened = open_run(SourceOptions(source, start=start, end=end, stride=stride, fps=fps, reconnect=reconnect,
+                                    stall_timeout=stall_timeout),
+                      EngineOptions(weights, runtime=runtime, device=device, size=size, streams=streams,
+                                    classes=classes, normalize=normalize, bgr=bgr, input_name=input_name,
+                                    output_name=output_name))
+    src = opened.source
+    try:  # errors at the call, not at the first next()
+        stages = engine_stages(opened.engine, look, i420=True, temporal=temporal_config)  # look None: no post stage
     except BaseException:
         src.close()
         raise
-    return _iterate(src, engine, queue_size or (1 if src.live else 4), max_frames, look)
+    return _iterate(src, opened.engine, queue_size or (1 if src.live else 4), max_frames, stages=stages)
 
 
-def _iterate(src, engine, queue_size: int, max_frames: int | None, look: Look | None = None) -> Iterator[Result]:
+def _iterate(src, engine, queue_size: int, max_frames: int | None, look: Look | None = None, *,
+             stages=None) -> Iterator[Result]:
     """The generator behind :func:`stream` (a separate function so that opening errors raise at
-    the call, not at the first ``next``)."""
+    the call, not at the first ``next``). ``stages``: as made by ``engine_stages``; None: made for ``look``."""
+    if stages is None:
+        stages = engine_stages(engine, look, i420=True)  # look None: no post stage; else drawn in I420, as H.264 takes it
     cancel = threading.Event()
     handoff = _Handoff(cancel)
     outcome: dict[str, Any] = {}
-    # transform, infer and, with a look, post: drawn in I420, what the H.264 writer encodes
-    stages = engine_stages(engine, look, i420=True) if look is not None else engine_stages(engine, Look())[:2]
 
     def work() -> None:
         try:
@@ -161,10 +181,7 @@ def _iterate(src, engine, queue_size: int, max_frames: int | None, look: Look | 
                 continue
             if item is _END:
                 break
-            if item.ids.ndim == 3:  # (1, h, w) from the engine when no post stage took the batch apart
-                item.ids = item.ids[0]
-            timings = dict(item.timings)
-            yield Result(index=item.index, name=item.name, frame=item.frame, timings=timings, classes=names,
+            yield Result(index=item.index, name=item.name, frame=item.frame, timings=dict(item.timings), classes=names,
                          palette=palette, fps=src.fps, dropped=src.dropped, _packet=item)
         if "error" in outcome:
             raise outcome["error"]
@@ -177,7 +194,10 @@ class VideoWriter:
     """The overlay video ``rtseg run`` writes (H.264 in .mp4/.mov/.mkv through PyAV), from a
     user's loop: ``write(result)`` draws ``result.overlay(view, alpha)``; ``write(picture)``
     takes a BGR picture as it is. The frame rate defaults to the results' source's. The file
-    appears complete when the writer closes (``with`` block or ``close()``), also after Ctrl-C."""
+    appears complete when the writer closes (``with`` block or ``close()``), also after Ctrl-C;
+    until then ``<name>.partial<suffix>`` plays up to its last second, even if the process is
+    killed. A write error (a full disk) raises :class:`RtsegError`, one line naming the file and
+    the reason; the frames before it stay playable in the partial file."""
 
     def __init__(self, path: str | Path, fps: float | None = None, *, view: str = "overlay", alpha: float = 0.5,
                  legend: bool = True, codec: str = "auto"):
@@ -186,28 +206,20 @@ class VideoWriter:
         if self.path.suffix.lower() not in (".mp4", ".m4v", ".mov", ".mkv", ".avi"):
             raise RtsegError(f"VideoWriter({str(path)!r}): use a .mp4, .mov, .mkv or .avi file")
         self._sink: VideoSink | None = None
-        self._index = 0
         self.frames = 0
 
     def write(self, item: Result | np.ndarray) -> None:
-        fmt = "bgr"
         if isinstance(item, Result):
-            p, fps = item._packet, item.fps
-            if p.picture is not None and p.look == (self.view, round(self.alpha, 3), self.legend):
-                picture, fmt = p.picture, p.picture_format  # drawn ahead by the stream, I420 as the encoder wants
-            else:
-                picture = item.overlay(self.view, self.alpha, self.legend)
+            # the picture the stream drew ahead when it matches (I420, as the encoder wants), else drawn now
+            (picture, fmt), fps = item.picture(self.view, self.alpha, self.legend), item.fps
         else:
-            picture, fps = np.asarray(item), None
+            picture, fmt, fps = np.asarray(item), "bgr", None
             if picture.ndim != 3 or picture.shape[2] != 3 or picture.dtype != np.uint8:
                 raise RtsegError(f"VideoWriter.write takes a Result or a BGR uint8 (H, W, 3) picture; "
                                  f"got shape {picture.shape} dtype {picture.dtype}")
         if self._sink is None:
             self._sink = VideoSink(self.path, self.fps or fps or 30.0, codec=self.codec)
-        frame = item.frame if isinstance(item, Result) else picture
-        self._sink.write(Packet(index=self._index, name=f"{self._index:06d}", frame=frame, t_read=0.0,
-                                picture=picture, picture_format=fmt))
-        self._index += 1
+        self._sink.write_picture(picture, fmt)
         self.frames += 1
 
     def close(self, *, interrupted: bool = False) -> None:

@@ -1,5 +1,6 @@
-"""Colouring class ids and blending them over frames, with cv2.LUT rather than numpy fancy
-indexing (about 5 ms instead of 45 ms per 1024x2048 frame)."""
+"""Colouring class ids and blending them over frames (cv2.LUT: several times faster than numpy
+fancy indexing), and :func:`draw`, the one function that makes the picture a run shows: colours,
+then the legend."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -8,7 +9,7 @@ import cv2
 import numpy as np
 
 __all__ = ["palette_lut", "colorize", "overlay", "VIEWS", "compose", "resize_nearest", "yuv_luts", "i420_planes",
-           "compose_i420", "i420_to_bgr", "Legend", "classes_table"]
+           "compose_i420", "i420_to_bgr", "Legend", "draw", "classes_table"]
 
 VIEWS = ("overlay", "mask", "side-by-side")
 
@@ -16,7 +17,7 @@ VIEWS = ("overlay", "mask", "side-by-side")
 def resize_nearest(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Nearest-neighbour resize to ``size`` (h, w) with pixel centres aligned (INTER_NEAREST_EXACT,
     as the image resize and the training labels are). For a whole-number enlargement (512x1024 ->
-    1024x2048) plain INTER_NEAREST picks the very same pixels and is about 1.5x faster."""
+    1024x2048) plain INTER_NEAREST picks the very same pixels, faster."""
     h, w = size
     ih, iw = image.shape[:2]
     whole = h % ih == 0 and w % iw == 0
@@ -73,8 +74,7 @@ def compose(frame: np.ndarray, ids: np.ndarray, lut: np.ndarray, view: str, alph
 # the rest cheaper: 1.5 bytes a pixel to colour and blend instead of 3, and for a 1024x2048
 # frame the chroma planes are 512x1024, the inference size, so half the colouring needs no
 # enlargement at all. Colour conversion is affine, so blending in YUV is blending in BGR, up
-# to rounding: 3.7 ms instead of 6.6 ms for a 1024x2048 overlay from 512x1024 ids, the
-# conversion included (benchmarks/host_shortcuts.py).
+# to rounding (timings: benchmarks/host_shortcuts.py).
 
 
 def yuv_luts(palette: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -140,7 +140,7 @@ class Legend:
     overlay (over the right half in side-by-side), so the picture alone says which colour is
     which class. Every class when they fit in 90% of the frame's height (CamVid's 11, Cityscapes'
     19), else the classes present in the frame. Panels are drawn once and reused; drawing one on
-    a frame is a blend of its small rectangle (about 0.1 ms)."""
+    a frame is a blend of its small rectangle."""
 
     def __init__(self, class_names: Sequence[str], palette: Sequence[Sequence[int]]):
         self.names = list(class_names)
@@ -225,6 +225,23 @@ class Legend:
             ys, xs = (y, x) if k == 0 else (y // 2, x // 2)
             region = plane[ys:ys + part.shape[0], xs:xs + part.shape[1]]
             region[...] = (region * (1 - a) + part * a + 0.5).astype(np.uint8)
+
+
+def draw(frame: np.ndarray, ids: np.ndarray, view: str, alpha: float, *, lut: np.ndarray,
+         legend: Legend | None = None, luts: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+         ) -> tuple[np.ndarray, str]:
+    """The picture a run shows for ``frame`` and its class ``ids`` (at the frame's size or the
+    inference size): ``view`` with ``alpha``, then ``legend`` over it (None: no legend).
+    Returns (picture, format): "i420" when ``luts`` (from :func:`yuv_luts`) are given and the
+    frame's sides are even, else "bgr" (drawn with ``lut`` from :func:`palette_lut`)."""
+    h, w = frame.shape[:2]
+    if luts is not None and h % 2 == 0 and w % 2 == 0:
+        picture, fmt = compose_i420(frame, ids, luts, view, alpha), "i420"
+    else:
+        picture, fmt = compose(frame, ids, lut, view, alpha), "bgr"
+    if legend is not None:
+        legend.draw(picture, fmt, (h, w), ids)
+    return picture, fmt
 
 
 def classes_table(class_names: Sequence[str], palette: Sequence[Sequence[int]], ignore_index: int = 255) -> dict:

@@ -42,7 +42,7 @@ def street_frame():
 def tiny_checkpoint(tmp_path_factory) -> Path:
     """An untrained Fast-SCNN CamVid checkpoint (fixed seed), saved once per session."""
     from rtseg import create_model
-    from rtseg.checkpoint import save_checkpoint
+    from rtseg.formats.checkpoint import save_checkpoint
     from rtseg.meta import ModelMeta
 
     torch.manual_seed(0)
@@ -62,9 +62,9 @@ def trt_export(tmp_path_factory, tiny_checkpoint: Path):
 def _cached_trt_export(tmp_path_factory, checkpoint: Path, size: tuple[int, int], precision: str) -> tuple[Path, Path]:
     import onnx
 
-    from rtseg.checkpoint import build_from_checkpoint
-    from rtseg.export import tensorrt as T
+    from rtseg.export import trt_graph as G
     from rtseg.export.onnx import export_onnx
+    from rtseg.formats.checkpoint import build_from_checkpoint
 
     out = tmp_path_factory.getbasetemp() / "rtseg_trt_onnx"
     out.mkdir(exist_ok=True)
@@ -72,8 +72,9 @@ def _cached_trt_export(tmp_path_factory, checkpoint: Path, size: tuple[int, int]
     raw, prepared = out / f"{stem}.onnx", out / f"{stem}_trt.onnx"
     if not prepared.is_file():
         model, meta = build_from_checkpoint(checkpoint)
-        export_onnx(model, meta, raw, size=size, fp16=precision == "fp16", dynamic=False)
-        graph = T.prepare_onnx_for_tensorrt(onnx.load(str(raw)))
+        export_onnx(model, meta, raw, size=size, fp16=precision == "fp16", dynamic=False,
+                    scores=False)  # as export_engine makes it: a plan has ids only
+        graph = G.prepare_onnx_for_tensorrt(onnx.load(str(raw)))
         onnx.checker.check_model(graph)
         onnx.save(graph, str(prepared))
     return raw, prepared

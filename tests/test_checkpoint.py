@@ -13,8 +13,8 @@ import pytest
 import torch
 
 import rtseg
-from rtseg.checkpoint import build_from_checkpoint, load_checkpoint, save_checkpoint
 from rtseg.errors import RtsegError
+from rtseg.formats.checkpoint import build_from_checkpoint, load_checkpoint, save_checkpoint
 from rtseg.meta import ModelMeta
 
 

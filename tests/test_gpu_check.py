@@ -67,7 +67,7 @@ def test_gpu_check_cpu_rehearsal_runs_every_step(tmp_path: Path):
     for name in ("train", "trainval"):
         run = train["runs"][name]
         assert run["exit_code"] == 0 and run["epochs_run"] == 2 and 0 <= run["final_val_miou"] <= 1
-        from rtseg.checkpoint import build_from_checkpoint
+        from rtseg.formats.checkpoint import build_from_checkpoint
 
         _, meta = build_from_checkpoint(out / run["checkpoint"])
         assert meta.dataset == "camvid" and meta.extra["train_config"]["train_split"] == run["split"]

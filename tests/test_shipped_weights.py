@@ -29,7 +29,7 @@ def test_eval_of_shipped_weights_reproduces_the_recorded_miou(camvid_root: Path)
 
 
 def test_shipped_weights_carry_camvid_metadata() -> None:
-    from rtseg.checkpoint import load_checkpoint
+    from rtseg.formats.checkpoint import load_checkpoint
 
     meta = load_checkpoint(DEFAULT_WEIGHTS)["meta"]
     assert (meta.model, meta.dataset, meta.num_classes) == ("fastscnn", "camvid", 11)

@@ -116,7 +116,7 @@ def test_the_readme_example_runs_from_another_folder(tmp_path):
 def test_a_live_source_drops_stale_frames_and_the_results_count_them():
     from pipeline_fakes import SimulatedCamera
 
-    from rtseg.pipeline.sources import LiveSource
+    from rtseg.pipeline.live import LiveSource
 
     camera = SimulatedCamera(n=80, fps=200)
     source = LiveSource(camera, name="sim", fps=200)
@@ -128,3 +128,66 @@ def test_a_live_source_drops_stale_frames_and_the_results_count_them():
     assert marks == sorted(marks) and len(set(marks)) == len(marks) and marks[-1] == 79  # newest, never repeated
     assert dropped[-1] > 0 and dropped == sorted(dropped) and len(marks) + source.dropped == 80
     assert _wait_gone()
+
+
+@pytest.fixture
+def fake_engine(monkeypatch):
+    """rtseg.stream on the fake engine: patched where every run opens its engine."""
+    import rtseg.pipeline.context as context
+
+    monkeypatch.setattr(context, "open_engine", lambda *a, **k: FakeEngine(streams=k.get("streams", 1)))
+
+
+def test_stream_takes_start_end_and_stride_as_the_cli_does(tmp_path, fake_engine):
+    from pipeline_fakes import write_video
+
+    clip = write_video(tmp_path / "clip.mp4", 24, fps=12.0)
+    results = list(rtseg.stream(clip, start="0.5s", end=20, stride=2, view=None, device="cpu"))
+    assert [r.index for r in results] == list(range(7))  # frames 6, 8, ..., 18
+    assert [r.name for r in results][:2] == ["000006", "000008"] and results[0].fps == pytest.approx(6.0)
+
+
+def test_stream_sets_an_image_folders_fps_and_refuses_it_for_a_video(tmp_path, fake_engine):
+    import cv2
+
+    from pipeline_fakes import write_video
+    from rtseg.errors import RtsegError
+
+    for i in range(3):
+        cv2.imwrite(str(tmp_path / f"{i}.png"), np.full((40, 60, 3), 20 * i, np.uint8))
+    assert [r.fps for r in rtseg.stream(tmp_path, fps=5, device="cpu")] == [5.0] * 3
+    clip = write_video(tmp_path / "clip.mp4", 3)
+    with pytest.raises(RtsegError, match="--fps applies to image folders and globs"):
+        rtseg.stream(clip, fps=5, device="cpu")
+    with pytest.raises(RtsegError, match=r"--fps 0 is not allowed; use a rate > 0"):
+        rtseg.stream(clip, fps=0, device="cpu")
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"stride": 0}, "--stride 0 is not allowed; use >= 1"),
+    ({"start": "5s"}, r"--start 5s is past the end of clip \(24 frames at 12 fps\)"),
+    ({"start": 10, "end": 4}, "--end 4 is not after --start 10: nothing to process"),
+    ({"end": "soon"}, "--end 'soon' is not a position"),
+])
+def test_stream_trimming_errors_are_the_clis(tmp_path, fake_engine, kw, message):
+    from pipeline_fakes import write_video
+    from rtseg.errors import RtsegError
+
+    clip = write_video(tmp_path / "clip.mp4", 24, fps=12.0)
+    with pytest.raises(RtsegError, match=message):
+        rtseg.stream(clip, device="cpu", **kw)
+
+
+def test_a_failure_after_the_source_opened_closes_it(monkeypatch):
+    import rtseg.pipeline.context as context
+
+    source = ListSource(5)
+    monkeypatch.setattr(context, "open_source", lambda *a, **k: source)
+
+    def broken(*a, **k):
+        raise RuntimeError("no engine today")
+
+    monkeypatch.setattr(context, "open_engine", broken)
+    with pytest.raises(RuntimeError, match="no engine today"):
+        rtseg.stream("anything", device="cpu")
+    assert source.closed

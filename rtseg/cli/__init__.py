@@ -3,6 +3,7 @@ in its own module and the library does the work."""
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 
 
@@ -16,6 +17,8 @@ from rtseg.cli import bench as _bench  # noqa: F401,E402
 from rtseg.cli import eval as _eval  # noqa: F401,E402
 from rtseg.cli import export as _export  # noqa: F401,E402
 from rtseg.cli import doctor as _doctor  # noqa: F401,E402
+from rtseg.cli import batch as _batch  # noqa: F401,E402
+from rtseg.cli import import_ as _import  # noqa: F401,E402
 
 __all__ = ["app", "main"]
 
@@ -59,22 +62,34 @@ def _plain_help(command) -> None:
 
 
 def main() -> None:
-    """Console-script entry point: user errors print one line and exit 2."""
+    """Console-script entry point: user errors print one line and exit 2; Ctrl-C, SIGTERM and
+    SIGHUP stop a run cleanly (its outputs finalised) and exit 130, 143, 129 (docs/architecture.md)."""
+    from rtseg import signals
+
     # Library warnings read like the CLI's own lines: "warning: ...", not logging's "WARNING name: ...".
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_OneLine())
     logging.basicConfig(level=logging.WARNING, handlers=[handler])
-    try:
-        import typer
+    with signals.interrupt_on_signals():
+        try:
+            import typer
 
-        command = typer.main.get_command(app)
-        _plain_help(command)
-        command(prog_name="rtseg")
-    except RtsegError as exc:
-        from rich.markup import escape  # the message is text, not markup: "rtseg[trt]" must print as is
+            command = typer.main.get_command(app)
+            _plain_help(command)
+            command(prog_name="rtseg")
+        except RtsegError as exc:
+            from rich.markup import escape  # the message is text, not markup: "rtseg[trt]" must print as is
 
-        console_err.print(f"[bold red]error:[/] {escape(redact(str(exc)))}", highlight=False, soft_wrap=True)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        console_err.print("interrupted")
-        sys.exit(130)
+            console_err.print(f"[bold red]error:[/] {escape(redact(str(exc)))}", highlight=False, soft_wrap=True)
+            sys.exit(2)
+        except KeyboardInterrupt as exc:
+            console_err.print(str(exc) or "interrupted", highlight=False)
+            sys.exit(getattr(exc, "exit_code", 130))
+        except SystemExit as exc:
+            # Typer turns a KeyboardInterrupt outside a run (opening the engine, say) into exit 130:
+            # a SIGTERM or SIGHUP there says so and ends with its own code.
+            signum = signals.received()
+            if exc.code == 130 and signum not in (None, signal.SIGINT):
+                console_err.print(signals.WORDS[signum], highlight=False)
+                sys.exit(signals.exit_code())
+            raise

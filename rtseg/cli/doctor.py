@@ -15,11 +15,13 @@ _MARK = {True: "[green]yes[/]", False: "[red]no[/]", None: "[dim]-[/]"}
 
 
 @app.command()
-def doctor(json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the checks as JSON here.")) -> None:
-    """Show Python, torch devices, ONNX Runtime providers, TensorRT/OpenVINO, OpenCV video and GUI support."""
+def doctor(json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the checks as JSON here."),
+           measure: bool = typer.Option(True, "--measure/--no-measure", help="With no choice of --runtime auto cached for this machine, measure it once for the bundled weights (about 10 s the first time).")) -> None:
+    """Show Python, torch devices, ONNX Runtime providers, TensorRT/OpenVINO, OpenCV video and GUI
+    support, and which runtime auto picks here with the times it measured."""
     from rtseg.doctor import run_checks
 
-    checks = run_checks()
+    checks = run_checks(measure)
     table = Table("", "check", "ok", "version", "detail", title="rtseg doctor")
     section = None
     for c in checks:

@@ -9,13 +9,28 @@ import typer
 from rtseg.cli._app import app, console
 
 
+def _fp16(precision: str, fp16: bool) -> bool:
+    """--precision (and its alias --fp16) as the exporters' fp16 flag; bf16 is a one-line error."""
+    from rtseg.engines.runtimes import check_precision
+    from rtseg.errors import RtsegError
+
+    chosen = check_precision(precision)
+    if fp16 and chosen not in ("auto", "fp16"):
+        raise RtsegError(f"--fp16 and --precision {chosen} disagree; give one of them")
+    if chosen == "bf16":
+        raise RtsegError("--precision bf16: an exported ONNX file or TensorRT plan is fp32 or fp16; bf16 is chosen "
+                         "when it runs (rtseg run --runtime openvino --precision bf16, on a CPU with AVX512-BF16 or AMX)")
+    return fp16 or chosen == "fp16"
+
+
 @app.command()
 def export(
     weights: Optional[Path] = typer.Option(None, "--weights", "-w", "--engine", help="rtseg checkpoint (.pt) [default: the bundled CamVid weights]; --engine also works, as in run, eval and bench."),
     format: str = typer.Option("onnx", "--format", "-f", help="onnx (ONNX Runtime, OpenVINO) or engine (TensorRT plan)."),
     size: Optional[str] = typer.Option(None, "--size", help="Input size HxW the artifact is made for [default: the checkpoint's]."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output file [default: <weights stem>_<HxW>[_fp16].onnx|.plan]."),
-    fp16: bool = typer.Option(False, "--fp16", help="fp16 network (input and ids stay uint8); checked against fp32."),
+    precision: str = typer.Option("auto", "--precision", help="auto (fp32: the file runs on every runtime), fp32 or fp16 (input and ids stay uint8; checked against fp32). bf16 is a runtime's choice: rtseg run --precision bf16."),
+    fp16: bool = typer.Option(False, "--fp16", help="The same as --precision fp16."),
     dynamic: bool = typer.Option(False, "--dynamic", help="ONNX only: dynamic batch, height and width."),
     int8: bool = typer.Option(False, "--int8", help="TensorRT only: int8 with calibration (--calib)."),
     calib: Optional[Path] = typer.Option(None, "--calib", help="TensorRT int8: folder of calibration images."),
@@ -24,10 +39,11 @@ def export(
 ) -> None:
     """Export weights to ONNX (--format onnx) or build a TensorRT engine (--format engine)."""
     from rtseg.bundled import DEFAULT_WEIGHTS, bundled
-    from rtseg.checkpoint import build_from_checkpoint
+    from rtseg.formats.checkpoint import build_from_checkpoint
     from rtseg.engines.base import parse_size
     from rtseg.errors import RtsegError
 
+    fp16 = _fp16(precision, fp16)
     fmt = format.strip().lower()
     if fmt not in ("onnx", "engine"):
         raise RtsegError(f"--format must be onnx or engine, got {format!r}")
@@ -47,7 +63,8 @@ def export(
         output = Path(f"{weights.stem}_{h}x{w}{'_dyn' if dynamic else ''}{tag}.{'onnx' if fmt == 'onnx' else 'plan'}")
 
     if fmt == "onnx":
-        from rtseg.export.onnx import export_onnx, read_onnx_meta
+        from rtseg.export.onnx import export_onnx
+        from rtseg.formats.onnx_meta import read_onnx_meta
 
         with console.status(f"exporting {weights.name} to ONNX at {h}x{w}..."):
             path = export_onnx(model, meta, output, size=(h, w), fp16=fp16, dynamic=dynamic, opset=opset)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -10,13 +10,30 @@ from rich.table import Table
 
 from rtseg.cli._app import app, console, console_err, require_display
 
-ENGINE_HELP = ".pt/.pth PyTorch checkpoint, .onnx (ONNX Runtime or OpenVINO), .plan/.engine TensorRT [default: the bundled CamVid weights]."
+if TYPE_CHECKING:
+    from rtseg.pipeline.context import Run
+
+ENGINE_HELP = (".pt/.pth PyTorch checkpoint, .onnx (ONNX Runtime or OpenVINO; also a segmentation ONNX from another "
+               "tool, wrapped once into the cache: see --classes), .plan/.engine TensorRT [default: the bundled CamVid weights].")
+# The flags for an ONNX file without rtseg metadata (rtseg.engines.foreign_cache); errors for rtseg's own artifacts.
+CLASSES_HELP = ("Foreign .onnx: its classes, camvid, cityscapes, ade20k, voc or a classes.json as --masks writes "
+                "[default: guessed from the class count].")
+NORMALIZE_HELP = ("Foreign .onnx: what its input wants, imagenet (mean/std; torchvision, smp, mmseg), unit (x/255), "
+                  "symmetric (x/127.5-1) or none [default: imagenet; none for uint8 inputs].")
+BGR_HELP = "Foreign .onnx: the model takes BGR pixels (default: RGB)."
+INPUT_NAME_HELP = "Foreign .onnx: the input to feed, when the graph has several."
+OUTPUT_NAME_HELP = "Foreign .onnx: the output to read, when the graph has several."
 
 
 THREADS_HELP = "CPU threads for the network (0 = one per core); TensorRT ignores it."
-RUNTIME_HELP = ("auto (the fastest installed here: OpenVINO, else ONNX Runtime, on a CPU; TensorRT, else PyTorch fp16, "
-                "on CUDA), pytorch, onnxruntime, openvino or tensorrt. A .pt on another runtime is exported once into "
+TRACE_HELP = ("Write the run as a Chrome trace here (trace.json): a track per stage thread, a slice per frame; "
+              "open it in https://ui.perfetto.dev or chrome://tracing.")
+RUNTIME_HELP = ("auto (the fastest here, measured once per weights, size and streams on this machine and cached; "
+                "rtseg doctor shows the times), pytorch, onnxruntime, openvino or tensorrt. A .pt on another runtime is exported once into "
                 "~/.cache/rtseg (or $RTSEG_CACHE) and reused.")
+PRECISION_HELP = ("auto (what --runtime auto measured fastest with PyTorch's class ids, or the runtime's own: "
+                  "fp16 on CUDA, bf16 on OpenVINO where the CPU computes it), fp32, bf16 or fp16. One the runtime or "
+                  "the CPU cannot compute is an error.")
 SIZE_HELP = ("Inference size HxW, e.g. 512x1024. Default: about the weights' pixel count, in the frame's shape "
              "(a fixed-size .onnx or plan keeps its own).")
 STREAMS_HELP = ("Frames the network works on at once, each on its share of the CPU threads (ONNX Runtime and "
@@ -25,15 +42,10 @@ STREAMS_HELP = ("Frames the network works on at once, each on its share of the C
 RECONNECT_HELP = ("Cameras and stream URLs: when the source stops, fails or stalls, open it again up to N times "
                   "(waits of 0.5, 1, 2, 4, 8 s) and carry on; 0 ends the run with the stream. Files never reconnect.")
 STALL_HELP = "Seconds without a frame after which a live source counts as stalled (and is reconnected)."
+TEMPORAL_HELP = ("on: steadier masks on video, a running average of class scores carried along the motion (optical "
+                 "flow), reset on a reconnect or a gap of frames; off: each frame on its own.")
 CODEC_HELP = ("auto: H.264 through PyAV for .mp4/.mov/.mkv (browsers play it), OpenCV's codec otherwise; "
               "h264 or opencv to insist.")
-
-
-def weights_path(engine: Optional[Path]) -> Path:
-    """--engine, or the bundled weights."""
-    from rtseg.bundled import DEFAULT_WEIGHTS, bundled
-
-    return engine if engine is not None else bundled(DEFAULT_WEIGHTS, "CamVid weights")
 
 
 def note(text: str) -> None:
@@ -41,27 +53,6 @@ def note(text: str) -> None:
     from rtseg.errors import redact
 
     console_err.print(redact(text), highlight=False, soft_wrap=True, markup=False)
-
-
-def load(engine: Optional[Path], *, device: str, size: Optional[str], runtime: Optional[str], threads: int = 0,
-         streams: int = 1, frame_size: Optional[tuple[int, int]] = None):
-    """``rtseg.engines.open_engine`` with the CLI's notices (tests patch this one place)."""
-    from rtseg.engines import open_engine
-
-    return open_engine(engine, device=device, size=size, runtime=runtime, threads=threads, streams=streams,
-                       frame_size=frame_size, note=note)
-
-
-def image_output(output: Optional[Path], raw: Optional[str] = None) -> Optional[str]:
-    """"file" for -o out.png, "folder" for -o DIR/ (or an existing folder), None for a video."""
-    from rtseg.pipeline.app import IMAGE_SUFFIXES
-
-    if output is None:
-        return None
-    text = raw if raw is not None else str(output)
-    if text.endswith(("/", "\\")) or output.is_dir():
-        return "folder"
-    return "file" if output.suffix.lower() in IMAGE_SUFFIXES else None
 
 
 def stage_table(stages_ms: dict, title: str) -> Table:
@@ -99,30 +90,71 @@ class _Status:
         self.progress.update(self.task, completed=frames, dropped=dropped, fps=frames / elapsed if elapsed > 0 else 0.0)
 
 
-def _run(source, engine, *, output: Optional[Path], masks: Optional[Path], show: bool, view: str, alpha: float,
-         sequential: bool, max_frames: Optional[int], queue_size: int, quiet: bool, codec: str = "auto",
-         json_path: Optional[Path] = None, weights: Optional[Path] = None, legend: bool = True,
-         images: Optional[str] = None, stats: Optional[Path] = None) -> None:
-    """Run rtseg.pipeline.app.segment with a status display and print its report; exits 130/1 as needed."""
-    from rtseg.pipeline import StageError
-    from rtseg.pipeline.app import Outputs, run_summary, segment
+def new_trace(path: Optional[Path], name: str):
+    """A Trace to record into when --trace was given (its folder must exist), else None."""
+    if path is None:
+        return None
+    from rtseg.errors import RtsegError
+    from rtseg.pipeline.trace import Trace
 
+    if not path.parent.is_dir():
+        raise RtsegError(f"--trace {path}: folder {path.parent} does not exist")
+    return Trace(name)
+
+
+def save_trace(trace, path: Optional[Path]) -> None:
+    """Write --trace's file (whatever stopped the run) and say where, and how to open it."""
+    if trace is not None:
+        trace.save(path)
+        console.print(f"wrote the trace {path} (open it in https://ui.perfetto.dev or chrome://tracing)",
+                      highlight=False, soft_wrap=True)
+
+
+def _run(opened: "Run", *, masks: Optional[Path], show: bool, view: str, alpha: float, sequential: bool,
+         max_frames: Optional[int], queue_size: int, quiet: bool, codec: str = "auto", json_path: Optional[Path] = None,
+         legend: bool = True, stats: Optional[Path] = None, temporal=None, trace_path: Optional[Path] = None) -> None:
+    """Run rtseg.pipeline.app.segment on an opened run (rtseg.pipeline.context) with a status
+    display and print its report; exits 130/143/129 when a signal stopped it (the outputs are
+    complete all the same), 1 when a stage failed."""
+    from rtseg import signals
+    from rtseg.pipeline import StageError
+    from rtseg.pipeline.app import Outputs, segment
+
+    source, engine, output, images = opened.source, opened.engine, opened.output, opened.images
     outputs = Outputs(output=output, images=images, masks=masks, stats=stats, show=show, view=view, alpha=alpha,
                       legend=legend, codec=codec)
     if not quiet:
         console.print(f"[bold]source[/] {source.describe()}\n[bold]engine[/] {engine.describe()}"
                       f"{'  (sequential)' if sequential else ''}", highlight=False)
     total = min(source.frame_count, max_frames) if source.frame_count and max_frames else source.frame_count
+    trace = new_trace(trace_path, f"rtseg run {source.name}")
     try:
         with _Status(total, source.live, quiet) as status:
             written = segment(source, engine, outputs, sequential=sequential, queue_size=queue_size,
-                              max_frames=max_frames, on_frame=status.update)
+                              max_frames=max_frames, on_frame=status.update, temporal=temporal, trace=trace)
     except StageError as exc:
         from rtseg.errors import redact
 
         console_err.print(f"error: {redact(str(exc))}", highlight=False, soft_wrap=True, markup=False)
         raise typer.Exit(1)
+    finally:
+        save_trace(trace, trace_path)
+    with signals.deferred():  # the outputs are closed: a signal now still lets the report and --json be written
+        _report(opened, written, quiet=quiet, masks=masks, stats=stats, json_path=json_path)
+    if written.result.interrupted or signals.received() is not None:
+        raise typer.Exit(signals.exit_code())
+
+
+def _report(opened: "Run", written, *, quiet: bool, masks: Optional[Path], stats: Optional[Path],
+            json_path: Optional[Path]) -> None:
+    """The run's summary, a line per output written, and --json."""
+    from rtseg import signals
+    from rtseg.errors import RtsegError
+    from rtseg.pipeline.app import run_summary
+
+    source, engine, output, images = opened.source, opened.engine, opened.output, opened.images
     result = written.result
+    word = signals.WORDS.get(signals.received(), "interrupted")  # Ctrl-C, SIGTERM or SIGHUP
     if not quiet:
         console.print(stage_table(result.stages_ms, "per-stage time"))
         line = f"{result.frames} frames in {result.wall_s:.1f} s: {result.fps:.1f} fps, latency p50 {result.latency_ms['p50']:.0f} ms"
@@ -132,8 +164,8 @@ def _run(source, engine, *, output: Optional[Path], masks: Optional[Path], show:
                 line += f", {source.outages} outage(s), {source.reconnects} reconnect(s)"
         console.print(line, highlight=False)
     if written.video is not None and written.video.frames:
-        console.print(f"wrote {output} ({written.video.codec})" + (" (interrupted: the frames so far)" if result.interrupted else ""),
-                      highlight=False, soft_wrap=True)
+        so_far = f" ({word}: the {written.video.frames} frames so far)" if result.interrupted else ""
+        console.print(f"wrote {output} ({written.video.codec}){so_far}", highlight=False, soft_wrap=True)
     if written.images is not None and result.frames:
         console.print(f"wrote {output}" if images == "file" else f"wrote {result.frames} images to {output}",
                       highlight=False, soft_wrap=True)
@@ -149,11 +181,14 @@ def _run(source, engine, *, output: Optional[Path], masks: Optional[Path], show:
     if json_path is not None:
         import json
 
-        json_path.write_text(json.dumps(run_summary(source, engine, weights or weights_path(None), result), indent=1) + "\n")
+        try:
+            json_path.write_text(json.dumps(run_summary(source, engine, opened.weights, result), indent=1) + "\n")
+        except OSError as exc:
+            raise RtsegError(f"--json {json_path}: cannot write it ({exc.strerror or exc})") from exc
         if not quiet:
             console.print(f"wrote {json_path}", highlight=False, soft_wrap=True)
-    if result.interrupted:
-        raise typer.Exit(130)
+    if result.interrupted and (written.video is None or not written.video.frames):
+        console_err.print(f"{word} after {result.frames} frames", highlight=False)
 
 
 @app.command("run")
@@ -173,6 +208,7 @@ def run_command(
     size: Optional[str] = typer.Option(None, help=SIZE_HELP),
     device: str = typer.Option("cpu", help="cpu, cuda or cuda:N."),
     runtime: str = typer.Option("auto", help=RUNTIME_HELP),
+    precision: str = typer.Option("auto", help=PRECISION_HELP),
     threads: int = typer.Option(0, help=THREADS_HELP),
     streams: int = typer.Option(0, help=STREAMS_HELP),
     sequential: bool = typer.Option(False, "--sequential", help="Run the stages one after another in one thread (for comparison)."),
@@ -181,68 +217,44 @@ def run_command(
     end: Optional[str] = typer.Option(None, help="Stop before this frame number or time."),
     stride: int = typer.Option(1, help="Every Nth frame (the output's frame rate is the source's / N, so it keeps real time)."),
     fps: Optional[float] = typer.Option(None, help="Frame rate of the output video for an image folder or glob (default 30); a video keeps its own."),
+    temporal: str = typer.Option("off", help=TEMPORAL_HELP),
     queue_size: int = typer.Option(0, "--queue-size", help="Frames each queue between stages holds (0 = 4 for files, 1 for live sources)."),
     codec: str = typer.Option("auto", help=CODEC_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or summary, only the output path."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the run's summary here as JSON (sizes, runtime, fps, latency, per-stage times)."),
+    trace_path: Optional[Path] = typer.Option(None, "--trace", help=TRACE_HELP),
     stats: Optional[Path] = typer.Option(None, "--stats", help="Write each frame's class pixel shares here as JSON Lines, and print a per-class summary at the end."),
     reconnect: int = typer.Option(5, help=RECONNECT_HELP),
     stall_timeout: float = typer.Option(5.0, "--stall-timeout", help=STALL_HELP),
+    classes: Optional[str] = typer.Option(None, "--classes", help=CLASSES_HELP),
+    normalize: Optional[str] = typer.Option(None, "--normalize", help=NORMALIZE_HELP),
+    bgr: bool = typer.Option(False, "--bgr", help=BGR_HELP),
+    input_name: Optional[str] = typer.Option(None, "--input-name", help=INPUT_NAME_HELP),
+    output_name: Optional[str] = typer.Option(None, "--output-name", help=OUTPUT_NAME_HELP),
 ) -> None:
     """Segment a video, image folder, camera or stream; write the overlay video (and masks, window)."""
-    from rtseg.bundled import DEMO_CLIP, bundled
-    from rtseg.pipeline import Look, open_source
-    from rtseg.pipeline.sources import quiet_video_logs
-
     from rtseg.errors import RtsegError
+    from rtseg.pipeline import Look
+    from rtseg.pipeline.context import EngineOptions, SourceOptions, open_run
+    from rtseg.pipeline.sources import quiet_video_logs
+    from rtseg.pipeline.temporal import parse_temporal
 
-    output = Path(output_text) if output_text is not None else None
-    images = image_output(output, output_text)  # "file", "folder" or None (a video); Path drops a trailing /
     quiet_video_logs()
     Look(view=view, alpha=alpha)  # cheap checks first: validate the options, then open the source
+    temporal_config = parse_temporal(temporal)
     if max_frames is not None and max_frames < 0:
         raise RtsegError(f"--max-frames {max_frames} is not allowed; use >= 0 (0 = all frames)")
-    max_frames = max_frames or None
     if show:
         require_display("--show", "run without --show: the overlay video is written all the same")
-    spec = source if source is not None else str(bundled(DEMO_CLIP, "demo clip"))
-    if output is not None and Path(spec).exists() and output.resolve() == Path(spec).resolve():
-        what = "folder" if Path(spec).is_dir() else "file"
-        raise RtsegError(f"--output {output} is the input {what} itself; writing it would overwrite the source. "
-                         "Choose another path")
-    if fps is not None and not fps > 0:
-        raise RtsegError(f"--fps {fps} is not allowed; use a rate > 0")
-    src = open_source(spec, reconnect=reconnect, stall_timeout=stall_timeout)
-    try:
-        from rtseg.engines import auto_streams
-        from rtseg.pipeline.trim import trim
-
-        from rtseg.pipeline.sources import ImageFolderSource
-
-        if fps is not None:
-            if not isinstance(src, ImageFolderSource):
-                raise RtsegError("--fps applies to image folders and globs; a video or camera keeps its own rate")
-            src.fps = fps
-        src = trim(src, start=start, end=end, stride=stride)
-        if images == "file" and src.frame_count != 1:
-            raise RtsegError(f"--output {output} is one image but {src.name} has "
-                             f"{src.frame_count or 'an unknown number of'} frames; use -o DIR/ for a folder of images")
-
-        streams = streams or auto_streams(engine, device, live=src.live, sequential=sequential, runtime=runtime)
-        eng = load(engine, device=device, size=size, runtime=runtime, threads=threads, streams=streams,
-                   frame_size=tuple(src.size))
-    except BaseException:
-        src.close()
-        raise
-    if output is None:
-        from rtseg.pipeline.app import IMAGE_SUFFIXES
-
-        one_image = Path(spec).is_file() and Path(spec).suffix.lower() in IMAGE_SUFFIXES
-        output = Path.cwd() / (f"{src.name}_seg{Path(spec).suffix}" if one_image else f"{src.name}_seg.mp4")
-        images = "file" if one_image else None
-    _run(src, eng, output=output, masks=masks, show=show, view=view, alpha=alpha, sequential=sequential,
-         max_frames=max_frames, queue_size=queue_size, quiet=quiet, codec=codec, json_path=json_path,
-         weights=weights_path(engine), legend=legend, images=images, stats=stats)
+    opened = open_run(SourceOptions(source, start=start, end=end, stride=stride, fps=fps, reconnect=reconnect,
+                                    stall_timeout=stall_timeout),
+                      EngineOptions(engine, runtime=runtime, device=device, size=size, threads=threads, streams=streams,
+                                    classes=classes, normalize=normalize, bgr=bgr, input_name=input_name,
+                                    output_name=output_name, precision=precision),
+                      output=output_text, default_output=True, sequential=sequential, note=note)
+    _run(opened, masks=masks, show=show, view=view, alpha=alpha, sequential=sequential, max_frames=max_frames or None,
+         queue_size=queue_size, quiet=quiet, codec=codec, json_path=json_path, legend=legend, stats=stats,
+         temporal=temporal_config, trace_path=trace_path)
 
 
 @app.command("webcam")
@@ -252,6 +264,7 @@ def webcam_command(
     size: Optional[str] = typer.Option(None, help=SIZE_HELP),
     device: str = typer.Option("cpu", help="cpu, cuda or cuda:N."),
     runtime: str = typer.Option("auto", help=RUNTIME_HELP),
+    precision: str = typer.Option("auto", help=PRECISION_HELP),
     threads: int = typer.Option(0, help=THREADS_HELP),
     streams: int = typer.Option(1, help="Frames the network works on at once (.onnx only); 1 keeps the latency lowest."),
     alpha: float = typer.Option(0.5, help="Weight of the class colours, 0..1 (+/- keys change it)."),
@@ -260,22 +273,30 @@ def webcam_command(
     legend: bool = typer.Option(True, "--legend/--no-legend", help="Draw the class colours with their names (l toggles it)."),
     reconnect: int = typer.Option(5, help=RECONNECT_HELP),
     stall_timeout: float = typer.Option(5.0, "--stall-timeout", help=STALL_HELP),
+    classes: Optional[str] = typer.Option(None, "--classes", help=CLASSES_HELP),
+    normalize: Optional[str] = typer.Option(None, "--normalize", help=NORMALIZE_HELP),
+    bgr: bool = typer.Option(False, "--bgr", help=BGR_HELP),
+    input_name: Optional[str] = typer.Option(None, "--input-name", help=INPUT_NAME_HELP),
+    output_name: Optional[str] = typer.Option(None, "--output-name", help=OUTPUT_NAME_HELP),
+    temporal: str = typer.Option("off", help=TEMPORAL_HELP),
     queue_size: int = typer.Option(1, "--queue-size", help="Frames each queue holds; 1 keeps the latency lowest."),
 ) -> None:
     """Live overlay window on a camera, with an FPS read-out; stale frames are dropped, never queued."""
-    from rtseg.pipeline import Look, open_camera
+    from rtseg.pipeline import Look
+    from rtseg.pipeline.context import EngineOptions, SourceOptions, open_run
     from rtseg.pipeline.sources import quiet_video_logs
+    from rtseg.pipeline.temporal import parse_temporal
 
     quiet_video_logs()
     Look(view=view, alpha=alpha)
+    temporal_config = parse_temporal(temporal)
     require_display("rtseg webcam", f"record the overlay without a window with: rtseg run {index} -o live.mp4")
-    src = open_camera(int(index) if index.isdigit() else index, reconnect=reconnect, stall_timeout=stall_timeout)
-    try:
-        eng = load(engine, device=device, size=size, runtime=runtime, threads=threads, streams=streams,
-                   frame_size=tuple(src.size))
-    except BaseException:
-        src.close()
-        raise
+    opened = open_run(SourceOptions(index, reconnect=reconnect, stall_timeout=stall_timeout, camera=True),
+                      EngineOptions(engine, runtime=runtime, device=device, size=size, threads=threads, streams=streams,
+                                    classes=classes, normalize=normalize, bgr=bgr, input_name=input_name,
+                                    output_name=output_name, precision=precision),
+                      note=note)
+    opened.output = output  # a recording beside the window: a video, whatever its name
     console.print("keys: q quit, space pause, m view, +/- alpha, l legend", highlight=False)
-    _run(src, eng, output=output, masks=None, show=True, view=view, alpha=alpha, sequential=False,
-         max_frames=None, queue_size=queue_size, quiet=False, legend=legend)
+    _run(opened, masks=None, show=True, view=view, alpha=alpha, sequential=False,
+         max_frames=None, queue_size=queue_size, quiet=False, legend=legend, temporal=temporal_config)

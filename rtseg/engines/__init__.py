@@ -1,4 +1,6 @@
-"""Inference engines behind one interface (:class:`~rtseg.engines.base.Engine`), chosen by file suffix.
+"""Inference engines behind one interface (:class:`~rtseg.engines.base.Engine`), opened by
+:func:`open_engine`; the file suffix and ``runtime=`` pick the backend from the one table of
+runtimes (:mod:`rtseg.engines.runtimes`).
 
 ==================  =========================================================
 ``.pt`` ``.pth``    PyTorch checkpoint (:mod:`rtseg.engines.torch_engine`)
@@ -9,205 +11,183 @@
 
 ``runtime=`` runs an artifact elsewhere: a ``.pt`` on ONNX Runtime, OpenVINO or TensorRT is
 exported once into a cache (:mod:`rtseg.engines.cache`) and loaded from there. ``auto`` picks
-the fastest runtime installed for the device (:func:`resolve_runtime`).
+the runtime measured fastest here (:mod:`rtseg.engines.probe`), its choice cached per machine.
 
 Backends are imported when first used, so a missing optional package only matters to the
 artifacts that need it.
 """
 from __future__ import annotations
 
-import importlib
-import importlib.util
+import logging
 import os
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from rtseg.engines.base import Engine, check_streams, parse_size
+from rtseg.engines.base import Engine, aspect_distortion, aspect_size, check_streams, parse_size
+from rtseg.engines.runtimes import (ONNX_RUNTIMES, PRECISIONS, RUNTIMES, SUFFIXES, TABLE, artifact_family,
+                                    auto_streams, check_precision, resolve_onnx_runtime, resolve_runtime,
+                                    runtime_reason)
 from rtseg.errors import RtsegError
 
-__all__ = ["Engine", "load_engine", "open_engine", "default_size", "auto_streams", "SUFFIXES", "RUNTIMES",
-           "ONNX_RUNTIMES", "resolve_onnx_runtime", "resolve_runtime", "runtime_reason"]
+__all__ = ["Engine", "open_engine", "default_size", "artifact_family", "auto_streams", "SUFFIXES", "RUNTIMES",
+           "ONNX_RUNTIMES", "PRECISIONS", "TABLE", "resolve_onnx_runtime", "resolve_runtime", "runtime_reason"]
 
-# suffix -> backend family; the order is the one error messages list.
-SUFFIXES = {".pt": "pytorch", ".pth": "pytorch", ".onnx": "onnx", ".plan": "tensorrt", ".engine": "tensorrt"}
-ONNX_RUNTIMES = ("auto", "onnxruntime", "openvino")
-RUNTIMES = ("auto", "pytorch", "onnxruntime", "openvino", "tensorrt")
+log = logging.getLogger(__name__)
 
 
-def _known() -> str:
-    return ".pt/.pth (PyTorch), .onnx (ONNX Runtime or OpenVINO), .plan/.engine (TensorRT)"
+def open_engine(weights: str | Path | None = None, *, device: str = "cpu", size: str | Sequence[int] | None = None,
+                runtime: str | None = "auto", frame_size: Sequence[int] | None = None, threads: int = 0,
+                streams: int = 1, note: Callable[[str], None] | None = None, precision: str = "auto",
+                **backend_kw: Any) -> Engine:
+    """Any rtseg artifact as an :class:`Engine`: the one way to open one.
 
-
-def resolve_onnx_runtime(runtime: str | None, device: str | None) -> str:
-    """Which runtime runs a ``.onnx`` file: ``onnxruntime`` or ``openvino``.
-
-    ``auto`` (and None) pick the fastest runtime available for ``device``: on the CPU, OpenVINO
-    when it is installed (it runs bf16 on CPUs with AVX512-BF16/AMX, and f32 about as fast as ONNX
-    Runtime elsewhere; benchmarks/cpu_engines.py), else ONNX Runtime; on CUDA, ONNX Runtime.
+    ``weights``: a ``.pt``/``.pth``, ``.onnx`` or ``.plan``/``.engine`` (None: the bundled CamVid
+    weights). ``device``: ``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (OpenVINO also takes its own
+    device names). ``runtime``: one of :data:`RUNTIMES`; ``auto`` is the one measured fastest
+    here (:mod:`rtseg.engines.probe`: once per weights, size, device and streams on a machine, then
+    cached; ``RTSEG_AUTO_PROBE=0`` falls back to :func:`resolve_runtime`'s fixed rule), None the artifact's own kind (PyTorch for a ``.pt``, ``auto`` for a
+    ``.onnx``); a ``.pt`` on another runtime is exported once into the cache. ``size``: inference
+    (h, w) or ``"HxW"``; default: for frames of ``frame_size`` (H, W), a size in their shape
+    (:func:`default_size`), else the artifact's own. ``threads``: CPU threads for the network
+    (0 = one per core; TensorRT ignores it). ``streams``: frames inferred at once from different
+    threads (``Engine.streams``), on ONNX Runtime and OpenVINO. ``note`` (default: a logged
+    warning) gets the one-line notices: an export into the cache, a size that stretches the frames
+    by over 5%, auto's choice. ``precision``: one of :data:`PRECISIONS` (auto: the probe's or the
+    runtime's own); one the runtime or the CPU cannot compute is a one-line error. ``classes``, ``normalize``, ``bgr``, ``input_name``, ``output_name``: for an ONNX file
+    without rtseg metadata, which is wrapped once into the cache (:mod:`.foreign_cache`); an error
+    for rtseg's own artifacts. Extra keywords go to the backend (OpenVINO's ``precision``, ...).
     """
-    choice = (runtime or "auto").strip().lower()
-    if choice not in ONNX_RUNTIMES:
-        raise RtsegError(f"unknown ONNX runtime {runtime!r}; use one of {', '.join(ONNX_RUNTIMES)}")
-    if choice != "auto":
-        return choice
-    text = (device or "auto").strip().lower()
-    if text == "auto":  # the same rule as the ORT engine: CUDA when onnxruntime has it, else CPU
-        import onnxruntime
+    from rtseg.bundled import DEFAULT_WEIGHTS, bundled
 
-        text = "cuda" if "CUDAExecutionProvider" in onnxruntime.get_available_providers() else "cpu"
-    if text == "cpu" and importlib.util.find_spec("openvino") is not None:
-        return "openvino"
-    return "onnxruntime"
+    say = note or log.warning
+    path = Path(weights) if weights is not None else bundled(DEFAULT_WEIGHTS, "CamVid weights")
+    # A foreign .onnx (no rtseg metadata) becomes an rtseg artifact first, wrapped once into the
+    # cache with --classes/--normalize/...; everything below sees a normal rtseg .onnx.
+    from rtseg.engines.foreign_cache import FOREIGN_FLAGS, foreign_or_own
 
-
-def _cuda(device: str | None) -> bool:
-    text = (device or "auto").strip().lower()
-    if text == "auto":
-        import torch
-
-        return torch.cuda.is_available()
-    return text.startswith("cuda")
+    path = foreign_or_own(path, {k: backend_kw.pop(k) for k in FOREIGN_FLAGS if k in backend_kw}, note=say)
+    size = parse_size(size)
+    if size is None and frame_size is not None and path.is_file():
+        size = default_size(path, frame_size)
+    engine = _load(path, device=device, size=size, runtime=runtime, threads=threads, streams=streams, note=say,
+                   precision=backend_kw.pop("precision", precision), **backend_kw)
+    if frame_size is not None and aspect_distortion(engine.input_size, frame_size) > 0.05:
+        (h, w), (fh, fw) = engine.input_size, frame_size
+        say(f"warning: inference at {h}x{w} stretches the {fh}x{fw} frames by "
+            f"{100 * aspect_distortion(engine.input_size, frame_size):.0f}% (sizes are HxW)")
+    return engine
 
 
-def resolve_runtime(path: str | Path | None, runtime: str | None, device: str | None) -> str:
-    """The runtime that runs ``path`` (None: a ``.pt``, the bundled weights) on ``device``.
-
-    ``auto`` (or None) is the fastest one installed: for a ``.pt`` on a CPU, OpenVINO (run at f32
-    by :func:`load_engine` when asked for ``auto``, so the ids are PyTorch's; 2.6x PyTorch fp32 at
-    312x552 on this project's machine), else ONNX Runtime (2.9x at 1024x2048,
-    benchmarks/results/engine_latency.json); on CUDA, TensorRT when it imports, else PyTorch fp16. A ``.onnx`` as :func:`resolve_onnx_runtime`; a plan on TensorRT.
-    An explicit runtime must be able to run the artifact."""
-    choice = (runtime or "auto").strip().lower()
-    if choice not in RUNTIMES:
-        raise RtsegError(f"--runtime {runtime!r} is not allowed; use one of {', '.join(RUNTIMES)}")
-    family = SUFFIXES.get(Path(path).suffix.lower(), "pytorch") if path is not None else "pytorch"
-    if family == "tensorrt":
-        if choice not in ("auto", "tensorrt"):
-            raise RtsegError(f"--runtime {choice}: a TensorRT plan runs on TensorRT only")
-        return "tensorrt"
-    if family == "onnx":
-        if choice in ("pytorch", "tensorrt"):
-            raise RtsegError(f"--runtime {choice} needs the .pt checkpoint; a .onnx file runs on onnxruntime or "
-                             "openvino (rtseg export --format engine makes a TensorRT plan from the .pt)")
-        return resolve_onnx_runtime(choice, device)
-    if choice != "auto":
-        return choice
-    if _cuda(device):
-        return "tensorrt" if importlib.util.find_spec("tensorrt") is not None else "pytorch"
-    return "openvino" if importlib.util.find_spec("openvino") is not None else "onnxruntime"
-
-
-def runtime_reason(runtime: str, device: str | None) -> str:
-    """Why ``auto`` picks ``runtime`` here, in a few words (rtseg doctor)."""
-    cuda = _cuda(device)
-    return {
-        "openvino": "fastest on a CPU; at f32, the same ids as PyTorch (--runtime openvino: bf16 where the CPU has it)",
-        "onnxruntime": "OpenVINO is not installed" if not cuda else "for .onnx files on CUDA",
-        "tensorrt": "TensorRT imports and a CUDA GPU is present",
-        "pytorch": "CUDA GPU present, TensorRT not installed: PyTorch fp16",
-    }.get(runtime, "")
-
-
-def _backend(module: str, cls: str) -> Any:
-    """``rtseg.engines.<module>.<cls>``, imported now; a missing backend module is one line."""
-    name = f"rtseg.engines.{module}"
-    try:
-        return getattr(importlib.import_module(name), cls)
-    except ModuleNotFoundError as exc:
-        if exc.name != name:  # the module is there but needs a package that is not: its own message
-            raise
-        raise RtsegError(f"this rtseg has no {cls} ({name} is missing); reinstall rtseg") from None
-
-
-def auto_streams(engine: str | Path | None, device: str, *, live: bool, sequential: bool = False,
-                 runtime: str | None = None) -> int:
-    """--streams 0: two streams where they pay, one elsewhere.
-
-    On a CPU the pipeline's own threads (decode, colour, encode) share the cores with the network.
-    A one-stream network spreads each frame over every core and stalls whenever one of them is
-    taken; two single-threaded streams keep working. On 1024x2048 video written as H.264 on this
-    2-core machine, pipelined over sequential went from 1.02x to 1.36x with ONNX Runtime and
-    from 1.04x to 1.20x with OpenVINO (rtseg bench --streams 1 and 2,
-    benchmarks/results/bench_*_512x1024*.json). A live source wants the lowest latency instead
-    (one stream), and so do --sequential runs; PyTorch and TensorRT engines have one stream.
-    ``engine`` None is the bundled ``.pt``; ``runtime`` as for :func:`resolve_runtime`."""
-    if live or sequential or resolve_runtime(engine, runtime, device) not in ("onnxruntime", "openvino"):
-        return 1
-    if device.strip().lower() not in ("cpu", "auto"):
-        return 1
-    return 2 if len(os.sched_getaffinity(0)) >= 2 else 1
-
-
-def load_engine(path: str | Path, *, device: str = "cpu", size: str | Sequence[int] | None = None,
-                runtime: str | None = None, threads: int = 0, streams: int = 1,
-                note: Callable[[str], None] | None = None, **kw: Any) -> Engine:
-    """Load any rtseg artifact as an :class:`Engine`; its suffix picks the backend.
-
-    ``device``: ``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (OpenVINO also takes its own device names).
-    ``size``: inference (h, w) or ``"HxW"``; default: the artifact's fixed size, else its
-    metadata's ``input_size``. ``runtime``: one of :data:`RUNTIMES`; None runs the artifact on
-    its own kind of runtime (PyTorch for a ``.pt``, ``auto`` for a ``.onnx``), ``auto`` on the
-    fastest one here (:func:`resolve_runtime`); a ``.pt`` on another runtime is exported once
-    into the cache (``note`` gets the line that says so). ``threads``: CPU threads for the
-    network (0 = one per core); a TensorRT engine runs on the GPU and ignores it. ``streams``:
-    frames inferred at once from different threads (``Engine.streams``), on ONNX Runtime and
-    OpenVINO. Extra keywords go to the backend.
-    """
+def _load(path: Path, *, device: str, size: tuple[int, int] | None, runtime: str | None, threads: int,
+          streams: int, note: Callable[[str], None], precision: str = "auto", **kw: Any) -> Engine:
+    """``path`` on the runtime the table picks (for ``auto``, the one measured fastest here:
+    :mod:`rtseg.engines.probe`), exported into the cache first when that runtime does not run the
+    file as it is."""
     if threads < 0:
         raise RtsegError(f"--threads must be >= 0 (0 = one per core); got {threads}")
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in SUFFIXES:
-        raise RtsegError(f"cannot tell the engine for {path.name!r} from its suffix {suffix or '(none)'!r}; "
-                         f"known: {_known()}")
+    precision = check_precision(precision)
+    family = artifact_family(path)
     if not path.is_file():
         raise RtsegError(f"engine file not found: {path}")
-    size = parse_size(size)
-    family = SUFFIXES[suffix]
-    rt = resolve_runtime(path, runtime, device) if runtime is not None or family != "pytorch" else "pytorch"
-    if check_streams(streams) > 1 and rt not in ("onnxruntime", "openvino"):
-        raise RtsegError(f"--streams {streams} applies to ONNX Runtime and OpenVINO; {path.name} runs on {rt}")
-    if family == "pytorch" and rt != "pytorch":
-        from rtseg.checkpoint import load_checkpoint
-        from rtseg.engines.cache import cached_artifact
+    auto = (runtime or "").strip().lower() == "auto"
+    if auto and family != "tensorrt" and os.environ.get("RTSEG_AUTO_PROBE", "1") != "0":
+        size = size or _own_size(path, family)
+        choice = _auto_choice(path, family, device=device, size=size, threads=threads, streams=streams,
+                              precision=precision, note=note)
+        name, precision = choice.runtime, choice.precision
+        streams = streams if TABLE[name].streams else 1  # auto chose a one-stream runtime: it runs one
+    else:
+        name = resolve_runtime(path, runtime, device) if runtime is not None or family != "pytorch" else "pytorch"
+    if auto and precision == "auto":
+        kw = {**dict(TABLE[name].auto_kw), **kw}
+    return _open_as(path, name, device=device, size=size, threads=threads, streams=streams, precision=precision,
+                    note=note, **kw)
+
+
+def _own_size(path: Path, family: str) -> tuple[int, int]:
+    """The artifact's own inference size (its metadata's)."""
+    if family == "pytorch":
+        from rtseg.formats.checkpoint import load_checkpoint
+
+        return tuple(load_checkpoint(path)["meta"].input_size)
+    from rtseg.formats.onnx_meta import read_onnx_meta
+
+    return tuple(read_onnx_meta(path).input_size)
+
+
+def _auto_choice(path: Path, family: str, *, device: str, size: tuple[int, int], threads: int, streams: int,
+                 precision: str, note: Callable[[str], None]):
+    """auto's (runtime, precision) for ``path`` here: cached, else measured (rtseg.engines.probe)."""
+    from rtseg.engines import probe
+    from rtseg.engines.runtimes import _cuda, _device
+
+    cuda = _cuda(device)
+    where = str(_device(device).resolve(lambda: cuda))
+
+    def opener(cand: probe.Candidate) -> Engine:
+        k = streams if TABLE[cand.runtime].streams else 1
+        return _open_as(path, cand.runtime, device=device, size=size, threads=threads, streams=k,
+                        precision=cand.precision, note=note)
+
+    def prepare(cand: probe.Candidate) -> None:  # the export into the cache, once, outside the probe's clock
+        if path.suffix.lower() not in TABLE[cand.runtime].suffixes:
+            _exported(path, cand.runtime, size=size, precision=cand.precision, note=note)
+
+    return probe.choose(path, family, size=size, device=where, cuda=cuda, streams=streams, threads=threads,
+                        precision=precision, opener=opener, prepare=prepare, note=note)
+
+
+def _open_as(path: Path, name: str, *, device: str, size: tuple[int, int] | None, threads: int, streams: int,
+             precision: str, note: Callable[[str], None], **kw: Any) -> Engine:
+    """``path`` opened by runtime ``name`` at ``precision``; a ``.pt`` on another runtime is
+    exported into the cache first (fp16 for TensorRT and for an fp16 ONNX Runtime)."""
+    row = TABLE[name]
+    if check_streams(streams) > 1 and not row.streams:
+        takes = " and ".join(r.label for r in TABLE.values() if r.streams)
+        raise RtsegError(f"--streams {streams} applies to {takes}; {path.name} runs on {name}")
+    if path.suffix.lower() not in row.suffixes:  # a .pt on another runtime (resolve_runtime refused the rest)
+        from rtseg.formats.checkpoint import load_checkpoint
 
         size = size or tuple(load_checkpoint(path)["meta"].input_size)
-        path = cached_artifact(path, rt, size, fp16=rt == "tensorrt", **({"note": note} if note else {}))
-        family = "tensorrt" if rt == "tensorrt" else "onnx"
+        if name == "onnxruntime":  # its precision errors before an export that would be for nothing
+            from rtseg.engines.ort_engine import _precision
+            from rtseg.engines.runtimes import _cuda
 
-    if family == "pytorch":
-        from rtseg.engines.torch_engine import TorchEngine
+            _precision(precision, precision if precision != "auto" else "fp32", "cuda" if _cuda(device) else "cpu")
+        path = _exported(path, name, size=size, precision=precision, note=note)
+    options = {"threads": threads} if row.threads else {}
+    if row.streams:
+        options["streams"] = streams
+    if precision != "auto":
+        kw["precision"] = precision
+    return row.engine_class()(path, device=device, size=size, **options, **kw)
 
-        return TorchEngine(path, device=device, size=size, threads=threads, **kw)
-    if family == "tensorrt":
-        return _backend("trt_engine", "TensorRTEngine")(path, device=device, size=size, **kw)
-    if rt == "openvino":
-        if (runtime or "").strip().lower() == "auto" and "precision" not in kw:
-            # auto is exact: f32 gives PyTorch's class ids (bf16 changed 3% of them on a 540x960 street clip
-            # at 312x552, benchmarks/results/defaults.json) and is still 2.6x PyTorch there; --runtime
-            # openvino keeps OpenVINO's own choice (bf16 where the CPU has it: 1.9x faster again).
-            kw["precision"] = "f32"
-        return _backend("openvino_engine", "OpenVINOEngine")(path, device=device, size=size, threads=threads,
-                                                              streams=streams, **kw)
-    from rtseg.engines.ort_engine import OrtEngine
 
-    return OrtEngine(path, device=device, size=size, threads=threads, streams=streams, **kw)
+def _exported(path: Path, name: str, *, size: tuple[int, int], precision: str, note: Callable[[str], None]) -> Path:
+    """The cached artifact that runs the ``.pt`` ``path`` on ``name`` at ``precision`` (exported
+    now if the cache has none): OpenVINO takes its precision as a hint on the fp32 graph; ONNX
+    Runtime and TensorRT run an fp16 export for fp16 (TensorRT's auto)."""
+    from rtseg.engines.cache import cached_artifact
+
+    row = TABLE[name]
+    if precision == "bf16" and name != "openvino":
+        raise RtsegError(f"--precision bf16: rtseg exports fp32 or fp16 for {row.label}; use fp32, fp16 or auto")
+    fp16 = row.cache_fp16 if precision == "auto" else precision == "fp16" and name != "openvino"
+    return cached_artifact(path, name, size, fp16=fp16, note=note)
 
 
 def default_size(path: str | Path, frame_size: Sequence[int]) -> tuple[int, int] | None:
     """The inference size for frames of ``frame_size`` (H, W) when none is given: the artifact's
     pixel count in the frame's shape, for artifacts that take any size (a ``.pt``, a dynamic
     ``.onnx``); None (the artifact's own size) for fixed-size ones."""
-    from rtseg.engines.base import aspect_size
-
     path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix in (".pt", ".pth"):
-        from rtseg.checkpoint import load_checkpoint
+    family = SUFFIXES.get(path.suffix.lower())
+    if family == "pytorch":
+        from rtseg.formats.checkpoint import load_checkpoint
 
         meta = load_checkpoint(path)["meta"]
-    elif suffix == ".onnx":
-        from rtseg.export.onnx import read_onnx_meta
+    elif family == "onnx":
+        from rtseg.formats.onnx_meta import read_onnx_meta
 
         meta = read_onnx_meta(path)
         if not meta.extra.get("export", {}).get("dynamic"):
@@ -215,29 +195,3 @@ def default_size(path: str | Path, frame_size: Sequence[int]) -> tuple[int, int]
     else:
         return None
     return aspect_size(meta.input_size, frame_size)
-
-
-def open_engine(weights: str | Path | None = None, *, device: str = "cpu", size: str | Sequence[int] | None = None,
-                runtime: str | None = "auto", frame_size: Sequence[int] | None = None, threads: int = 0,
-                streams: int = 1, note: Callable[[str], None] | None = None) -> Engine:
-    """The engine ``rtseg run`` uses: ``weights`` (None: the bundled CamVid weights) on
-    ``runtime`` (auto: the fastest here), at ``size`` or, for frames of ``frame_size`` (H, W), at
-    a size in their shape (:func:`default_size`). ``note`` (default: a logged warning) gets the
-    one-line notices: an export into the cache, a size that stretches the frames by over 5%."""
-    import logging
-
-    from rtseg.bundled import DEFAULT_WEIGHTS, bundled
-    from rtseg.engines.base import aspect_distortion
-
-    say = note or logging.getLogger(__name__).warning
-    path = Path(weights) if weights is not None else bundled(DEFAULT_WEIGHTS, "CamVid weights")
-    size = parse_size(size)
-    if size is None and frame_size is not None and path.is_file():
-        size = default_size(path, frame_size)
-    engine = load_engine(path, device=device, size=size, runtime=runtime or "auto", threads=threads, streams=streams,
-                         note=say)
-    if frame_size is not None and aspect_distortion(engine.input_size, frame_size) > 0.05:
-        (h, w), (fh, fw) = engine.input_size, frame_size
-        say(f"warning: inference at {h}x{w} stretches the {fh}x{fw} frames by "
-            f"{100 * aspect_distortion(engine.input_size, frame_size):.0f}% (sizes are HxW)")
-    return engine

@@ -8,7 +8,6 @@ each frame's size, nearest neighbour).
 from __future__ import annotations
 
 import math
-
 import threading
 from abc import ABC, abstractmethod
 from typing import Callable, Generic, Sequence, TypeVar
@@ -16,11 +15,15 @@ from typing import Callable, Generic, Sequence, TypeVar
 import cv2
 import numpy as np
 
+from rtseg.devices import DEVICE_CHOICES, Device, parse_device
 from rtseg.errors import RtsegError
 from rtseg.meta import ModelMeta
 from rtseg.viz import resize_nearest
 
-__all__ = ["Engine", "parse_size", "PerThread", "check_streams"]
+__all__ = ["Engine", "parse_size", "PerThread", "check_streams", "engine_device", "ONNX_NO_SCORES"]
+
+ONNX_NO_SCORES = ("--temporal on needs class scores, and this ONNX file has no 'scores' output (a foreign model, or "
+                  "one exported before rtseg gave scores: export it again); use --temporal off")
 
 T = TypeVar("T")
 
@@ -65,6 +68,18 @@ def aspect_distortion(size: Sequence[int], frame: Sequence[int]) -> float:
     return abs((size[1] / size[0]) / (frame[1] / frame[0]) - 1)
 
 
+def engine_device(text: str | None, *, default: str = "auto", others: Sequence[str] = (),
+                  runtime: str = "") -> Device:
+    """:func:`rtseg.devices.parse_device` for an engine: a value no runtime takes is a one-line
+    'unknown device' error naming ``runtime`` (when given) and what is allowed."""
+    try:
+        return parse_device(text, default=default, others=others)
+    except RtsegError:
+        where = f" for {runtime}" if runtime else ""
+        extra = f" (OpenVINO also takes {', '.join(others)})" if others else ""
+        raise RtsegError(f"unknown device {text!r}{where}; use {DEVICE_CHOICES}{extra}") from None
+
+
 def check_streams(streams: int) -> int:
     """``streams`` as given, or a one-line error naming the flag."""
     if not isinstance(streams, int) or streams < 1:
@@ -98,13 +113,18 @@ class Engine(ABC):
     its share of the CPU threads (ONNX Runtime and OpenVINO). ``infer`` is safe to call from that
     many threads; the pipeline's infer stage runs that many workers. On a CPU this trades one
     frame's latency for throughput: one stream spends both cores on a frame, and the pipeline's
-    own threads then stall it; two streams each keep a core busy on their own frame."""
+    own threads then stall it; two streams each keep a core busy on their own frame.
+
+    ``last_infer_ms``: the device time of the last ``infer`` call in ms, measured on the device
+    (TensorRT sets it from CUDA events); None where the engine does not measure it."""
 
     name: str = "engine"
     device: str = "cpu"
     meta: ModelMeta
     input_size: tuple[int, int]  # (h, w) the network runs at
     streams: int = 1
+    last_infer_ms: float | None = None  # device time of the last infer call (TensorRT); None: not measured
+    has_scores: bool = False  # infer_scores works: the artifact gives class scores beside the ids
 
     def preprocess(self, frames: Sequence[np.ndarray]) -> np.ndarray:
         """BGR uint8 frames of any size -> uint8 batch (N, h, w, 3) at the inference size."""
@@ -126,6 +146,17 @@ class Engine(ABC):
     @abstractmethod
     def infer(self, batch: np.ndarray) -> np.ndarray:
         """uint8 (N, h, w, 3) BGR -> uint8 (N, h, w) class ids."""
+
+    def infer_scores(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """uint8 (N, h, w, 3) BGR -> (uint8 (N, h, w) class ids, float16 (N, C, h', w') class
+        scores (logits) at the network's own output resolution, e.g. h' = h/8): the one network call
+        gives both. Engines whose artifact has no scores (``has_scores`` False) refuse in one line."""
+        raise RtsegError(self.no_scores_reason())
+
+    def no_scores_reason(self) -> str:
+        """Why ``infer_scores`` is refused (one line, for --temporal on)."""
+        return (f"--temporal on needs class scores, and {self.name} gives class ids only here; "
+                "use --temporal off, or run an rtseg .pt (or its ONNX export) on pytorch, onnxruntime or openvino")
 
     def postprocess(self, ids: np.ndarray, sizes: Sequence[tuple[int, int]]) -> list[np.ndarray]:
         """Class ids at the inference size -> one (H, W) uint8 array per frame at its own size.

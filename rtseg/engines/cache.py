@@ -20,13 +20,15 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
+from rtseg import _version
+from rtseg.engines.runtimes import TABLE
 from rtseg.errors import RtsegError
+from rtseg.formats import SUFFIXES
 
 __all__ = ["cache_root", "cache_key", "cached_artifact"]
 
 log = logging.getLogger(__name__)
 
-_SUFFIX = {"onnxruntime": ".onnx", "openvino": ".onnx", "tensorrt": ".plan"}
 _fallback: Path | None = None  # the temporary folder used when the cache is not writable, once per process
 
 
@@ -50,11 +52,12 @@ def cache_key(weights: Path, runtime: str, size: tuple[int, int], *, fp16: bool 
     import onnx
     import torch
 
-    import rtseg
-
     h, w = size
-    return (f"sha256={_digest(weights)};size={h}x{w};runtime={runtime};precision={'fp16' if fp16 else 'fp32'};"
-            f"rtseg={rtseg.__version__};torch={torch.__version__};onnx={onnx.__version__}")
+    outputs = "ids" if runtime in TABLE and _family(runtime) == "tensorrt" else "ids+scores"  # ONNX: scores since issue 26
+    # The artifact's family, not the runtime: ONNX Runtime and OpenVINO share one ONNX export
+    # (auto's probe runs both: one export, not two).
+    return (f"sha256={_digest(weights)};size={h}x{w};artifact={_family(runtime)};precision={'fp16' if fp16 else 'fp32'};"
+            f"outputs={outputs};rtseg={_version.__version__};torch={torch.__version__};onnx={onnx.__version__}")
 
 
 def _writable(folder: Path) -> bool:
@@ -78,15 +81,20 @@ def _folder(note: Callable[[str], None]) -> Path:
     return _fallback
 
 
+def _family(runtime: str) -> str:
+    """The artifact family a .pt is exported to for ``runtime`` (onnx or tensorrt)."""
+    return SUFFIXES[TABLE[runtime].cache_suffix]
+
+
 def _stored_key(path: Path, runtime: str) -> str | None:
     """The key recorded in an entry's metadata; None when the entry cannot be read."""
     try:
-        if runtime == "tensorrt":
-            from rtseg.export.tensorrt import read_sidecar
+        if _family(runtime) == "tensorrt":
+            from rtseg.formats.plan import read_sidecar
 
-            meta = read_sidecar(path)
+            meta = read_sidecar(path).meta
         else:
-            from rtseg.export.onnx import read_onnx_meta
+            from rtseg.formats.onnx_meta import read_onnx_meta
 
             meta = read_onnx_meta(path)
     except (RtsegError, OSError, ValueError):
@@ -98,14 +106,15 @@ def _export(weights: Path, runtime: str, size: tuple[int, int], fp16: bool, key:
     """Write the artifact to a temporary name beside ``dest`` and rename it into place."""
     tmp = dest.with_name(f".{dest.stem}.{os.getpid()}.{os.urandom(4).hex()}.tmp{dest.suffix}")
     try:
-        if runtime == "tensorrt":
-            from rtseg.export.tensorrt import export_engine, sidecar_path
+        if _family(runtime) == "tensorrt":
+            from rtseg.export.tensorrt import export_engine
+            from rtseg.formats.plan import sidecar_path
 
             export_engine(weights, tmp, size=size, fp16=fp16, cache_key=key)
             os.replace(sidecar_path(tmp), sidecar_path(dest))  # the sidecar first: a plan is never there without it
         else:
-            from rtseg.checkpoint import build_from_checkpoint
             from rtseg.export.onnx import export_onnx
+            from rtseg.formats.checkpoint import build_from_checkpoint
 
             model, meta = build_from_checkpoint(weights)
             meta = dataclasses.replace(meta, extra={**meta.extra, "cache_key": key})
@@ -124,11 +133,13 @@ def cached_artifact(weights: str | Path, runtime: str, size: tuple[int, int], *,
     cache folder is not writable)."""
     global _fallback
     weights = Path(weights)
-    if runtime not in _SUFFIX:
-        raise RtsegError(f"no cached artifact for runtime {runtime!r}; use one of {', '.join(_SUFFIX)}")
+    suffix = TABLE[runtime].cache_suffix if runtime in TABLE else None
+    if suffix is None:
+        cached = [r.name for r in TABLE.values() if r.cache_suffix]
+        raise RtsegError(f"no cached artifact for runtime {runtime!r}; use one of {', '.join(cached)}")
     key = cache_key(weights, runtime, size, fp16=fp16)
     h, w = size
-    name = f"{weights.stem}-{runtime}-{h}x{w}-{hashlib.sha256(key.encode()).hexdigest()[:16]}{_SUFFIX[runtime]}"
+    name = f"{weights.stem}-{_family(runtime)}-{h}x{w}-{hashlib.sha256(key.encode()).hexdigest()[:16]}{suffix}"
     folder = _folder(note)
     dest = folder / name
     if dest.is_file():
@@ -136,7 +147,7 @@ def cached_artifact(weights: str | Path, runtime: str, size: tuple[int, int], *,
             log.info("cache hit: %s", dest)
             return dest
         note(f"note: cache entry {dest} is unreadable or stale; exporting it again")
-    what = "a TensorRT plan" if runtime == "tensorrt" else "ONNX"
+    what = "a TensorRT plan" if _family(runtime) == "tensorrt" else "ONNX"
     note(f"exporting {weights.name} to {what} at {h}x{w} for {runtime} (once; later runs reuse it): {dest}")
     try:
         _export(weights, runtime, size, fp16, key, dest)

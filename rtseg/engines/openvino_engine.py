@@ -2,9 +2,8 @@
 
 OpenVINO reads the ``.onnx`` file directly (no IR conversion step) and compiles it for the
 CPU with oneDNN kernels. On a CPU with AMX or AVX512-BF16 it runs the network in bfloat16
-(``INFERENCE_PRECISION_HINT``): on the 2-core AMX Xeon this was measured on, 2.4x faster than
-its f32 at 1024x2048 and 3x at 512x1024, about 10x and 8x PyTorch fp32 eager, with the same
-CamVid val mIoU (class ids agree with fp32 on ~98.6-99.4% of pixels; benchmarks/cpu_engines.py).
+(``INFERENCE_PRECISION_HINT``): several times faster than its f32, with the same CamVid val mIoU
+(figures: benchmarks/cpu_engines.py and its results).
 The graph is the same as for ONNX Runtime: uint8 (N, H, W, 3) BGR in, uint8 (N, H, W) ids out.
 
 Sizes: a dynamic-size file is reshaped to the requested ``size`` (default: its metadata's
@@ -21,15 +20,17 @@ from pathlib import Path
 
 import numpy as np
 
-from rtseg.engines.base import Engine, PerThread, check_streams
+from rtseg.devices import parse_device
+from rtseg.engines.base import ONNX_NO_SCORES, Engine, PerThread, check_streams
 from rtseg.errors import RtsegError, require
-from rtseg.export.onnx import read_onnx_meta
+from rtseg.formats.onnx_meta import read_onnx_meta
 
 __all__ = ["OpenVINOEngine", "PRECISIONS", "HINTS", "cpu_has_bf16"]
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("auto", "bf16", "f32")  # auto: bf16 where the CPU computes it natively, else f32
+PRECISIONS = ("auto", "bf16", "fp32", "fp16")  # auto: bf16 where the CPU computes it natively, else f32
+_HINT = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}  # --precision -> INFERENCE_PRECISION_HINT
 HINTS = ("latency", "throughput")  # OpenVINO's PERFORMANCE_HINT: one stream vs several in parallel
 
 
@@ -43,12 +44,34 @@ def cpu_has_bf16(core=None) -> bool:
     return "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
+def _precision(precision: str, target: str, core) -> str:
+    """--precision as OpenVINO's hint for ``target``: auto is bf16 where the CPU computes it
+    natively, else f32; bf16 or fp16 the device does not compute natively is a one-line error
+    (OpenVINO would run them emulated, slower than f32, or quietly as f32)."""
+    from rtseg.engines.runtimes import check_precision
+
+    precision = check_precision(precision)
+    caps = core.get_property(target, "OPTIMIZATION_CAPABILITIES") if target in ("CPU", "GPU") else []
+    if precision == "auto":
+        return "bf16" if target == "CPU" and "BF16" in caps else "f32"
+    if precision != "fp32" and target == "CPU" and precision.upper() not in caps:
+        from rtseg.machine import cpu_flags, cpu_model
+
+        need = "AVX512-BF16 or AMX" if precision == "bf16" else "AVX512-FP16 or ARM fp16"
+        raise RtsegError(f"--precision {precision}: OpenVINO cannot compute {precision} on this CPU ({cpu_model()}; "
+                         f"it reports {', '.join(caps)}; {precision} needs {need}); use fp32 or auto")
+    return _HINT[precision]
+
+
 def _ov_device(device: str | None, available: list[str]) -> str:
-    text = (device or "cpu").strip()
-    if text.lower() in ("cpu", "auto"):
+    try:
+        parsed = parse_device(device, default="cpu", others=available)  # OpenVINO's own names, e.g. GPU, NPU
+    except RtsegError:
+        parsed = None
+    if parsed is not None and parsed.kind in ("cpu", "auto"):
         return "CPU"
-    if text.upper() in available:  # OpenVINO's own names, e.g. GPU, NPU
-        return text.upper()
+    if parsed is not None and parsed.kind != "cuda":
+        return parsed.kind
     raise RtsegError(f"unknown device {device!r} for OpenVINO; use cpu or one of {', '.join(available)}")
 
 
@@ -62,7 +85,8 @@ def _choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
 class OpenVINOEngine(Engine):
     """An rtseg ONNX file compiled by OpenVINO.
 
-    ``precision``: ``auto`` (bf16 when the CPU has it natively, else f32), ``bf16`` or ``f32``.
+    ``precision``: ``auto`` (bf16 when the CPU has it natively, else f32), ``fp32`` (also ``f32``),
+    ``bf16`` or ``fp16`` (the last two where the device computes them natively).
     ``hint``: ``latency`` (one frame as fast as possible) or ``throughput`` (several frames of a
     batch in parallel streams). ``threads``: inference threads in all (0 = one per core).
     ``streams``: frames inferred at once from different threads, each on threads/streams of the
@@ -76,7 +100,6 @@ class OpenVINOEngine(Engine):
         ov = _ov()
         path = Path(path)
         self.meta = read_onnx_meta(path)  # also: missing file, not ONNX, not rtseg -> one line
-        precision = _choice("precision", precision, PRECISIONS)
         hint = _choice("hint", hint, HINTS)
         self.streams = check_streams(streams)
         if self.streams > 1:
@@ -107,10 +130,9 @@ class OpenVINOEngine(Engine):
         if not (n.is_static and n.get_length() == 1 and h.is_static and w.is_static):
             model.reshape({inp.get_any_name(): ov.PartialShape([1, *self.input_size, 3])})
 
-        if precision == "auto":
-            precision = "bf16" if target == "CPU" and cpu_has_bf16(core) else "f32"
-        self.precision = precision
-        config = {"PERFORMANCE_HINT": hint.upper(), "INFERENCE_PRECISION_HINT": precision}
+        ov_precision = _precision(precision, target, core)
+        self.precision = {"f32": "fp32", "f16": "fp16"}.get(ov_precision, ov_precision)  # --precision's names
+        config = {"PERFORMANCE_HINT": hint.upper(), "INFERENCE_PRECISION_HINT": ov_precision}
         if target == "CPU":
             config["INFERENCE_NUM_THREADS"] = threads if threads > 0 else len(os.sched_getaffinity(0))
         if self.streams > 1:
@@ -118,10 +140,7 @@ class OpenVINOEngine(Engine):
             if target == "CPU" and "ENABLE_CPU_PINNING" in core.get_property("CPU", "SUPPORTED_PROPERTIES"):
                 # Several streams run beside the pipeline's decode, colour and encode threads: a
                 # stream pinned to a core waits while another thread holds that core, even when
-                # the other core is free. Unpinned, pipelined runs on 1024x2048 video went from
-                # 40.7 to 41.5 fps (medians of 4 alternating rounds; 1.07x as the median of the
-                # rounds' ratios) on this 2-core machine; one stream keeps OpenVINO's pinning (it
-                # was faster pinned: 34.4 against 32.0 fps).
+                # another core is free (measured faster unpinned; one stream was faster pinned).
                 config["ENABLE_CPU_PINNING"] = False
         try:
             self.compiled = core.compile_model(model, target, config)
@@ -134,7 +153,11 @@ class OpenVINOEngine(Engine):
         self._queue = None  # AsyncInferQueue, made on the first multi-frame batch in throughput mode
         self._binding = threading.Lock()  # around OpenVINO's Python tensor handling (see infer)
         self._ov_tensor = _ov().Tensor
-        log.info("loaded %s (%s, %s hint)", self.describe(), precision, hint)
+        names = [out.get_names() for out in self.compiled.outputs]  # each output's tensor names
+        self._ids_out = next((i for i, n in enumerate(names) if "ids" in n), 0)
+        self._scores_out = next((i for i, n in enumerate(names) if "scores" in n), None)
+        self.has_scores = self._scores_out is not None  # rtseg exports since issue 26
+        log.info("loaded %s (%s hint)", self.describe(), hint)
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         """uint8 (N, h, w, 3) BGR -> uint8 (N, h, w) class ids."""
@@ -153,8 +176,30 @@ class OpenVINOEngine(Engine):
                 request.set_input_tensor(self._ov_tensor(np.ascontiguousarray(batch[i:i + 1])))
             request.infer()
             with self._binding:  # the request's output buffer is reused by the next call: copy the ids out
-                out[i] = request.get_output_tensor().data[0]
+                out[i] = request.get_output_tensor(self._ids_out).data[0]
         return out
+
+    def infer_scores(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """uint8 (N, h, w, 3) BGR -> (ids, fp16 scores (N, C, h/8, w/8)), frame by frame."""
+        if not self.has_scores:
+            raise RtsegError(self.no_scores_reason())
+        self.check_batch(batch)
+        ids, scores = np.empty(batch.shape[:3], np.uint8), None
+        request = self._requests.get()
+        for i in range(len(batch)):
+            with self._binding:  # as in infer
+                request.set_input_tensor(self._ov_tensor(np.ascontiguousarray(batch[i:i + 1])))
+            request.infer()
+            with self._binding:
+                ids[i] = request.get_output_tensor(self._ids_out).data[0]
+                one = request.get_output_tensor(self._scores_out).data[0]
+                if scores is None:
+                    scores = np.empty((len(batch), *one.shape), np.float16)
+                scores[i] = one
+        return ids, scores
+
+    def no_scores_reason(self) -> str:
+        return ONNX_NO_SCORES
 
     def _infer_parallel(self, batch: np.ndarray, out: np.ndarray) -> None:
         """One frame per infer request, as many in flight as the compiled streams allow."""
@@ -162,7 +207,7 @@ class OpenVINOEngine(Engine):
         if self._queue is None:
             self._queue = ov.AsyncInferQueue(self.compiled)  # jobs = the compiled model's optimal number
         # The callback runs when a request finishes, before its buffer is reused: copy the ids out.
-        self._queue.set_callback(lambda req, i: out.__setitem__(i, req.get_output_tensor(0).data[0]))
+        self._queue.set_callback(lambda req, i: out.__setitem__(i, req.get_output_tensor(self._ids_out).data[0]))
         for i in range(len(batch)):
             self._queue.start_async({0: np.ascontiguousarray(batch[i:i + 1])}, userdata=i)
         self._queue.wait_all()

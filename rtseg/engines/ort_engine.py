@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from rtseg.engines.base import Engine, PerThread, check_streams
+from rtseg.engines.base import ONNX_NO_SCORES, Engine, PerThread, check_streams, engine_device
 from rtseg.errors import RtsegError
-from rtseg.export.onnx import read_onnx_meta
+from rtseg.formats.onnx_meta import read_onnx_meta
 
 __all__ = ["OrtEngine", "ort_providers"]
 
@@ -29,28 +29,39 @@ log = logging.getLogger(__name__)
 
 def ort_providers(device: str | None, available: list[str]) -> tuple[str, list[Any]]:
     """(resolved device, provider list) for 'cpu', 'cuda', 'cuda:N' or 'auto'."""
-    text = (device or "auto").strip().lower()
     has_cuda = "CUDAExecutionProvider" in available
-    if text == "auto":
-        text = "cuda" if has_cuda else "cpu"
-    if text == "cpu":
+    parsed = engine_device(device).resolve(lambda: has_cuda)
+    if parsed.kind == "cpu":
         return "cpu", ["CPUExecutionProvider"]
-    if text == "cuda" or (text.startswith("cuda:") and text[5:].isdigit()):
-        if not has_cuda:
-            raise RtsegError(f"--device {device} asks for CUDA, but this onnxruntime has no CUDA provider "
-                             f"(it has {', '.join(available)}); install onnxruntime-gpu or use --device cpu")
-        index = int(text[5:]) if ":" in text else 0
-        providers: list[Any] = []
-        if "TensorrtExecutionProvider" in available:
-            # ORT builds TensorRT engines for the graph on first run; cache them between runs.
-            cache = Path(os.environ.get("RTSEG_CACHE", Path.home() / ".cache" / "rtseg")) / "ort_trt"
-            providers.append(("TensorrtExecutionProvider", {"device_id": index, "trt_fp16_enable": True,
-                                                             "trt_engine_cache_enable": True,
-                                                             "trt_engine_cache_path": str(cache)}))
-        providers.append(("CUDAExecutionProvider", {"device_id": index}))
-        providers.append("CPUExecutionProvider")
-        return f"cuda:{index}", providers
-    raise RtsegError(f"unknown device {device!r}; use cpu, cuda, cuda:N or auto")
+    if not has_cuda:
+        raise RtsegError(f"--device {device} asks for CUDA, but this onnxruntime has no CUDA provider "
+                         f"(it has {', '.join(available)}); install onnxruntime-gpu or use --device cpu")
+    index = parsed.index
+    providers: list[Any] = []
+    if "TensorrtExecutionProvider" in available:
+        # ORT builds TensorRT engines for the graph on first run; cache them between runs.
+        cache = Path(os.environ.get("RTSEG_CACHE", Path.home() / ".cache" / "rtseg")) / "ort_trt"
+        providers.append(("TensorrtExecutionProvider", {"device_id": index, "trt_fp16_enable": True,
+                                                         "trt_engine_cache_enable": True,
+                                                         "trt_engine_cache_path": str(cache)}))
+    providers.append(("CUDAExecutionProvider", {"device_id": index}))
+    providers.append("CPUExecutionProvider")
+    return f"cuda:{index}", providers
+
+
+def _precision(asked: str, file_precision: str, device: str) -> str:
+    """ONNX Runtime computes in the file's own precision (fp32 on a CPU: its fp16 kernels there are
+    slower than fp32 and few): another --precision is a one-line error saying what does it."""
+    from rtseg.engines.runtimes import check_precision
+
+    asked = check_precision(asked)
+    if device == "cpu" and asked not in ("auto", "fp32"):
+        raise RtsegError(f"--precision {asked}: ONNX Runtime computes fp32 on the CPU; use fp32, or --runtime "
+                         "openvino for bf16 where the CPU has it")
+    if asked in ("auto", file_precision):
+        return file_precision
+    raise RtsegError(f"--precision {asked}: this ONNX file is {file_precision}; ONNX Runtime runs a file's own "
+                     f"precision (rtseg export --precision {asked}, or give the .pt and rtseg exports it)")
 
 
 class OrtEngine(Engine):
@@ -61,12 +72,14 @@ class OrtEngine(Engine):
     name = "onnxruntime"
 
     def __init__(self, path: str | Path, *, device: str = "cpu", size: tuple[int, int] | None = None,
-                 threads: int = 0, streams: int = 1):
+                 threads: int = 0, streams: int = 1, precision: str = "auto"):
         import onnxruntime as ort
 
         path = Path(path)
         self.meta = read_onnx_meta(path)  # also: missing file, not ONNX, not rtseg -> one line
         self.device, providers = ort_providers(device, ort.get_available_providers())
+        self.precision = _precision(precision, self.meta.extra.get("export", {}).get("precision") or "fp32",
+                                    self.device)
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL  # fusions, layout for MLAS
         self.streams = check_streams(streams)
@@ -94,6 +107,7 @@ class OrtEngine(Engine):
             raise RtsegError(f"{path}: expected a uint8 (N, H, W, 3) input, found {inp.type} {inp.shape}")
         self._input_name = inp.name
         self._output_name = self.session.get_outputs()[0].name
+        self.has_scores = "scores" in [o.name for o in self.session.get_outputs()]  # rtseg exports since issue 26
         n, h, w = inp.shape[:3]
         self.batch = n if isinstance(n, int) else None  # None: any batch size in one call
         self.fixed_size = (h, w) if isinstance(h, int) and isinstance(w, int) else None
@@ -109,14 +123,28 @@ class OrtEngine(Engine):
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         """uint8 (N, h, w, 3) BGR -> uint8 (N, h, w) class ids."""
+        return self._run(batch, [self._output_name])[0]
+
+    def infer_scores(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """uint8 (N, h, w, 3) BGR -> (ids, fp16 scores (N, C, h/8, w/8)): the graph's two outputs."""
+        if not self.has_scores:
+            raise RtsegError(self.no_scores_reason())
+        ids, scores = self._run(batch, [self._output_name, "scores"])
+        return ids, scores
+
+    def no_scores_reason(self) -> str:
+        return ONNX_NO_SCORES
+
+    def _run(self, batch: np.ndarray, names: list[str]) -> list[np.ndarray]:
+        """The outputs ``names`` for ``batch`` (the scores output costs one Cast of the 1/8 logits)."""
         self.check_batch(batch)
         batch = np.ascontiguousarray(batch)
         session = self._session.get()
         if self.batch is None or len(batch) == self.batch:
-            return session.run([self._output_name], {self._input_name: batch})[0]
+            return session.run(names, {self._input_name: batch})
         # A static-batch file: one call per chunk of its batch size (1 for a default export).
         k = self.batch
         if len(batch) % k:
             raise RtsegError(f"this ONNX file takes batches of {k}; got {len(batch)} frames (export with --dynamic)")
-        return np.concatenate([session.run([self._output_name], {self._input_name: batch[i:i + k]})[0]
-                               for i in range(0, len(batch), k)])
+        chunks = [session.run(names, {self._input_name: batch[i:i + k]}) for i in range(0, len(batch), k)]
+        return [np.concatenate(parts) for parts in zip(*chunks)]

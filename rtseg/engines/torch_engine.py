@@ -9,8 +9,8 @@ frames go in and uint8 ids come out; the cast, normalisation and argmax run in t
   and copied up with ``non_blocking=True`` (3 bytes a pixel instead of 12 for float input); the
   ids come back through a pinned buffer too (1 byte a pixel), the only sync point per batch.
   The forward runs as a CUDA graph, captured once per batch shape into static device buffers:
-  one launch a frame instead of Fast-SCNN's few hundred kernel launches from Python, which on
-  an H200 took most of the 6 ms infer stage and held the GIL the other stages need
+  one launch a frame instead of Fast-SCNN's few hundred kernel launches from Python, which
+  cost most of the infer stage on a fast GPU and held the GIL the other stages need
   (docs/gpu.md). A shape whose capture fails runs eagerly, with a one-line warning.
 """
 from __future__ import annotations
@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rtseg.checkpoint import build_from_checkpoint
-from rtseg.engines.base import Engine
+from rtseg.engines.base import Engine, engine_device
 from rtseg.errors import RtsegError
+from rtseg.formats.checkpoint import build_from_checkpoint
 from rtseg.nets.deploy import DeployModel
 
 __all__ = ["TorchEngine", "resolve_torch_device"]
@@ -35,45 +35,64 @@ log = logging.getLogger(__name__)
 
 def resolve_torch_device(device: str | None) -> torch.device:
     """'cpu', 'cuda', 'cuda:N' or 'auto' (CUDA when present, else CPU) -> a torch.device."""
-    text = (device or "auto").strip().lower()
-    if text == "auto":
-        return torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
-    if text == "cpu":
+    parsed = engine_device(device).resolve(torch.cuda.is_available)
+    if parsed.kind == "cpu":
         return torch.device("cpu")
-    if text == "cuda" or (text.startswith("cuda:") and text[5:].isdigit()):
-        if not torch.cuda.is_available():
-            raise RtsegError(f"--device {device} asks for CUDA, but this torch ({torch.__version__}) sees no CUDA GPU; "
-                             "use --device cpu")
-        index = int(text[5:]) if ":" in text else 0
-        if index >= torch.cuda.device_count():
-            raise RtsegError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) here")
-        return torch.device("cuda", index)
-    raise RtsegError(f"unknown device {device!r}; use cpu, cuda, cuda:N or auto")
+    if not torch.cuda.is_available():
+        raise RtsegError(f"--device {device} asks for CUDA, but this torch ({torch.__version__}) sees no CUDA GPU; "
+                         "use --device cpu")
+    if parsed.index >= torch.cuda.device_count():
+        raise RtsegError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) here")
+    return torch.device("cuda", parsed.index)
+
+
+def _precision(precision: str, fp16: bool | None, cuda: bool) -> str:
+    """--precision for the PyTorch engine: auto is fp16 on CUDA, fp32 on a CPU; fp16 on a CPU
+    (slower than fp32 there) and bf16 on a CPU without native bf16 are one-line errors.
+    ``fp16`` (the older keyword) True/False stands for fp16/fp32."""
+    from rtseg.engines.runtimes import check_precision
+    from rtseg.machine import cpu_model, native_bf16
+
+    precision = check_precision(precision)
+    if precision == "auto":
+        precision = ("fp16" if fp16 else "fp32") if fp16 is not None else "fp16" if cuda else "fp32"
+    if precision == "fp16" and not cuda:
+        raise RtsegError("--precision fp16 is for CUDA only in the PyTorch engine (CPU fp16 convolutions are slower "
+                         "than fp32); on a CPU use fp32 or auto")
+    if precision == "bf16" and not cuda and not native_bf16():
+        raise RtsegError(f"--precision bf16: this CPU ({cpu_model()}) has no AVX512-BF16 or AMX, so PyTorch would "
+                         "emulate bf16, slower than fp32; use fp32 or auto")
+    return precision
 
 
 class TorchEngine(Engine):
-    """A checkpoint run by PyTorch. ``fp16`` defaults to True on CUDA and must be False on CPU
-    (CPU fp16 convolutions are slower than fp32). ``threads`` > 0 sets PyTorch's CPU threads
+    """A checkpoint run by PyTorch. ``precision``: auto (fp16 on CUDA, fp32 on a CPU), fp32, fp16
+    (CUDA only: CPU fp16 convolutions are slower than fp32) or bf16 (CUDA, or a CPU with native
+    bf16); ``fp16`` True/False is the older way to say fp16/fp32. ``threads`` > 0 sets PyTorch's CPU threads
     (``torch.set_num_threads``: for the whole process); 0 leaves PyTorch's default (one per core)."""
 
     name = "pytorch"
 
     def __init__(self, path: str | Path, *, device: str = "cpu", size: tuple[int, int] | None = None,
-                 fp16: bool | None = None, threads: int = 0, cuda_graphs: bool = True):
+                 fp16: bool | None = None, threads: int = 0, cuda_graphs: bool = True, precision: str = "auto"):
         if threads > 0:
             torch.set_num_threads(threads)
         self.torch_device = resolve_torch_device(device)
         self.device = str(self.torch_device)
         cuda = self.torch_device.type == "cuda"
-        self.fp16 = cuda if fp16 is None else bool(fp16)
-        if self.fp16 and not cuda:
-            raise RtsegError("fp16 is for CUDA only in the PyTorch engine; on CPU use fp32 (or the OpenVINO/ONNX engines)")
+        self.precision = _precision(precision, fp16, cuda)
+        self.fp16 = self.precision == "fp16"
         net, self.meta = build_from_checkpoint(path)
         self.input_size = tuple(size) if size else tuple(self.meta.input_size)
         model = DeployModel(net, self.meta).eval()
-        if self.fp16:
-            model = model.half()  # also casts the normalisation conv; uint8 input is cast to fp16 in-graph
+        if self.precision != "fp32":  # also casts the normalisation conv; the uint8 input is cast in-graph
+            model = model.to(torch.float16 if self.fp16 else torch.bfloat16)
         self.model = model.to(self.torch_device, memory_format=torch.channels_last)
+        # The same network with its scores as a second output (infer_scores, the temporal filter):
+        # shares the weights; only the normalisation buffers are its own, cast as the model's.
+        self._scores_model = DeployModel(self.model.net, self.meta, scores=True).to(
+            self.model.norm_weight.dtype).to(self.torch_device)
+        self.has_scores = True
         self.cuda_graphs = cuda and cuda_graphs  # replay the forward as a CUDA graph (one per batch shape)
         self._buffers: dict[tuple[int, ...], _CudaBuffers] = {}  # batch shape -> its buffers (and graph)
         self._lock = threading.Lock()  # the buffers are shared between calls
@@ -87,6 +106,19 @@ class TorchEngine(Engine):
             if self.torch_device.type == "cpu":
                 return self.model(torch.from_numpy(batch)).numpy()
             return self._infer_cuda(batch)
+
+    def infer_scores(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """uint8 (N, h, w, 3) BGR -> (ids, fp16 scores (N, C, h/8, w/8)). On CUDA this runs eagerly
+        (no CUDA graph) and syncs once for both outputs."""
+        if batch.ndim != 4 or batch.shape[3] != 3 or batch.dtype != np.uint8:
+            raise RtsegError(f"infer expects a uint8 (N, H, W, 3) batch, got shape {batch.shape} dtype {batch.dtype}")
+        with torch.inference_mode():
+            if self.torch_device.type == "cpu":
+                ids, scores = self._scores_model(torch.from_numpy(batch))
+                return ids.numpy(), scores.numpy()
+            with self._lock, torch.cuda.device(self.torch_device):
+                ids, scores = self._scores_model(torch.from_numpy(batch).to(self.torch_device))
+                return ids.cpu().numpy(), scores.cpu().numpy()
 
     def _infer_cuda(self, batch: np.ndarray) -> np.ndarray:
         shape = batch.shape

@@ -24,8 +24,10 @@ import numpy as np
 
 from rtseg.engines.base import Engine
 from rtseg.errors import RtsegError
-from rtseg.engines.cuda_memory import open_cuda, parse_cuda_device
-from rtseg.export.tensorrt import PLAN_SUFFIXES, read_sidecar, require_cuda_gpu, require_tensorrt
+from rtseg.formats import suffixes_of
+from rtseg.formats.plan import PlanInfo, read_sidecar
+from rtseg.gpu import parse_cuda_device, require_cuda_gpu, require_tensorrt
+from rtseg.gpu.cuda import open_cuda
 
 __all__ = ["TensorRTEngine", "open_cuda", "parse_cuda_device"]
 
@@ -40,13 +42,20 @@ class TensorRTEngine(Engine):
 
     name = "tensorrt"
 
-    def __init__(self, path: str | Path, *, device: str | None = "cuda", size: tuple[int, int] | None = None):
+    def __init__(self, path: str | Path, *, device: str | None = "cuda", size: tuple[int, int] | None = None,
+                 precision: str = "auto"):
         path = Path(path)
-        if path.suffix.lower() not in PLAN_SUFFIXES:
-            raise RtsegError(f"{path}: a TensorRT engine file ends in {' or '.join(PLAN_SUFFIXES)}")
+        if path.suffix.lower() not in suffixes_of("tensorrt"):
+            raise RtsegError(f"{path}: a TensorRT engine file ends in {' or '.join(suffixes_of('tensorrt'))}")
         if not path.is_file():
             raise RtsegError(f"TensorRT engine not found: {path}")
         info = read_sidecar(path)  # before the GPU checks: a broken file is the first thing to fix
+        from rtseg.engines.runtimes import check_precision
+
+        if check_precision(precision) not in ("auto", info.precision):
+            raise RtsegError(f"--precision {precision}: {path.name} was built {info.precision}; a plan keeps the "
+                             f"precision it was built with (give the .pt, or rtseg export --format engine "
+                             f"--precision {precision})")
         index = parse_cuda_device(device)
         h, w = info.input_size
         if size is not None and tuple(size) != (h, w):
@@ -58,13 +67,13 @@ class TensorRTEngine(Engine):
         self.meta, self.precision = info.meta, info.precision
         self.input_size = (h, w)
         self.device = f"cuda:{index}"
-        self.last_infer_ms = float("nan")  # device time of the last infer call (CUDA events)
+        self.last_infer_ms = float("nan")  # measured by CUDA events from the first infer call on
         self._lock = threading.Lock()  # one execution context and one set of buffers
         self._cuda = open_cuda(index)
         with self._cuda.activate():
             self._load(trt, path, info)
 
-    def _load(self, trt: Any, path: Path, info: Any) -> None:
+    def _load(self, trt: Any, path: Path, info: PlanInfo) -> None:
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)
         self._engine = self._runtime.deserialize_cuda_engine(path.read_bytes())

@@ -1,16 +1,16 @@
 """ONNX export of :class:`~rtseg.nets.deploy.DeployModel`: uint8 frames in, uint8 class ids out.
 
-Graph contract: input ``images`` uint8 (N, H, W, 3) BGR, output ``ids`` uint8 (N, H, W). The
-normalisation (a 1x1 conv) and the argmax are inside, so every runtime gets the same cheap host
-side. The :class:`ModelMeta` JSON is stored in the model's ``metadata_props`` under ``"rtseg"``.
+Graph contract: input ``images`` uint8 (N, H, W, 3) BGR, output ``ids`` uint8 (N, H, W) and,
+unless ``scores=False`` (the TensorRT path), ``scores`` fp16 (N, C, h, w): the class logits at
+the network's own output resolution, for the temporal filter. The normalisation (a 1x1 conv)
+and the argmax are inside, so every runtime gets the same cheap host side. The :class:`ModelMeta` is stored in the model (:mod:`rtseg.formats.onnx_meta`).
 
-Exporter choice (torch 2.13): the TorchScript exporter (``dynamo=False``) followed by
-onnxscript's optimiser. On this network the dynamo exporter produces the same graph after its
-own optimisation pass, but takes 20-30 s instead of 3-5 s, and cannot make H and W dynamic (the
-pyramid pooling's bin windows depend on the map size; torch.export raises a constraint violation).
-The TorchScript exporter records those window computations as ONNX ops, so ``dynamic=True``
-works at every size; with static shapes onnxscript folds them into constants, leaving Conv,
-Relu, Add, MatMul, Resize, Concat, one Transpose, two Casts and the ArgMax (opset 17).
+Exporter choice: the TorchScript exporter (``dynamo=False``) followed by onnxscript's
+optimiser. The dynamo exporter gives the same graph after its own optimisation but is several
+times slower, and cannot make H and W dynamic (the pyramid pooling's bin windows depend on the
+map size). The TorchScript exporter records those window computations as ONNX ops, so
+``dynamic=True`` works at every size; with static shapes onnxscript folds them into constants,
+leaving Conv, Relu, Add, MatMul, Resize, Concat, one Transpose, two Casts and the ArgMax (opset 17).
 """
 from __future__ import annotations
 
@@ -25,14 +25,14 @@ import torch
 import torch.nn as nn
 
 from rtseg.errors import RtsegError
+from rtseg.formats.onnx_meta import write_onnx_meta
 from rtseg.meta import ModelMeta
 from rtseg.nets.deploy import DeployModel
 
-__all__ = ["export_onnx", "read_onnx_meta", "onnx_agreement", "META_KEY", "DEFAULT_OPSET", "FP16_MIN_AGREEMENT"]
+__all__ = ["export_onnx", "onnx_agreement", "DEFAULT_OPSET", "FP16_MIN_AGREEMENT"]
 
 log = logging.getLogger(__name__)
 
-META_KEY = "rtseg"  # metadata_props key holding ModelMeta JSON
 DEFAULT_OPSET = 17  # Resize/ArgMax semantics ORT, OpenVINO and TensorRT 8.6+ all parse
 FP16_MIN_AGREEMENT = 0.99  # fp16 vs fp32 class ids; below this the export logs a warning
 
@@ -67,12 +67,13 @@ def onnx_agreement(onnx_path: str | Path, reference: nn.Module, frame: np.ndarra
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     got = sess.run(["ids"], {"images": frame[None]})[0]
     with torch.inference_mode():
-        want = reference(torch.from_numpy(frame[None])).numpy()
+        want = reference(torch.from_numpy(frame[None]))
+    want = (want[0] if isinstance(want, tuple) else want).numpy()
     return float((got == want).mean())
 
 
 def export_onnx(model: nn.Module, meta: ModelMeta, output: str | Path, *, size: tuple[int, int] | None = None,
-                fp16: bool = False, dynamic: bool = False, opset: int | None = None) -> Path:
+                fp16: bool = False, dynamic: bool = False, opset: int | None = None, scores: bool = True) -> Path:
     """Export ``DeployModel(model, meta)`` to ``output`` and return its path.
 
     ``size`` (h, w) is the static input size (default ``meta.input_size``) and is recorded as the
@@ -80,6 +81,7 @@ def export_onnx(model: nn.Module, meta: ModelMeta, output: str | Path, *, size: 
     the default inference size). ``fp16=True`` runs the network in fp16 (input stays uint8,
     output uint8 ids); the result is compared with fp32 PyTorch in ONNX Runtime on a real frame and
     the agreement is logged and stored in the metadata (``extra["export"]["fp16_agreement"]``).
+    ``scores``: add the ``scores`` output (see the module's docstring).
     """
     import onnx
 
@@ -90,22 +92,25 @@ def export_onnx(model: nn.Module, meta: ModelMeta, output: str | Path, *, size: 
     opset = opset or DEFAULT_OPSET
     meta = dataclasses.replace(meta, input_size=(h, w))
 
-    fp32 = DeployModel(copy.deepcopy(model).float().cpu().eval(), meta).eval()
+    fp32 = DeployModel(copy.deepcopy(model).float().cpu().eval(), meta, scores=scores).eval()
     deploy = copy.deepcopy(fp32).half() if fp16 else fp32  # .half() also casts the normalisation conv
     example = torch.from_numpy(_check_frame((h, w))[None])  # (1, h, w, 3) uint8
-    axes = {"images": {0: "batch", 1: "height", 2: "width"}, "ids": {0: "batch", 1: "height", 2: "width"}}
+    axes = {"images": {0: "batch", 1: "height", 2: "width"}, "ids": {0: "batch", 1: "height", 2: "width"},
+            "scores": {0: "batch", 2: "score_height", 3: "score_width"}}
+    names = ["ids", "scores"] if scores else ["ids"]
     output.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # "legacy exporter": chosen on purpose, see above
         warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shape arithmetic is exported as ops, as intended
-        torch.onnx.export(deploy, (example,), str(output), input_names=["images"], output_names=["ids"],
-                          opset_version=opset, dynamic_axes=axes if dynamic else None, dynamo=False,
-                          do_constant_folding=True)
+        torch.onnx.export(deploy, (example,), str(output), input_names=["images"], output_names=names,
+                          opset_version=opset, dynamic_axes={k: axes[k] for k in ["images", *names]} if dynamic else None,
+                          dynamo=False, do_constant_folding=True)
     graph = _optimise(onnx.load(str(output)))
 
     extra = dict(meta.extra)
-    extra["export"] = {"format": "onnx", "precision": "fp16" if fp16 else "fp32", "dynamic": dynamic, "opset": opset}
-    graph.metadata_props.add(key=META_KEY, value=dataclasses.replace(meta, extra=extra).to_json())
+    extra["export"] = {"format": "onnx", "precision": "fp16" if fp16 else "fp32", "dynamic": dynamic, "opset": opset,
+                       "outputs": names}
+    write_onnx_meta(graph, dataclasses.replace(meta, extra=extra))
     onnx.checker.check_model(graph, full_check=True)
     onnx.save(graph, str(output))
 
@@ -114,9 +119,7 @@ def export_onnx(model: nn.Module, meta: ModelMeta, output: str | Path, *, size: 
         (log.info if agree >= FP16_MIN_AGREEMENT else log.warning)(
             "fp16 ONNX vs fp32 PyTorch: class ids agree on %.4f%% of pixels at %dx%d", 100 * agree, h, w)
         extra["export"]["fp16_agreement"] = round(agree, 6)
-        for prop in graph.metadata_props:
-            if prop.key == META_KEY:
-                prop.value = dataclasses.replace(meta, extra=extra).to_json()
+        write_onnx_meta(graph, dataclasses.replace(meta, extra=extra))
         onnx.save(graph, str(output))
     log.info("exported %s (%s, %s, opset %d)", output, "dynamic size" if dynamic else f"{h}x{w}",
              "fp16" if fp16 else "fp32", opset)
@@ -132,23 +135,3 @@ def _optimise(graph):
         log.info("onnxscript is not installed: ONNX graph left unfolded (pip install 'rtseg[export]' for a cleaner one)")
         return graph
     return optimizer.optimize(graph)
-
-
-def read_onnx_meta(path: str | Path) -> ModelMeta:
-    """The :class:`ModelMeta` stored in an rtseg ONNX file; one-line error for anything else."""
-    import onnx
-
-    path = Path(path)
-    if not path.is_file():
-        raise RtsegError(f"ONNX file not found: {path}")
-    from google.protobuf.message import DecodeError
-
-    try:
-        graph = onnx.load(str(path), load_external_data=False)
-    except (DecodeError, ValueError, OSError) as exc:
-        raise RtsegError(f"{path} is not a readable ONNX file ({type(exc).__name__}: {str(exc)[:120]})") from None
-    for prop in graph.metadata_props:
-        if prop.key == META_KEY:
-            return ModelMeta.from_json(prop.value)
-    raise RtsegError(f"{path} is an ONNX file without rtseg metadata (metadata_props['{META_KEY}']); "
-                     "export it with 'rtseg export --format onnx'")

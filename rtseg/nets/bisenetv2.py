@@ -149,13 +149,23 @@ class BiSeNetV2(nn.Module):
         self.aux_heads = nn.ModuleList(SegHead(c, 128, num_classes) for c in (16, 32, 64, 128)) if aux else None
         init_weights(self)
 
+    def _scores(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Logits at 1/8 (N, C, H/8, W/8), before the final upsample, and the semantic features."""
+        feats = self.semantic(x)
+        return self.head(self.aggregate(self.detail(x), feats[-1])), feats
+
     def forward(self, x: torch.Tensor):
         size = x.shape[-2:]
-        feats = self.semantic(x)
-        logits = resize_to(self.head(self.aggregate(self.detail(x), feats[-1])), size)
+        scores, feats = self._scores(x)
+        logits = resize_to(scores, size)
         if self.training and self.aux_heads is not None:
             return logits, [resize_to(head(f), size) for head, f in zip(self.aux_heads, feats[:4])]
         return logits
+
+    def forward_scores(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits at the input size, the same logits at 1/8 before their upsample)."""
+        scores, _ = self._scores(x)
+        return resize_to(scores, x.shape[-2:]), scores
 
 
 @register_model

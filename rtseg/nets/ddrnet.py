@@ -144,8 +144,8 @@ class DDRNet(nn.Module):
         self.aux_heads = nn.ModuleList([SegHead(high, head_planes, num_classes)]) if aux else None
         init_weights(self)
 
-    def forward(self, x: torch.Tensor):
-        size = x.shape[-2:]
+    def _scores(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits at 1/8 (N, C, H/8, W/8), before the final upsample, and the aux head's features."""
         x = self.layer1(self.stem(x))  # (N, 32, H/4, W/4)
         x = self.layer2(F.relu(x))  # (N, 64, H/8, W/8)
         eighth = x.shape[-2:]
@@ -158,10 +158,20 @@ class DDRNet(nn.Module):
         low, high = low + self.down4(F.relu(high)), high + resize_to(self.compress4(F.relu(low)), eighth)
         high = self.layer5_(F.relu(high))  # (N, 128, H/8, W/8)
         context = resize_to(self.spp(self.layer5(F.relu(low))), eighth)  # from (N, 128, H/64, W/64)
-        logits = resize_to(self.head(high + context), size)
+        return self.head(high + context), after3
+
+    def forward(self, x: torch.Tensor):
+        size = x.shape[-2:]
+        scores, after3 = self._scores(x)
+        logits = resize_to(scores, size)
         if self.training and self.aux_heads is not None:
             return logits, [resize_to(self.aux_heads[0](after3), size)]
         return logits
+
+    def forward_scores(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits at the input size, the same logits at 1/8 before their upsample)."""
+        scores, _ = self._scores(x)
+        return resize_to(scores, x.shape[-2:]), scores
 
 
 @register_model

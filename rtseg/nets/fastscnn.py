@@ -96,14 +96,25 @@ class FastSCNN(nn.Module):
         self.aux_heads = nn.ModuleList([AuxHead(64, num_classes), AuxHead(128, num_classes)]) if aux else None
         init_weights(self)
 
-    def forward(self, x: torch.Tensor):
-        size = x.shape[-2:]
+    def _scores(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """Logits at 1/8 (N, C, H/8, W/8), before the final upsample, and the aux heads' features."""
         high = self.downsample(x)  # (N, 64, H/8, W/8)
         low = self.global_features(high)  # (N, 128, H/32, W/32)
-        logits = resize_to(self.classifier(self.fusion(high, low)), size)
+        return self.classifier(self.fusion(high, low)), (high, low)
+
+    def forward(self, x: torch.Tensor):
+        size = x.shape[-2:]
+        scores, feats = self._scores(x)
+        logits = resize_to(scores, size)
         if self.training and self.aux_heads is not None:
-            return logits, [resize_to(head(f), size) for head, f in zip(self.aux_heads, (high, low))]
+            return logits, [resize_to(head(f), size) for head, f in zip(self.aux_heads, feats)]
         return logits
+
+    def forward_scores(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits at the input size, the same logits at 1/8 before their upsample): what
+        ``forward`` gives in eval mode, and the class scores at the network's own resolution."""
+        scores, _ = self._scores(x)
+        return resize_to(scores, x.shape[-2:]), scores
 
 
 @register_model

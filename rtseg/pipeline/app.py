@@ -9,16 +9,17 @@ from pathlib import Path
 from typing import Callable
 
 from rtseg.engines.base import Engine
+from rtseg.errors import RtsegError
 from rtseg.pipeline.packet import Look
 from rtseg.pipeline.runner import RunResult, engine_stages, run
-from rtseg.pipeline.sinks import (ImageSink, MaskSink, MultiSink, StatsSink, VideoSink, WindowSink,
-                                  encoder_threads)
-from rtseg.pipeline.sources import Source
+from rtseg.pipeline.sinks import ImageSink, MaskSink, MultiSink, StatsSink, VideoSink, encoder_threads
+from rtseg.pipeline.sources import IMAGE_SUFFIXES, Source
+from rtseg.pipeline.trace import Trace
+from rtseg.pipeline.temporal import TemporalConfig
+from rtseg.pipeline.window import WindowSink
 from rtseg.viz import Legend, classes_table, palette_lut
 
-__all__ = ["Outputs", "Written", "segment", "run_summary", "IMAGE_SUFFIXES"]
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+__all__ = ["Outputs", "Written", "segment", "run_summary"]
 
 
 @dataclass(frozen=True)
@@ -51,14 +52,18 @@ def _image_suffix(source: Source, output: Path) -> str:
     """An image file's own suffix; for a folder, the input images' (PNG for video frames)."""
     if output.suffix.lower() in IMAGE_SUFFIXES and not output.is_dir():
         return output.suffix
-    files = getattr(getattr(source, "inner", source), "_files", None)
-    return files[0].suffix if files else ".png"
+    return source.image_suffix or ".png"
 
 
 def segment(source: Source, engine: Engine, outputs: Outputs, *, sequential: bool = False, queue_size: int = 0,
-            max_frames: int | None = None, on_frame: Callable[[int, int], None] | None = None) -> Written:
+            max_frames: int | None = None, on_frame: Callable[[int, int], None] | None = None,
+            temporal: TemporalConfig | None = None, trace: Trace | None = None) -> Written:
     """Run the pipeline over ``source`` with ``engine`` and write ``outputs``; the sinks are
-    closed (the video finalised) however the run ends. Raises as :func:`rtseg.pipeline.run`."""
+    closed (the video finalised) however the run ends. Raises as :func:`rtseg.pipeline.run`.
+    ``temporal``: the temporal filter's config (--temporal on), None for off. ``trace``: record
+    the run there (rtseg.pipeline.trace; --trace)."""
+    if temporal is not None and not engine.has_scores:  # before any output file is made
+        raise RtsegError(engine.no_scores_reason())
     meta = engine.meta
     lut = palette_lut(meta.palette)
     o = outputs
@@ -86,13 +91,13 @@ def segment(source: Source, engine: Engine, outputs: Outputs, *, sequential: boo
             look = window_look
     sink = MultiSink(sinks)
     queue_size = queue_size or (1 if source.live else 4)  # live: a short queue is a short latency
-    result = run(source, engine_stages(engine, look, lut=lut, i420=sink.takes_i420), sink, sequential=sequential,
-                 queue_size=queue_size, max_frames=max_frames, on_frame=on_frame)
+    result = run(source, engine_stages(engine, look, lut=lut, i420=sink.takes_i420, temporal=temporal), sink,
+                 sequential=sequential, queue_size=queue_size, max_frames=max_frames, on_frame=on_frame, trace=trace)
     return Written(result, video, images, masks, stats)
 
 
 def run_summary(source: Source, engine: Engine, weights: str | Path, result: RunResult) -> dict:
-    """The ``rtseg run --json`` document (DESIGN.md)."""
+    """The ``rtseg run --json`` document (docs/architecture.md)."""
     return {"source": source.name, "source_size": list(source.size), "weights": str(weights), "runtime": engine.name,
             "device": engine.device, "input_size": list(engine.input_size), "streams": engine.streams,
             "frames": result.frames, "wall_s": round(result.wall_s, 3), "fps": round(result.fps, 3),

@@ -17,13 +17,16 @@ from typing import Callable
 import cv2
 import numpy as np
 
+from rtseg import machine
 from rtseg.engines.base import Engine
 from rtseg.errors import RtsegError, redact
 from rtseg.pipeline.packet import Look
 from rtseg.pipeline.runner import engine_stages, run
 from rtseg.pipeline.sinks import VideoSink, encoder_threads
 from rtseg.pipeline.sources import Source
+from rtseg.pipeline.temporal import TemporalConfig
 from rtseg.pipeline.timing import STAGES, Timings
+from rtseg.pipeline.trace import Trace
 
 __all__ = ["pan_frames", "make_panned_video", "bench"]
 
@@ -87,9 +90,12 @@ def _median(values: list[float]) -> float:
 
 def bench(engine: Engine, open_source: Callable[[], Source], *, frames: int = 100, rounds: int = 3,
           queue_size: int = 4, look: Look | None = None, warmup: int = 5, workdir: str | Path | None = None,
-          on_phase: Callable[[str], None] | None = None, pipelined_engine: Engine | None = None) -> dict:
+          on_phase: Callable[[str], None] | None = None, pipelined_engine: Engine | None = None,
+          trace: Trace | None = None, temporal: TemporalConfig | None = None) -> dict:
     """Measure one engine on the first ``frames`` frames of the source ``open_source()`` opens
-    (called once per run). Returns the dict of DESIGN.md ("rtseg bench --json") plus ``rounds``.
+    (called once per run). Returns the ``rtseg bench --json`` dict (docs/architecture.md) with ``rounds``.
+    ``trace``: record the first round's sequential and pipelined runs there (--trace).
+    ``temporal``: the runs with the temporal filter (--temporal on; "engine alone" stays ids only).
 
     ``pipelined_engine``: the same network loaded with several streams (Engine.streams) for the
     pipelined runs; the sequential runs and "engine alone" keep ``engine``, the one-stream
@@ -100,8 +106,8 @@ def bench(engine: Engine, open_source: Callable[[], Source], *, frames: int = 10
     Each of ``rounds`` rounds runs the measurements (sequential, pipelined, engine alone, and
     the multi-stream engine alone) back to back, in an order that rotates from round to round, so
     that a burst of load from another process on a shared machine lands on all of them rather
-    than on one. The fps figures
-    are medians over the rounds; so are the ratios, each taken within its round. Both runs write
+    than on one. The fps figures are medians over the rounds; so are the ratios, each taken
+    within its round. Both runs write
     a real mp4 (into ``workdir`` or a temporary folder) so the write stage includes encoding.
     ``stages_ms`` pools the sequential runs, where each stage is timed without the others
     competing for the cores.
@@ -129,7 +135,7 @@ def bench(engine: Engine, open_source: Callable[[], Source], *, frames: int = 10
         if piped is not engine:
             _engine_alone(piped, batches, warmup * streams)
 
-        seq_timings = Timings(STAGES)  # every sequential round's samples, pooled
+        seq_timings = Timings((*STAGES[:3], "temporal", *STAGES[3:]) if temporal else STAGES)  # pooled over rounds
         order = ["sequential", "pipelined", "engine_only"] + (["engine_streams"] if streams > 1 else [])
         fps: dict[str, list[float]] = {mode: [] for mode in order}
         walls: dict[str, list[float]] = {"sequential": [], "pipelined": []}
@@ -144,21 +150,33 @@ def bench(engine: Engine, open_source: Callable[[], Source], *, frames: int = 10
                 src = open_source()
                 sink = VideoSink(Path(tmp) / f"{mode}.mp4", src.fps,
                                  threads=encoder_threads(pipelined=mode == "pipelined"))
-                stages = engine_stages(engine if mode == "sequential" else piped, look, i420=sink.takes_i420)
+                stages = engine_stages(engine if mode == "sequential" else piped, look, i420=sink.takes_i420,
+                                       temporal=temporal)
+                if trace is not None and r == 0:
+                    trace.begin(f"{mode} run")
                 res = run(src, stages, sink, sequential=mode == "sequential",
                           queue_size=queue_size, max_frames=frames,
-                          timings=seq_timings if mode == "sequential" else None)
+                          timings=seq_timings if mode == "sequential" else None, trace=trace if r == 0 else None)
                 n = res.frames
                 fps[mode].append(res.fps)
                 walls[mode].append(res.wall_s)
                 if mode == "pipelined":
                     latency.append(res.latency_ms["p50"])
 
+    return _report(engine, piped, fps, walls, latency, seq_timings, n=n, rounds=rounds, source=desc,
+                   source_size=source_size)
+
+
+def _report(engine: Engine, piped: Engine, fps: dict[str, list[float]], walls: dict[str, list[float]],
+            latency: list[float], seq_timings: Timings, *, n: int, rounds: int, source: str,
+            source_size: tuple[int, int]) -> dict:
+    """The ``rtseg bench --json`` dict from the rounds' measurements: medians, and the ratios'
+    medians (each taken within its round)."""
     def ratio(a: str, b: str) -> float:
         return round(_median([x / y for x, y in zip(fps[a], fps[b])]), 3)
 
     result = {
-        "engine": engine.name, "device": engine.device, "model": engine.meta.model, "source": redact(desc),
+        "engine": engine.name, "device": engine.device, "model": engine.meta.model, "source": redact(source),
         "source_size": list(source_size), "input_size": list(engine.input_size), "frames": n,
         "stages_ms": {name: {k: round(v, 3) for k, v in s.items()} for name, s in seq_timings.summary().items()},
         "pipelined": {"fps": round(_median(fps["pipelined"]), 3), "wall_s": round(_median(walls["pipelined"]), 3),
@@ -169,8 +187,10 @@ def bench(engine: Engine, open_source: Callable[[], Source], *, frames: int = 10
                    "pipelined_vs_sequential": ratio("pipelined", "sequential"),
                    "pipelined_vs_engine_only": ratio("pipelined", "engine_only")},
     }
-    result["streams"] = streams  # of the pipelined runs' engine
-    if streams > 1:
-        result["engine_streams"] = {"fps": round(_median(fps["engine_streams"]), 3), "streams": streams}
+    result["streams"] = piped.streams  # of the pipelined runs' engine
+    result["precision"] = getattr(piped, "precision", None)  # fp32, bf16, fp16 (None: the engine does not say)
+    result["machine"] = machine.describe()  # figures differ by machine: CPU, flags, cores, GPUs, library versions
+    if piped.streams > 1:
+        result["engine_streams"] = {"fps": round(_median(fps["engine_streams"]), 3), "streams": piped.streams}
         result["rounds"]["pipelined_vs_engine_streams"] = ratio("pipelined", "engine_streams")
     return result

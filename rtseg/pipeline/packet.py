@@ -39,17 +39,21 @@ class Packet:
     frame: np.ndarray  # BGR uint8 (H, W, 3), as read
     t_read: float  # time.perf_counter() when reading it began (for latency)
     batch: np.ndarray | None = None  # uint8 (1, h, w, 3) at the inference size (transform)
-    ids: np.ndarray | None = None  # uint8 class ids: (1, h, w) after infer, (h, w) after post
+    ids: np.ndarray | None = None  # uint8 class ids (h, w) at the inference size, from infer on
     picture: np.ndarray | None = None  # uint8, what the sinks write (post), in `picture_format`
     picture_format: str = "bgr"  # bgr: (H, W', 3); i420: (H * 3/2, W') planar YUV 4:2:0 (W' = W or 2W)
     look: tuple[str, float, bool] | None = None  # the (view, alpha, legend) `picture` was drawn with
     timings: dict[str, float] = field(default_factory=dict)  # ms this frame spent in each stage so far
+    source_index: int | None = None  # the source's own frame number (gaps: --stride, stale live frames); None: index
+    epoch: int = 0  # the source's reconnect count when the frame was read (a change: a new connection)
+    scores: np.ndarray | None = None  # float16 (C, h', w') class scores at the network's resolution (--temporal on)
+    _frame_ids: np.ndarray | None = field(default=None, repr=False)  # `ids` at the frame's size, once asked
 
     def frame_ids(self) -> np.ndarray:
-        """The class ids at the frame's size (H, W), enlarged from the inference size on first
-        use (aligned nearest neighbour, as Engine.postprocess): only the sinks that need them
-        (--masks) pay for it: 0.8 ms a 1024x2048 frame (benchmarks/host_shortcuts.py)."""
-        size = self.frame.shape[:2]
-        if self.ids.shape != size:
-            self.ids = resize_nearest(self.ids, size)
-        return self.ids
+        """The class ids at the frame's size (H, W), enlarged from ``ids`` on first use (aligned
+        nearest neighbour, as Engine.postprocess) and kept: only the sinks that need them
+        (--masks) pay for the enlargement. ``ids`` stays at the inference size."""
+        if self._frame_ids is None:
+            size = self.frame.shape[:2]
+            self._frame_ids = self.ids if self.ids.shape == size else resize_nearest(self.ids, size)
+        return self._frame_ids

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
 import threading
 import time
 from dataclasses import dataclass, field
@@ -25,14 +24,16 @@ from rtseg.engines.base import Engine
 from rtseg.errors import RtsegError
 from rtseg.pipeline.packet import Look, Packet
 from rtseg.pipeline.sources import Source
+from rtseg.pipeline.temporal import PacketFilter, TemporalConfig
+from rtseg.pipeline.threads import Channel, Stopped, Turns, get, put, switch_interval
 from rtseg.pipeline.timing import StageStats, Timings
-from rtseg.viz import Legend, compose, compose_i420, palette_lut, yuv_luts
+from rtseg.pipeline.trace import Trace
+from rtseg.viz import Legend, draw, palette_lut, yuv_luts
 
 __all__ = ["Stage", "engine_stages", "run", "RunResult", "StageError", "StopRun", "Sink"]
 
 log = logging.getLogger(__name__)
 
-_TICK = 0.1  # s: how long a blocked get/put waits before re-checking the stop event
 _JOIN_TIMEOUT = 2.0  # s per thread at shutdown; a stage stuck in a long call is left (daemon) and logged
 
 
@@ -76,50 +77,59 @@ def post_workers_for(cores: int) -> int:
     """Workers of the post stage (colour and blend) on a machine with ``cores`` cores: 1 below 8
     cores, where every core is already busy (the network's threads, decode, x264) and a second
     worker would only take time from them; 2 from 8 cores, so that colouring large frames (or
-    side-by-side pictures) never paces a GPU run. A 1024x2048 overlay costs 1.5-3.5 ms a frame."""
+    side-by-side pictures) never paces a GPU run."""
     return 1 if cores < 8 else 2
 
 
-def engine_stages(engine: Engine, look: Look, *, lut: np.ndarray | None = None, i420: bool = False,
-                  post_workers: int = 0) -> list[Stage]:
-    """transform (host resize to the inference size), infer (the engine), post (LUT colouring
-    and blending with ``look``). The ids stay at the inference size; ``Packet.frame_ids``
-    enlarges them for a sink that needs them.
+def engine_stages(engine: Engine, look: Look | None, *, lut: np.ndarray | None = None, i420: bool = False,
+                  post_workers: int = 0, temporal: TemporalConfig | None = None) -> list[Stage]:
+    """transform (host resize to the inference size), infer (the engine: ``Packet.ids``, (h, w)
+    at the inference size) and post (the picture for ``look``, :func:`rtseg.viz.draw`). ``look``
+    None: no post stage, transform and infer only (a caller that draws for itself). The ids stay
+    at the inference size; ``Packet.frame_ids`` enlarges them for a sink that needs them.
 
     ``post_workers``: threads colouring frames at once when pipelined (0 = by the core count,
     :func:`post_workers_for`); frames still leave in order. The infer stage gets one worker per
     engine stream.
 
     ``i420``: draw the picture in I420 rather than BGR when the frame's sides are even (pass
-    ``sink.takes_i420``). It is what the H.264 writer encodes, and cheaper to draw: 3.7 ms
-    instead of 6.6 ms for a 1024x2048 overlay, the writer's conversion included
-    (benchmarks/host_shortcuts.py)."""
-    lut = palette_lut(engine.meta.palette) if lut is None else lut
-    luts = yuv_luts(engine.meta.palette) if i420 else None
-    legend = Legend(engine.meta.class_names, engine.meta.palette)
+    ``sink.takes_i420``): it is what the H.264 writer encodes, and cheaper to draw, the writer's
+    conversion included (benchmarks/host_shortcuts.py).
+
+    ``temporal``: a temporal stage after infer (rtseg/pipeline/temporal.py, one worker: it needs
+    the frames in order), and the engine's scores from infer for it; None: neither."""
+    if temporal is not None and not engine.has_scores:
+        raise RtsegError(engine.no_scores_reason())
 
     def transform(p: Packet) -> None:
         p.batch = engine.preprocess([p.frame])
 
     def infer(p: Packet) -> float | None:
-        p.ids, p.batch = engine.infer(p.batch), None
-        return getattr(engine, "last_infer_ms", None)  # TensorRT: CUDA-event time of this call
+        if temporal is None:
+            p.ids = engine.infer(p.batch)[0]  # one frame a packet: (1, h, w) -> (h, w)
+        else:
+            ids, scores = engine.infer_scores(p.batch)
+            p.ids, p.scores = ids[0], scores[0]
+        p.batch = None
+        return engine.last_infer_ms  # None: timed by the wall clock; TensorRT: its CUDA-event time
+
+    stages = [Stage("transform", transform), Stage("infer", infer, workers=engine.streams)]
+    if temporal is not None:
+        stages.append(Stage("temporal", PacketFilter(temporal)))
+    if look is None:
+        return stages
+    lut = palette_lut(engine.meta.palette) if lut is None else lut
+    luts = yuv_luts(engine.meta.palette) if i420 else None
+    legend = Legend(engine.meta.class_names, engine.meta.palette)
 
     def post(p: Packet) -> None:
-        p.ids = p.ids[0]  # at the inference size: coloured there (see compose), then enlarged
         p.look = look.key()  # read once, so the picture and its label agree if a key changes `look`
         view, alpha, with_legend = p.look
-        h, w = p.frame.shape[:2]
-        if luts is not None and h % 2 == 0 and w % 2 == 0:
-            p.picture, p.picture_format = compose_i420(p.frame, p.ids, luts, view, alpha), "i420"
-        else:
-            p.picture = compose(p.frame, p.ids, lut, view, alpha)
-        if with_legend:
-            legend.draw(p.picture, p.picture_format, (h, w), p.ids)
+        p.picture, p.picture_format = draw(p.frame, p.ids, view, alpha, lut=lut, luts=luts,
+                                           legend=legend if with_legend else None)
 
     post_workers = post_workers or post_workers_for(len(os.sched_getaffinity(0)))
-    return [Stage("transform", transform), Stage("infer", infer, workers=engine.streams),
-            Stage("post", post, workers=post_workers)]
+    return [*stages, Stage("post", post, workers=post_workers)]
 
 
 @dataclass
@@ -138,19 +148,15 @@ class RunResult:
         return self.frames / self.wall_s if self.wall_s > 0 else 0.0
 
 
-class _Stopped(Exception):
-    """Internal: the stop event was set while waiting on a queue."""
-
-
 _END = object()  # end-of-stream sentinel
 
 
 def run(source: Source, stages: Sequence[Stage], sink: Sink, *, sequential: bool = False, queue_size: int = 4,
         max_frames: int | None = None, timings: Timings | None = None,
-        on_frame: Callable[[int, int], None] | None = None) -> RunResult:
+        on_frame: Callable[[int, int], None] | None = None, trace: Trace | None = None) -> RunResult:
     """Read every frame of ``source`` (or ``max_frames``), run ``stages`` on it and ``sink.write``
     the result, in order. ``on_frame(frames_written, dropped)`` is called after each write (from the
-    calling thread). Raises :class:`StageError` (or the stage's RtsegError, prefixed with the stage's
+    calling thread). ``trace``: record the run there (:mod:`rtseg.pipeline.trace`). Raises :class:`StageError` (or the stage's RtsegError, prefixed with the stage's
     name) when a stage fails; Ctrl-C returns a result with ``interrupted`` set. The sink is closed
     in every case; so is the source."""
     if queue_size < 1:
@@ -160,12 +166,12 @@ def run(source: Source, stages: Sequence[Stage], sink: Sink, *, sequential: bool
     names = ["read", *(s.name for s in stages), "write"]
     timings = timings or Timings(names)
     runner = _Sequential if sequential else _Pipelined
-    return runner(source, stages, sink, queue_size, max_frames, timings, on_frame).go()
+    return runner(source, stages, sink, queue_size, max_frames, timings, on_frame, trace).go()
 
 
 class _Run:
-    def __init__(self, source, stages, sink, queue_size, max_frames, timings, on_frame):
-        self.source, self.stages, self.sink = source, list(stages), sink
+    def __init__(self, source, stages, sink, queue_size, max_frames, timings, on_frame, trace):
+        self.source, self.stages, self.sink, self.trace = source, list(stages), sink, trace
         self.queue_size, self.max_frames, self.timings, self.on_frame = queue_size, max_frames, timings, on_frame
         self.latency = StageStats()
         self.written = 0
@@ -184,26 +190,38 @@ class _Run:
     def read_one(self, index: int) -> Packet | None:
         if self.max_frames is not None and index >= self.max_frames:
             return None
+        c0 = time.thread_time() if self.trace is not None else 0.0
         t0 = time.perf_counter()
         frame = self.source.read(self.stop)
         if frame is None:
             return None
-        ms = (time.perf_counter() - t0) * 1e3
+        t1 = time.perf_counter()
+        ms = (t1 - t0) * 1e3
         self.timings.add("read", ms)
-        return Packet(index=index, name=self.source.frame_name(index), frame=frame, t_read=t0, timings={"read": ms})
+        if self.trace is not None:
+            self.trace.slice("read", t0, t1, frame=index, cpu_ms=round((time.thread_time() - c0) * 1e3, 3))
+        return Packet(index=index, name=self.source.frame_name(index), frame=frame, t_read=t0, timings={"read": ms},
+                      source_index=self.source.position(), epoch=self.source.reconnects)
 
     def apply(self, stage: Stage, p: Packet) -> None:
+        c0 = time.thread_time() if self.trace is not None else 0.0  # the thread's CPU time: see trace.py
         t0 = time.perf_counter()
         ms = stage.fn(p)
-        ms = ms if ms is not None else (time.perf_counter() - t0) * 1e3
+        t1 = time.perf_counter()
+        ms = ms if ms is not None else (t1 - t0) * 1e3
         self.timings.add(stage.name, ms)
         p.timings[stage.name] = ms
+        if self.trace is not None:
+            self.trace.slice(stage.name, t0, t1, frame=p.index, cpu_ms=round((time.thread_time() - c0) * 1e3, 3))
 
     def write(self, p: Packet) -> None:
+        c0 = time.thread_time() if self.trace is not None else 0.0
         t0 = time.perf_counter()
         self.sink.write(p)
         t1 = time.perf_counter()
         self.timings.add("write", (t1 - t0) * 1e3)
+        if self.trace is not None:
+            self.trace.slice("write", t0, t1, frame=p.index, cpu_ms=round((time.thread_time() - c0) * 1e3, 3))
         self.latency.add((t1 - p.t_read) * 1e3)
         self.written += 1
         if self.on_frame is not None:
@@ -268,46 +286,20 @@ class _Sequential(_Run):
             index += 1
 
 
-class _Turns:
-    """Lets packets out of a stage's workers in index order: a worker done with packet i waits
-    until packet i-1 has gone. Also counts the workers still running, so that the last one
-    passes the end of the stream on."""
-
-    def __init__(self, workers: int):
-        self.next, self.running = 0, workers
-        self.cond = threading.Condition()
-
-    def wait(self, index: int, stop: threading.Event) -> None:
-        with self.cond:
-            while self.next != index:
-                if stop.is_set():
-                    raise _Stopped
-                self.cond.wait(_TICK)
-
-    def done(self) -> None:
-        with self.cond:
-            self.next += 1
-            self.cond.notify_all()
-
-    def finished(self) -> bool:
-        """A worker has seen the end; True for the last one."""
-        with self.cond:
-            self.running -= 1
-            return self.running == 0
-
-
 class _Pipelined(_Run):
     """A thread per stage up to post (more for a stage with several workers); the write stage
     in the calling thread."""
 
     def body(self) -> bool:
-        n = len(self.stages) + 1  # queues: read -> stage 0 -> ... -> stage k-1 -> write
-        self.queues = [queue.Queue(maxsize=self.queue_size) for _ in range(n)]
+        switch_interval.enter()  # the GIL handed over sooner: see threads.py
+        self.switched = True
+        names = ["read", *(s.name for s in self.stages), "write"]  # queue i: names[i] -> names[i + 1]
+        self.queues = [Channel(self.queue_size, f"{a} > {b}") for a, b in zip(names, names[1:])]
         self.threads = [threading.Thread(target=self._reader, name="rtseg-read", daemon=True)]
         for i, s in enumerate(self.stages):
             if s.workers < 1:
                 raise RtsegError(f"stage {s.name} needs at least one worker; got {s.workers}")
-            turns = _Turns(s.workers) if s.workers > 1 else None
+            turns = Turns(s.workers) if s.workers > 1 else None
             for k in range(s.workers):
                 self.threads.append(threading.Thread(target=self._worker, args=(s, self.queues[i], self.queues[i + 1], turns),
                                                      name=f"rtseg-{s.name}" + (f"-{k}" if turns else ""), daemon=True))
@@ -317,30 +309,17 @@ class _Pipelined(_Run):
         while True:
             try:
                 p = self._get(last)
-            except _Stopped:
+            except Stopped:
                 return False
             if p is _END:
                 return self.failure is None
             self.write(p)
 
-    def _get(self, q: queue.Queue):
-        while True:
-            if self.stop.is_set():
-                raise _Stopped
-            try:
-                return q.get(timeout=_TICK)
-            except queue.Empty:
-                continue
+    def _get(self, q: Channel):
+        return get(q, self.stop, self.trace)
 
-    def _put(self, q: queue.Queue, item) -> None:
-        while True:
-            if self.stop.is_set():
-                raise _Stopped
-            try:
-                q.put(item, timeout=_TICK)
-                return
-            except queue.Full:
-                continue
+    def _put(self, q: Channel, item) -> None:
+        put(q, item, self.stop, self.trace)
 
     def _reader(self) -> None:
         index = 0
@@ -349,12 +328,12 @@ class _Pipelined(_Run):
                 self._put(self.queues[0], p)
                 index += 1
             self._put(self.queues[0], _END)
-        except _Stopped:
+        except Stopped:
             pass
         except Exception as exc:
             self.fail("read", exc)
 
-    def _worker(self, stage: Stage, inbox: queue.Queue, outbox: queue.Queue, turns: _Turns | None) -> None:
+    def _worker(self, stage: Stage, inbox: Channel, outbox: Channel, turns: Turns | None) -> None:
         try:
             while (p := self._get(inbox)) is not _END:
                 self.apply(stage, p)
@@ -371,7 +350,7 @@ class _Pipelined(_Run):
                 if not turns.finished():
                     return  # the last one passes the end on, after every packet has gone
             self._put(outbox, _END)
-        except _Stopped:
+        except Stopped:
             pass
         except Exception as exc:
             self.fail(stage.name, exc)
@@ -383,3 +362,5 @@ class _Pipelined(_Run):
             if t.is_alive():
                 log.warning("thread %s did not stop within %.0f s (stuck in a long call); leaving it", t.name,
                             _JOIN_TIMEOUT)
+        if getattr(self, "switched", False):
+            switch_interval.exit()

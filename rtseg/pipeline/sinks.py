@@ -1,16 +1,19 @@
-"""Where the pictures go: an overlay video, per-frame class-id PNGs, a window.
+"""Where the pictures go: an overlay video, images, per-frame class-id PNGs, class statistics
+(the window is :mod:`rtseg.pipeline.window`).
 
 The video is written to ``<name>.partial<suffix>`` and renamed when the run ends normally or is
-interrupted, after the writer (PyAV's H.264 or OpenCV's) has written the container's index: so
-the file under the final name is always complete and playable, even after Ctrl-C.
+interrupted (Ctrl-C, SIGTERM, SIGHUP), after the writer has written the container's index: so the
+file under the final name is always complete and playable. While the run goes on, the partial
+file plays too, up to its last second (H.264: fragmented, :mod:`rtseg.pipeline.video_writers`),
+so a killed process or a full disk loses about a second. A write error (full disk, I/O error,
+folder gone) is an :class:`RtsegError` naming the output and the reason; what was written stays.
+Images and masks are written under a temporary name and renamed: never half a file.
 """
 from __future__ import annotations
 
 import json
 import logging
 import os
-import time
-from fractions import Fraction
 from pathlib import Path
 from typing import Sequence
 
@@ -18,12 +21,14 @@ import cv2
 import numpy as np
 
 from rtseg.errors import RtsegError
-from rtseg.pipeline.packet import Look, Packet
-from rtseg.pipeline.runner import Sink, StopRun
-from rtseg.viz import VIEWS, Legend, compose, i420_to_bgr
+from rtseg.pipeline.packet import Packet
+from rtseg.pipeline.runner import Sink
+from rtseg.pipeline.sources import IMAGE_SUFFIXES
+from rtseg.pipeline.video_writers import FRAGMENTED, CvWriter, H264Writer, playable_frames, remux_faststart
+from rtseg.viz import i420_to_bgr
 
-__all__ = ["VideoSink", "MaskSink", "WindowSink", "MultiSink", "NullSink", "FOURCC", "handle_key", "h264_available",
-           "encoder_threads"]
+__all__ = ["VideoSink", "ImageSink", "MaskSink", "StatsSink", "MultiSink", "NullSink", "FOURCC", "h264_available",
+           "encoder_threads", "write_image"]
 
 log = logging.getLogger(__name__)
 
@@ -48,72 +53,8 @@ def encoder_threads(*, pipelined: bool) -> int:
 
     Run one after another (--sequential), the encoder has the machine to itself while it works:
     its own choice. Pipelined, the network works at the same time, and x264's extra threads take
-    its cores (and cost 8% more CPU than one thread): all cores but two. On this 2-core machine
-    that is one thread, which took a pipelined ONNX Runtime run on 1024x2048 frames from 12-13
-    to 13.5-14.5 fps (three runs each, 40 frames)."""
+    its cores (and more CPU than one thread would): all cores but two, at least one."""
     return max(1, len(os.sched_getaffinity(0)) - 2) if pipelined else 0
-
-
-class _CvWriter:
-    """cv2.VideoWriter with the codec of ``FOURCC``."""
-
-    def __init__(self, path: Path, fps: float, size: tuple[int, int], fourcc: str):
-        self.codec = fourcc
-        self._writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, size)
-        if not self._writer.isOpened():
-            raise RtsegError(f"cannot write video {path} (codec {fourcc} at {size[0]}x{size[1]}); try --output with .avi")
-
-    def write(self, picture: np.ndarray, fmt: str) -> None:
-        self._writer.write(picture if fmt == "bgr" else i420_to_bgr(picture))
-
-    def release(self) -> None:
-        self._writer.release()  # writes the mp4 index (moov atom): without it the file does not play
-
-
-class _H264Writer:
-    """H.264 (x264, preset ultrafast) through PyAV. Against OpenCV's mp4v on 1024x2048 overlay
-    frames: 20 ms a frame instead of 24, files 23% smaller, and browsers play them."""
-
-    codec = "h264"
-
-    def __init__(self, path: Path, fps: float, size: tuple[int, int], threads: int = 0):
-        import av
-
-        self._av = av
-        w, h = size
-        rate = Fraction(fps).limit_denominator(1001) if fps > 0 else Fraction(25)
-        try:
-            self._container = av.open(str(path), mode="w")
-            self._stream = self._container.add_stream("libx264", rate=rate)
-        except (av.error.FFmpegError, OSError, ValueError) as exc:
-            raise RtsegError(f"cannot write video {path} ({exc})") from None
-        # 4:2:0, what every player and browser reads, needs even sides; 4:4:4 keeps odd ones exact.
-        self._even = w % 2 == 0 and h % 2 == 0
-        self._stream.width, self._stream.height = w, h
-        self._stream.pix_fmt = "yuv420p" if self._even else "yuv444p"
-        self._stream.options = {"preset": "ultrafast",  # the write stage is the dearest host stage
-                                "threads": str(threads)}  # 0: x264's choice (see encoder_threads)
-        self._index = 0
-
-    def write(self, picture: np.ndarray, fmt: str) -> None:
-        if self._even:
-            # An I420 picture as it is; BGR by OpenCV's I420 conversion (SIMD) rather than PyAV's
-            # swscale from bgr24: about 5 ms less a frame at 1024x2048.
-            i420 = picture if fmt == "i420" else cv2.cvtColor(picture, cv2.COLOR_BGR2YUV_I420)
-            frame = self._av.VideoFrame.from_ndarray(i420, format="yuv420p")
-        else:  # odd sides: post draws these in BGR (I420 needs even ones)
-            frame = self._av.VideoFrame.from_ndarray(picture, format="bgr24")  # PyAV converts it to 4:4:4
-        frame.pts = self._index
-        self._index += 1
-        for packet in self._stream.encode(frame):
-            self._container.mux(packet)
-
-    def release(self) -> None:
-        try:
-            for packet in self._stream.encode():  # flush the frames x264 still holds
-                self._container.mux(packet)
-        finally:
-            self._container.close()  # writes the mp4 index: without it the file does not play
 
 
 class NullSink(Sink):
@@ -154,42 +95,111 @@ class VideoSink(Sink):
         self.codec_choice = codec
         self.frames = 0
         self.codec: str | None = None  # h264, mp4v or MJPG, once the first picture has opened the file
-        self._writer: _CvWriter | _H264Writer | None = None
+        self._writer: CvWriter | H264Writer | None = None
         self._size: tuple[int, int] | None = None  # (w, h)
+        self._failed = False  # a write error: the partial file stays as it is
 
-    def _open(self, w: int, h: int) -> _CvWriter | _H264Writer:
+    def _open(self, w: int, h: int) -> CvWriter | H264Writer:
         suffix = self.path.suffix.lower()
         if self.codec_choice != "opencv" and suffix in H264_CONTAINERS and h264_available():
-            return _H264Writer(self.partial, self.fps, (w, h), self.threads)
+            return H264Writer(self.partial, self.fps, (w, h), self.threads)
         if FOURCC[suffix] == "mp4v" and (w % 2 or h % 2):
             log.warning("OpenCV's mp4v writer rounds %dx%d pictures down to even sides; with PyAV installed "
                         "(pip install av) the video keeps them", h, w)
-        return _CvWriter(self.partial, self.fps, (w, h), FOURCC[suffix])
+        return CvWriter(self.partial, self.fps, (w, h), FOURCC[suffix])
 
     def write(self, packet: Packet) -> None:
-        picture, fmt = packet.picture, packet.picture_format
+        self.write_picture(packet.picture, packet.picture_format)
+
+    def write_picture(self, picture: np.ndarray, fmt: str = "bgr") -> None:
+        """One picture in ``fmt``: "bgr" (H, W, 3) or "i420" (H * 3/2, W)."""
         h, w = picture.shape[:2] if fmt == "bgr" else (picture.shape[0] * 2 // 3, picture.shape[1])
-        if self._writer is None:
-            self._size = (w, h)
-            self._writer = self._open(w, h)
-            self.codec = self._writer.codec
-        elif (w, h) != self._size:  # the writer has one frame size (a view change in the window, say)
-            bgr = picture if fmt == "bgr" else i420_to_bgr(picture)
-            picture, fmt = cv2.resize(bgr, self._size, interpolation=cv2.INTER_AREA), "bgr"
-        self._writer.write(picture, fmt)
+        if self._failed:
+            raise RtsegError(f"cannot write {self.path}: an earlier write failed")
+        try:
+            if self._writer is None:
+                self._size = (w, h)
+                self._writer = self._open(w, h)
+                self.codec = self._writer.codec
+            elif (w, h) != self._size:  # the writer has one frame size (a view change in the window, say)
+                bgr = picture if fmt == "bgr" else i420_to_bgr(picture)
+                picture, fmt = cv2.resize(bgr, self._size, interpolation=cv2.INTER_AREA), "bgr"
+            self._writer.write(picture, fmt)
+        except OSError as exc:
+            raise self._write_error(exc) from exc
         self.frames += 1
 
+    def _write_error(self, exc: OSError) -> RtsegError:
+        """The one line for a failed write (full disk, I/O error, folder gone); the writer is
+        abandoned and what it wrote kept under the partial name."""
+        self._failed = True
+        if isinstance(self._writer, H264Writer):
+            self._writer.abandon(self.partial)
+        kept = ""
+        if self.codec == "h264" and self.partial.exists():
+            n = playable_frames(self.partial)
+            kept = f"; its first {n} frames ({n / (self.fps or 25):.1f} s) play in {self.partial}" if n else ""
+        return RtsegError(f"cannot write {self.path} ({exc.strerror or exc}){kept}")
+
     def close(self, *, completed: bool, interrupted: bool) -> None:
-        if self._writer is None:
+        if self._writer is None or self._failed:
+            self._writer = None
             return
         try:
             self._writer.release()
+        except OSError as exc:
+            raise self._write_error(exc) from exc
         finally:
             self._writer = None
-        if completed or interrupted:
-            os.replace(self.partial, self.path)  # atomic on one file system
-        else:
+        if not (completed or interrupted):
             log.warning("run failed: the %d frames written so far are in %s", self.frames, self.partial)
+            return
+        try:
+            self._finalise()
+        except OSError as exc:  # the folder removed or made read-only during the run
+            kept = f"; the complete video is in {self.partial}" if self.partial.exists() else ""
+            raise RtsegError(f"cannot write {self.path} ({exc.strerror or exc}){kept}") from exc
+
+    def _finalise(self) -> None:
+        """The partial file under the final name: an H.264 MP4/MOV rewritten with its index at the
+        front (a copy of the packets, no re-encoding), else renamed as it is (atomic on one file
+        system). With no room for the copy, the fragmented file is kept: it plays all the same."""
+        if self.codec == "h264" and self.path.suffix.lower() in FRAGMENTED:
+            remuxed = self.path.with_name(f"{self.path.stem}.partial.remux{self.path.suffix}")
+            try:
+                remux_faststart(self.partial, remuxed)
+            except OSError as exc:
+                if not self.partial.exists():
+                    raise
+                log.warning("%s stays fragmented (%s while moving its index to the front); FFmpeg-based players "
+                            "play it all the same", self.path, exc.strerror or exc)
+            else:
+                os.replace(remuxed, self.path)
+                os.remove(self.partial)
+                return
+        os.replace(self.partial, self.path)
+
+
+def write_image(path: Path, picture: np.ndarray, params: Sequence[int] = (), *, flag: str = "--output",
+                kept: str = "") -> None:
+    """``picture`` encoded by ``path``'s suffix and written under a temporary name, then renamed:
+    an interrupted or killed run leaves no half-written image. A write error (full disk, I/O
+    error, folder gone) is one line naming the file, the reason and ``kept`` (what stays)."""
+    ok, data = cv2.imencode(path.suffix, picture, list(params))
+    if not ok:
+        raise RtsegError(f"{flag}: cannot encode {path} ({picture.shape} {picture.dtype})")
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except OSError as exc:
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        kept = f"; {kept}" if kept and path.parent.is_dir() else ""  # not when the folder itself is gone
+        raise RtsegError(f"{flag}: cannot write {path} ({exc.strerror or exc}){kept}") from exc
 
 
 class ImageSink(Sink):
@@ -199,9 +209,8 @@ class ImageSink(Sink):
 
     def __init__(self, path: str | Path, *, folder: bool, suffix: str = ".png"):
         self.path, self.folder, self.suffix = Path(path), folder, suffix.lower()
-        image_suffixes = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-        if self.suffix not in image_suffixes:
-            raise RtsegError(f"--output {path}: unsupported image type {self.suffix!r}; use one of {', '.join(image_suffixes)}")
+        if self.suffix not in IMAGE_SUFFIXES:
+            raise RtsegError(f"--output {path}: unsupported image type {self.suffix!r}; use one of {', '.join(IMAGE_SUFFIXES)}")
         target = self.path if folder else self.path.parent
         try:
             target.mkdir(parents=True, exist_ok=True)
@@ -214,11 +223,8 @@ class ImageSink(Sink):
             raise RtsegError(f"--output {self.path} is one image but the source has more frames; use -o DIR/ for a folder")
         picture = packet.picture if packet.picture_format == "bgr" else i420_to_bgr(packet.picture)
         path = self.path / f"{packet.name}{self.suffix}" if self.folder else self.path
-        tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
         params = [cv2.IMWRITE_JPEG_QUALITY, 95] if path.suffix.lower() in (".jpg", ".jpeg") else []
-        if not cv2.imwrite(str(tmp), picture, params):
-            raise RtsegError(f"cannot write {path}")
-        os.replace(tmp, path)
+        write_image(path, picture, params, kept=f"the {self.frames} images before it are kept" if self.frames else "")
         self.frames += 1
 
 
@@ -234,9 +240,10 @@ class StatsSink(Sink):
         self.path, self.names = Path(path), list(class_names)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fh = open(self.path, "w")
+            self._fh = open(self.path, "w", buffering=1)  # line-buffered: a killed run keeps every whole line
         except OSError as exc:
             raise RtsegError(f"--stats {path}: cannot write it ({exc.strerror})") from None
+        self._failed = False
         self.share_sum = np.zeros(len(self.names))  # summed over frames
         self.present = np.zeros(len(self.names), np.int64)  # frames where the class has any pixel
         self.frames = 0
@@ -250,7 +257,15 @@ class StatsSink(Sink):
         self.frames += 1
         line = {"frame": packet.index, "name": packet.name,
                 "shares": {self.names[i]: round(float(shares[i]), 5) for i in np.flatnonzero(counts)}}
-        self._fh.write(json.dumps(line) + "\n")
+        try:
+            self._fh.write(json.dumps(line) + "\n")
+        except OSError as exc:
+            raise self._write_error(exc) from exc
+
+    def _write_error(self, exc: OSError) -> RtsegError:
+        self._failed = True
+        return RtsegError(f"--stats {self.path}: cannot write it ({exc.strerror or exc}); "
+                          f"the lines of the frames before are kept")
 
     def summary(self) -> list[dict]:
         """Per class: mean share of the pixels over the run, and the share of frames it appears in."""
@@ -259,7 +274,11 @@ class StatsSink(Sink):
                 for i, name in enumerate(self.names)]
 
     def close(self, *, completed: bool, interrupted: bool) -> None:
-        self._fh.close()
+        try:
+            self._fh.close()
+        except OSError as exc:
+            if not self._failed:  # after a write error, its line has been said already
+                raise self._write_error(exc) from exc
 
 
 class MaskSink(Sink):
@@ -279,102 +298,10 @@ class MaskSink(Sink):
 
     def write(self, packet: Packet) -> None:
         path = self.folder / f"{packet.name}.png"
-        # Compression 1: PNG is lossless at any level; 1 is ~3x faster to write than the default 3.
-        if not cv2.imwrite(str(path), packet.frame_ids(), [cv2.IMWRITE_PNG_COMPRESSION, 1]):
-            raise RtsegError(f"cannot write {path}")
+        # Compression 1: PNG is lossless at any level, and 1 writes fastest.
+        write_image(path, packet.frame_ids(), [cv2.IMWRITE_PNG_COMPRESSION, 1], flag="--masks",
+                    kept=f"the {self.frames} masks before it are kept" if self.frames else "")
         self.frames += 1
-
-
-def handle_key(key: int, look: Look) -> str | None:
-    """Apply a window key to ``look``; returns "quit", "pause" or None.
-    q / Esc quit, space pause, m cycle the view, + / - change alpha by 0.1, l show/hide the legend."""
-    if key < 0:
-        return None
-    ch = chr(key & 0xFF)
-    if ch in ("q", "Q", "\x1b"):
-        return "quit"
-    if ch == " ":
-        return "pause"
-    if ch in ("m", "M"):
-        look.view = VIEWS[(VIEWS.index(look.view) + 1) % len(VIEWS)]
-    elif ch in ("l", "L"):
-        look.legend = not look.legend
-    elif ch in ("+", "="):
-        look.alpha = min(1.0, round(look.alpha + 0.1, 2))
-    elif ch in ("-", "_"):
-        look.alpha = max(0.0, round(look.alpha - 0.1, 2))
-    return None
-
-
-class WindowSink(Sink):
-    """An OpenCV window with an FPS read-out. Keys: q quit, space pause, m view, +/- alpha, l legend.
-
-    Must be used from the main thread (Qt/GTK). ``look`` is shared with the post stage, so a key
-    changes the next frames it draws; the frame on screen is redrawn at once from its ids."""
-
-    def __init__(self, look: Look, lut: np.ndarray, *, title: str = "rtseg", max_size: tuple[int, int] = (720, 1280),
-                 legend: Legend | None = None):
-        self.look, self.lut, self.title, self.legend = look, lut, title, legend
-        self.max_h, self.max_w = max_size
-        self._opened = False
-        self._shape: tuple[int, ...] | None = None  # size of the picture the window is fitted to
-        self._fps = 0.0  # exponential moving average of the displayed frame rate
-        self._last: float | None = None
-        self.frames = 0
-
-    def _show(self, picture: np.ndarray) -> None:
-        if not self._opened:
-            cv2.namedWindow(self.title, cv2.WINDOW_NORMAL | cv2.WINDOW_KEEPRATIO | cv2.WINDOW_GUI_NORMAL)
-            self._opened = True
-        if picture.shape != self._shape:  # first picture, or the view changed (side-by-side is twice as wide)
-            h, w = picture.shape[:2]
-            scale = min(1.0, self.max_h / h, self.max_w / w)  # fit the screen; never upscale
-            cv2.resizeWindow(self.title, int(w * scale), int(h * scale))
-            self._shape = picture.shape
-        cv2.imshow(self.title, picture)
-
-    def _draw(self, packet: Packet) -> np.ndarray:
-        if packet.look == self.look.key() and packet.picture_format == "bgr":
-            picture = packet.picture.copy()  # other sinks may hold it; the read-out is the window's own
-        else:
-            picture = compose(packet.frame, packet.ids, self.lut, self.look.view, self.look.alpha)
-            if self.look.legend and self.legend is not None:
-                self.legend.draw(picture, "bgr", packet.frame.shape[:2], packet.ids)
-        text = f"{self._fps:5.1f} fps  {self.look.view}  alpha {self.look.alpha:.1f}"
-        scale = max(0.5, picture.shape[0] / 720)
-        org = (10, int(30 * scale))
-        cv2.putText(picture, text, org, cv2.FONT_HERSHEY_SIMPLEX, 0.8 * scale, (0, 0, 0), int(4 * scale), cv2.LINE_AA)
-        cv2.putText(picture, text, org, cv2.FONT_HERSHEY_SIMPLEX, 0.8 * scale, (255, 255, 255), int(2 * scale),
-                    cv2.LINE_AA)
-        return picture
-
-    def write(self, packet: Packet) -> None:
-        now = time.perf_counter()
-        if self._last is not None:
-            dt = now - self._last
-            self._fps = 1.0 / dt if self._fps == 0 else 0.9 * self._fps + 0.1 / max(dt, 1e-6)
-        self._last = now
-        self._show(self._draw(packet))
-        self.frames += 1
-        action = handle_key(cv2.waitKey(1), self.look)
-        paused = action == "pause"
-        while action == "pause":  # GUI event loop while paused: upstream stalls on its full queues
-            key = cv2.waitKey(50)
-            if key >= 0 and chr(key & 0xFF) == " ":
-                action = None
-            elif handle_key(key, self.look) == "quit":
-                action = "quit"
-            elif key >= 0:
-                self._show(self._draw(packet))
-        if action == "quit" or cv2.getWindowProperty(self.title, cv2.WND_PROP_VISIBLE) < 1:
-            raise StopRun
-        if paused:  # the pause is not part of the frame rate
-            self._last = time.perf_counter()
-
-    def close(self, *, completed: bool, interrupted: bool) -> None:
-        if self._opened:
-            cv2.destroyWindow(self.title)
-            cv2.waitKey(1)  # let the GUI process the destroy event
 
 
 class MultiSink(Sink):

@@ -50,7 +50,7 @@ class Trimmed(Source):
 
     def __init__(self, inner: Source, start: int = 0, end: int | None = None, stride: int = 1):
         self.inner, self.start, self.end, self.stride = inner, start, end, stride
-        self.name, self.size, self.live = inner.name, inner.size, inner.live
+        self.name, self.size, self.live, self.image_suffix = inner.name, inner.size, inner.live, inner.image_suffix
         self.fps = inner.fps / stride
         stop = end if inner.frame_count is None else min(inner.frame_count, end if end is not None else inner.frame_count)
         self.frame_count = None if stop is None else max(0, math.ceil((stop - start) / stride))
@@ -84,6 +84,11 @@ class Trimmed(Source):
             if index >= self.start and (index - self.start) % self.stride == 0:
                 self._original.append(index)
                 return frame
+
+    def position(self) -> int | None:
+        """The inner source's number of the last frame (its own, else the count of frames read)."""
+        inner = self.inner.position()
+        return inner if inner is not None else (self._original[-1] if self._original else None)
 
     def frame_name(self, index: int) -> str:
         """The inner source's name for the frame, so masks keep the original numbering."""

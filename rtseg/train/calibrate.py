@@ -13,19 +13,24 @@ and every export (ONNX, TensorRT) carries it.
 """
 from __future__ import annotations
 
-from typing import Sequence
+import shutil
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable, Sequence
 
 import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader
 
+from rtseg.formats.checkpoint import load_checkpoint, save_checkpoint
 from rtseg.errors import RtsegError
+from rtseg.train.config import jsonable
 from rtseg.train.data import IGNORE
 from rtseg.train.dist import DistInfo, all_reduce_sum
-from rtseg.train.evaluate import at_size, to_label_size
+from rtseg.train.evaluate import at_size, evaluate_model, to_label_size
 from rtseg.train.metrics import ConfusionMatrix
 
-__all__ = ["TAUS", "tune_logit_offset", "fold_logit_offset", "final_conv"]
+__all__ = ["TAUS", "tune_logit_offset", "fold_logit_offset", "final_conv", "calibrate_best"]
 
 TAUS = tuple(i / 8 for i in range(9))  # 0, 0.125, ..., 1: the strengths tried
 
@@ -67,3 +72,44 @@ def fold_logit_offset(model: nn.Module, log_w: torch.Tensor, tau: float) -> None
     """Subtract ``tau * log_w`` from the classifier's bias, in place."""
     bias = final_conv(model).bias
     bias.sub_(tau * log_w.to(bias.device, bias.dtype))
+
+
+def calibrate_best(out: Path, model: nn.Module, val_loader: DataLoader, weights: torch.Tensor | None, device: str,
+                   info: DistInfo, class_names: list[str], *, size: tuple[int, int] | None,
+                   say: Callable[[str], None]) -> dict | None:
+    """``--calibrate``: tune on the validation split the logit offset that undoes the class
+    weights, and fold it into ``out/best.pt``; the file as trained stays beside it as
+    best_uncalibrated.pt. Returns what was done, or None when there was nothing to do (no
+    weights, no best.pt, already calibrated, or no offset beat none). ``say`` gets each message."""
+    best = out / "best.pt"
+    if weights is None:
+        say("--calibrate: there are no class weights to undo (it applies to --class-weights enet and espnet)")
+        return None
+    if not best.is_file():
+        say(f"--calibrate: {best} does not exist yet")
+        return None
+    state = load_checkpoint(best, map_location=device)
+    meta = state["meta"]
+    if "calibration" in meta.extra:
+        say(f"--calibrate: {best} is calibrated already (tau {meta.extra['calibration']['tau']:g}); left as is")
+        return None
+    net = getattr(model, "module", model)
+    net.load_state_dict(state["state_dict"])
+    log_w = weights.log()
+    scores = tune_logit_offset(net, val_loader, log_w, len(class_names), device, size=size, info=info)
+    tau = max(scores, key=scores.get)  # the first (smallest) tau on a tie
+    say("logit offset on val: " + ", ".join(f"tau {t:g} mIoU {m:.4f}" for t, m in scores.items()))
+    if tau == 0:
+        say("--calibrate: no offset beats none; best.pt left as is")
+        return None
+    fold_logit_offset(net, log_w, tau)
+    metrics = evaluate_model(net, val_loader, len(class_names), device, info, size=size).compute(class_names)
+    done = {"tau": tau, "val_miou_before": scores[0.0], "val_miou_after": metrics["miou"],
+            "offsets": (-tau * log_w).tolist()}
+    if info.is_main:
+        shutil.copy2(best, out / "best_uncalibrated.pt")
+        calibrated = replace(meta, extra={**meta.extra, "val": jsonable(metrics), "calibration": done})
+        save_checkpoint(best, net, calibrated, **state["train"])
+    say(f"--calibrate: tau {tau:g} folded into {best}: val mIoU {done['val_miou_before']:.4f} -> "
+        f"{done['val_miou_after']:.4f} (as trained: best_uncalibrated.pt)")
+    return done

@@ -17,17 +17,18 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
+from rtseg.engines import artifact_family, open_engine
 from rtseg.errors import RtsegError
+from rtseg.formats.checkpoint import build_from_checkpoint, load_checkpoint
 from rtseg.meta import ModelMeta
-from rtseg.train.data import IGNORE, SegDataset
+from rtseg.train.data import IGNORE, DatasetInfo, SegDataset
 from rtseg.train.dist import DistInfo, all_reduce_sum
 from rtseg.train.metrics import ConfusionMatrix
 
-__all__ = ["evaluate_model", "at_size", "to_label_size", "Predictor", "load_predictor", "evaluate", "eval_report"]
+__all__ = ["evaluate_model", "at_size", "to_label_size", "Predictor", "load_predictor", "check_classes", "evaluate",
+           "eval_report"]
 
 log = logging.getLogger(__name__)
-
-_TORCH_SUFFIXES = (".pt", ".pth")
 
 
 @torch.inference_mode()
@@ -74,7 +75,6 @@ class Predictor:
 
 def _native_torch(path: Path, device: str) -> Predictor:
     """A PyTorch checkpoint run at each frame's own size (Fast-SCNN takes any size)."""
-    from rtseg.checkpoint import build_from_checkpoint
     from rtseg.nets.deploy import DeployModel
 
     net, meta = build_from_checkpoint(path, map_location=device)
@@ -89,45 +89,55 @@ def _native_torch(path: Path, device: str) -> Predictor:
 
 
 def load_predictor(path: str | Path, *, device: str = "cpu", size: tuple[int, int] | None = None,
-                   runtime: str | None = None, note: Callable[[str], None] | None = None) -> Predictor:
+                   runtime: str | None = None, note: Callable[[str], None] | None = None,
+                   data: DatasetInfo | None = None, precision: str = "auto",
+                   **foreign: str | bool | None) -> Predictor:
     """Any artifact as a :class:`Predictor`. A PyTorch checkpoint without ``size`` runs at the
     size its training validated at (``--val-size``), so eval reproduces the figure training
-    reported, or else (on PyTorch) each frame at its own size. Otherwise ``rtseg.load_engine``
-    loads it (at ``size``, else the artifact's own size) and frames are resized to it and the ids
-    back. ``runtime``: as for ``load_engine`` (None: the artifact's own kind of runtime; ``auto``:
-    the fastest here, a ``.pt`` exported once into the cache)."""
+    reported, or else (on PyTorch) each frame at its own size. Otherwise
+    :func:`rtseg.engines.open_engine` opens it (at ``size``, else the artifact's own size) and
+    frames are resized to it and the ids back. ``runtime``: as for ``open_engine`` (None: the
+    artifact's own kind of runtime; ``auto``: the fastest here, a ``.pt`` exported once into the
+    cache). ``precision``: as for ``open_engine``. ``data``: the dataset it will be evaluated on; a checkpoint's classes are checked
+    against it (:func:`check_classes`) before anything is exported. ``foreign``: ``classes``,
+    ``normalize``, ... for an ONNX file without rtseg metadata (wrapped once into the cache)."""
+    from rtseg.engines.foreign_cache import foreign_or_own
+
     path = Path(path)
     if not path.is_file():
         raise RtsegError(f"weights/engine file not found: {path}")
-    torch_file = path.suffix.lower() in _TORCH_SUFFIXES
-    if size is None and torch_file:
-        from rtseg.checkpoint import load_checkpoint
-
+    path = foreign_or_own(path, foreign, note=note or log.warning)  # an error for flags on rtseg's own
+    if artifact_family(path) == "pytorch":
         meta = load_checkpoint(path)["meta"]
-        val_size = meta.extra.get("train_config", {}).get("val_size")
-        if val_size:
-            size = tuple(val_size)
-        elif runtime in (None, "pytorch"):
-            return _native_torch(path, device)
-        else:
-            size = tuple(meta.input_size)  # an export has one size: the checkpoint's
-    from rtseg import load_engine
-
-    engine = load_engine(path, device=device, size=size, runtime=runtime, note=note)
+        if data is not None:
+            check_classes(meta, data)
+        if size is None:
+            val_size = meta.extra.get("train_config", {}).get("val_size")
+            if val_size:
+                size = tuple(val_size)
+            elif runtime in (None, "pytorch") and precision in ("auto", "fp32"):
+                return _native_torch(path, device)
+            else:
+                size = tuple(meta.input_size)  # an export has one size: the checkpoint's
+    engine = open_engine(path, device=device, size=size, runtime=runtime, note=note, precision=precision)
     h, w = engine.input_size
     return Predictor(engine.predict, engine.meta, (h, w), f"{engine.name} on {engine.device}, {engine.meta.model} at {h}x{w}")
+
+
+def check_classes(meta: ModelMeta, data: DatasetInfo) -> None:
+    """A one-line error unless the model predicts as many classes as the dataset labels."""
+    if meta.num_classes != data.num_classes:
+        raise RtsegError(f"the model has {meta.num_classes} classes ({meta.dataset}) but the dataset "
+                         f"{data.name} has {data.num_classes}; evaluate it on data with the same classes")
 
 
 def evaluate(predictor: Predictor, dataset: SegDataset, *, limit: int = 0,
              on_frame: Callable[[int, int], None] | None = None) -> ConfusionMatrix:
     """Run ``predictor`` over the first ``limit`` frames of ``dataset`` (0 = all); ``on_frame(i, n)``
     after each. The dataset's class count must be the model's."""
-    n_model, n_data = predictor.meta.num_classes, dataset.info.num_classes
-    if n_model != n_data:
-        raise RtsegError(f"the model has {n_model} classes ({predictor.meta.dataset}) but the dataset "
-                         f"{dataset.info.name} has {n_data}; evaluate it on data with the same classes")
+    check_classes(predictor.meta, dataset.info)
     n = min(limit, len(dataset)) if limit else len(dataset)
-    cm = ConfusionMatrix(n_model, IGNORE)
+    cm = ConfusionMatrix(predictor.meta.num_classes, IGNORE)
     for i in range(n):
         img, label = dataset.read(i)
         ids = predictor(img)
@@ -145,8 +155,8 @@ def _finite(v: float) -> float | None:
 
 
 def eval_report(cm: ConfusionMatrix, class_names, *, dataset: str, split: str, frames: int) -> dict:
-    """The ``rtseg eval --json`` document, exactly DESIGN.md's fields (fractions in 0..1, ignore
-    excluded; NaN -> null)."""
+    """The ``rtseg eval --json`` document, exactly the fields docs/architecture.md lists
+    (fractions in 0..1, ignore excluded; NaN -> null)."""
     m = cm.compute(class_names)
     return {
         "dataset": dataset,

@@ -140,10 +140,10 @@ class LovaszSoftmax(nn.Module):
     decision, which is why it is used to fine-tune a network trained with cross-entropy for
     mIoU.
 
-    It costs one sort of the batch's pixels per present class: 4 s a step for 8 360x480 crops
-    on this 2-core CPU, against 1.2 s for the network. ``stride`` scores every stride-th pixel
-    in each direction instead (0.8 s at 2). Fast-SCNN's logits are bilinear enlargements of a
-    1/8-resolution map, so a stride of 2 loses next to nothing of them."""
+    It costs one sort of the batch's pixels per present class, on a CPU more than the network's
+    own step; ``stride`` scores every stride-th pixel in each direction instead. Fast-SCNN's
+    logits are bilinear enlargements of a 1/8-resolution map, so a stride of 2 loses next to
+    nothing of them."""
 
     def __init__(self, ignore_index: int = 255, stride: int = 1):
         super().__init__()

@@ -65,8 +65,8 @@ def lr_at(step: int, total: int, *, optimizer: str, peak: float, warmup_steps: i
 
 def amp_mode(amp: str, device: str) -> str:
     """What ``--amp`` means on ``device``: "off", "bf16" or "fp16". auto = bf16 on CUDA (fp16 on
-    GPUs without bf16); off on the CPU, where bf16 changes the numerics for a 10% gain on this
-    project's machine (benchmarks/train_speed.py), so it is opt-in (``--amp bf16``)."""
+    GPUs without bf16); off on the CPU, where bf16 changes the numerics for a small gain
+    (benchmarks/train_speed.py), so it is opt-in (``--amp bf16``)."""
     if amp not in AMP_MODES:
         raise RtsegError(f"--amp {amp!r} is not allowed; use {', '.join(AMP_MODES)}")
     if amp != "auto":

@@ -21,15 +21,16 @@ FAKES = ROOT / "tests" / "pipeline"
 sys.path.insert(0, str(FAKES))
 from pipeline_fakes import count_frames, write_video  # noqa: E402
 
-# Patch the CLI's engine loader with the fake engine (its arguments come from the FAKE_ENGINE
-# environment variable as JSON), then run the real console entry point.
+# Patch the one place runs open engines (rtseg.pipeline.context.open_engine) with the fake engine
+# (its arguments come from the FAKE_ENGINE environment variable as JSON), then run the real console
+# entry point.
 DRIVER = """
 import json, os, sys
 sys.path.insert(0, {fakes!r})
 from pipeline_fakes import FakeEngine
-import rtseg.cli.run as run_module
+import rtseg.pipeline.context as context
 kw = json.loads(os.environ.get("FAKE_ENGINE", "{{}}"))
-run_module.load = lambda *a, **k: FakeEngine(**kw, streams=k.get("streams", 1))
+context.open_engine = lambda *a, **k: FakeEngine(**kw, streams=k.get("streams", 1))
 from rtseg.cli import main
 sys.argv = ["rtseg"] + sys.argv[1:]
 main()
@@ -56,11 +57,11 @@ def rtseg(monkeypatch, capfd, tmp_path):
     ``rtseg(*args, fake={...})`` -> Result(returncode, stdout, stderr)."""
     from pipeline_fakes import FakeEngine
 
-    import rtseg.cli.run as run_module
+    import rtseg.pipeline.context as context
     from rtseg.cli import main
 
     def call(*args, fake: dict | None = None) -> Result:
-        monkeypatch.setattr(run_module, "load",
+        monkeypatch.setattr(context, "open_engine",
                             lambda *a, **k: FakeEngine(**(fake or {}), streams=k.get("streams", 1)))
         monkeypatch.setattr(sys, "argv", ["rtseg", *map(str, args)])
         monkeypatch.setenv("COLUMNS", "120")
@@ -192,8 +193,8 @@ def test_ctrl_c_stops_within_seconds_and_leaves_a_playable_video(tmp_path):
 @pytest.mark.slow
 def test_run_with_a_real_checkpoint(tmp_path, tiny_checkpoint):
     engines = pytest.importorskip("rtseg.engines")
-    if not hasattr(engines, "load_engine"):
-        pytest.skip("rtseg.engines.load_engine is not there yet")
+    if not hasattr(engines, "open_engine"):
+        pytest.skip("rtseg.engines.open_engine is not there yet")
     clip = write_video(tmp_path / "clip.mp4", 3, size=(96, 128))
     res = rtseg_subprocess("run", clip, "--engine", tiny_checkpoint, "--size", "64x96", "-o", tmp_path / "o.mp4",
                            cwd=tmp_path, real=True)
@@ -209,7 +210,7 @@ def test_run_each_network_with_the_default_runtime(tmp_path, name):
     import torch
 
     from rtseg import create_model
-    from rtseg.checkpoint import save_checkpoint
+    from rtseg.formats.checkpoint import save_checkpoint
     from rtseg.meta import ModelMeta
 
     torch.manual_seed(0)
@@ -232,8 +233,9 @@ def test_bench_writes_the_design_json(tmp_path, rtseg):
     assert res.returncode == 0, res.stderr
     data = json.loads((tmp_path / "b.json").read_text())
     assert set(data) == {"engine", "device", "model", "source", "source_size", "input_size", "frames", "stages_ms",
-                         "pipelined", "sequential", "engine_only", "rounds", "streams"}
+                         "pipelined", "sequential", "engine_only", "rounds", "streams", "precision", "machine"}
     assert data["streams"] == 1  # as asked: so no "engine_streams" either
+    assert data["machine"]["cores"] >= 1 and data["machine"]["cpu"] and data["precision"] == "fp32"
     rounds = data["rounds"]
     assert rounds["count"] == 2 and all(len(v) == 2 for v in rounds["fps"].values())
     # The headline figures are the medians of the rounds (of two: their mean).

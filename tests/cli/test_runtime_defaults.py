@@ -14,12 +14,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pipeline"))
 from pipeline_fakes import count_frames, write_video  # noqa: E402
 
 from rtseg.bundled import DEFAULT_WEIGHTS  # noqa: E402
-from rtseg.cli.run import load  # noqa: E402
-from rtseg.engines import default_size  # noqa: E402
+from rtseg.cli.run import note  # noqa: E402
+from rtseg.engines import default_size, open_engine  # noqa: E402
 
 
 def test_default_size_keeps_the_frame_shape_for_artifacts_that_take_any_size(tiny_checkpoint, tmp_path):
-    from rtseg.checkpoint import build_from_checkpoint
+    from rtseg.formats.checkpoint import build_from_checkpoint
     from rtseg.export.onnx import export_onnx
 
     assert default_size(tiny_checkpoint, (540, 960)) == (312, 552)  # 360x480's pixels, 16:9
@@ -32,11 +32,12 @@ def test_default_size_keeps_the_frame_shape_for_artifacts_that_take_any_size(tin
 
 
 def test_a_size_that_stretches_the_frames_is_said_in_one_line(tiny_checkpoint, capsys):
-    engine = load(tiny_checkpoint, device="cpu", size="360x480", runtime="pytorch", frame_size=(540, 960))
+    engine = open_engine(tiny_checkpoint, device="cpu", size="360x480", runtime="pytorch", frame_size=(540, 960),
+                         note=note)  # the CLI's notices: one line on stderr
     assert engine.input_size == (360, 480)
     err = capsys.readouterr().err
     assert "warning: inference at 360x480 stretches the 540x960 frames by 25%" in err and len(err.strip().splitlines()) == 1
-    load(tiny_checkpoint, device="cpu", size="312x552", runtime="pytorch", frame_size=(540, 960))
+    open_engine(tiny_checkpoint, device="cpu", size="312x552", runtime="pytorch", frame_size=(540, 960), note=note)
     assert capsys.readouterr().err == ""
 
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rtseg.checkpoint import build_from_checkpoint
 from rtseg.export.onnx import export_onnx
+from rtseg.formats.checkpoint import build_from_checkpoint
 
 
 def export_weights(weights: Path, output: Path, **kw) -> Path:

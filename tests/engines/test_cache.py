@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import rtseg
+import rtseg._version
+from rtseg import load_engine
 from rtseg.engines import cache
-from rtseg.engines import load_engine
-from rtseg.export.onnx import read_onnx_meta
+from rtseg.formats.onnx_meta import read_onnx_meta
 
 SIZE = (64, 96)  # small: an export takes about a second
 
@@ -56,7 +56,7 @@ def test_a_miss_exports_once_and_a_hit_reuses_it(tiny_checkpoint, cache_dir, exp
 
 def test_changed_weights_or_a_new_rtseg_version_make_a_new_entry(tiny_checkpoint, cache_dir, exports, tmp_path, monkeypatch):
     first = cache.cached_artifact(tiny_checkpoint, "openvino", SIZE, note=lambda _: None)
-    monkeypatch.setattr(rtseg, "__version__", "99.0")
+    monkeypatch.setattr(rtseg._version, "__version__", "99.0")
     second = cache.cached_artifact(tiny_checkpoint, "openvino", SIZE, note=lambda _: None)
     assert second != first and len(exports) == 2
     changed = tmp_path / "fastscnn_untrained.pt"
@@ -92,7 +92,7 @@ def test_an_unwritable_cache_falls_back_to_a_temporary_folder_with_a_note(tiny_c
 
 
 def test_two_processes_exporting_at_once_both_get_a_complete_entry(tiny_checkpoint, cache_dir):
-    code = ("import sys; from rtseg.engines.cache import cached_artifact; from rtseg.export.onnx import read_onnx_meta; "
+    code = ("import sys; from rtseg.engines.cache import cached_artifact; from rtseg.formats.onnx_meta import read_onnx_meta; "
             f"p = cached_artifact(sys.argv[1], 'onnxruntime', {SIZE}, note=lambda _: None); "
             "read_onnx_meta(p); print(p)")
     procs = [subprocess.Popen([sys.executable, "-c", code, str(tiny_checkpoint)], stdout=subprocess.PIPE,

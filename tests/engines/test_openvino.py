@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from onnx_exports import export_weights
-from rtseg.engines import load_engine, resolve_onnx_runtime
+from rtseg import load_engine
+from rtseg.engines import resolve_onnx_runtime
 from rtseg.errors import RtsegError
 
 ov = pytest.importorskip("openvino")
@@ -36,7 +37,7 @@ def torch_ids(weights, frame) -> np.ndarray:
 
 def test_f32_matches_pytorch_at_the_frame_size(fixed_onnx, street_frame, frame, torch_ids):
     engine = load_engine(fixed_onnx, runtime="openvino", precision="f32")
-    assert (engine.name, engine.device, engine.input_size, engine.precision) == ("openvino", "cpu", SIZE, "f32")
+    assert (engine.name, engine.device, engine.input_size, engine.precision) == ("openvino", "cpu", SIZE, "fp32")
     ids = engine.predict(frame)
     assert ids.shape == frame.shape[:2] and ids.dtype == np.uint8
     assert (ids == torch_ids).mean() >= F32_PARITY
@@ -79,7 +80,7 @@ def test_fixed_file_at_another_size_warns_and_keeps_its_size(fixed_onnx, caplog)
     assert "cannot run at 128x256" in caplog.text
 
 
-@pytest.mark.parametrize("kw, match", [({"precision": "int4"}, r"precision 'int4'.*auto, bf16, f32"),
+@pytest.mark.parametrize("kw, match", [({"precision": "int4"}, r"precision 'int4'.*auto, fp32, bf16, fp16"),
                                        ({"hint": "fast"}, r"hint 'fast'.*latency, throughput"),
                                        ({"device": "tpu"}, r"device 'tpu'")])
 def test_bad_options_are_one_line(fixed_onnx, kw, match):
@@ -96,7 +97,7 @@ def test_auto_runtime_is_the_documented_choice(fixed_onnx):
     assert resolve_onnx_runtime(None, "cpu") == "openvino"
     engine = load_engine(fixed_onnx)
     assert engine.name == "openvino"
-    assert engine.precision == ("bf16" if cpu_has_bf16() else "f32")
+    assert engine.precision == ("bf16" if cpu_has_bf16() else "fp32")
     assert load_engine(fixed_onnx, runtime="onnxruntime").name == "onnxruntime"
 
 

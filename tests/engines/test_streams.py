@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from onnx_exports import export_weights
-from rtseg.engines import load_engine
+from rtseg import load_engine
 from rtseg.errors import RtsegError
 
 SIZE = (128, 160)

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from onnx_exports import export_weights
-from rtseg.engines import load_engine
+from rtseg import load_engine
 from rtseg.errors import RtsegError
 
 PARITY = 0.999

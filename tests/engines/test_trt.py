@@ -19,26 +19,28 @@ import cv2
 import numpy as np
 import pytest
 
+from rtseg import gpu as gpu_checks
 from rtseg.engines import trt_engine as E
 from rtseg.errors import MissingDependency, RtsegError
 from rtseg.export import tensorrt as T
-from rtseg.export.onnx import read_onnx_meta
+from rtseg.formats import plan as P
+from rtseg.formats.onnx_meta import read_onnx_meta
 
 SIZE = (128, 256)
 HAVE_TRT = importlib.util.find_spec("tensorrt") is not None
 
 
 def _gpu_ready() -> bool:
-    return HAVE_TRT and T.cuda_driver_status()[0] > 0
+    return HAVE_TRT and gpu_checks.cuda_driver_status()[0] > 0
 
 
 @pytest.fixture(scope="module")
-def exported(trt_export) -> tuple[Path, T.PlanInfo]:
+def exported(trt_export) -> tuple[Path, P.PlanInfo]:
     """A TensorRT-prepared fp32 ONNX at SIZE and the sidecar info a plan of it would carry."""
     _, path = trt_export(SIZE, "fp32")
     meta = read_onnx_meta(path)
-    info = T.PlanInfo(meta=meta, inputs=(T.TensorInfo("images", "uint8", (1, *SIZE, 3)),),
-                      outputs=(T.TensorInfo("ids", "uint8", (1, *SIZE)),), precision="fp32", tensorrt_version="10.9.0")
+    info = P.PlanInfo(meta=meta, inputs=(P.TensorInfo("images", "uint8", (1, *SIZE, 3)),),
+                      outputs=(P.TensorInfo("ids", "uint8", (1, *SIZE)),), precision="fp32", tensorrt_version="10.9.0")
     return path, info
 
 
@@ -46,10 +48,10 @@ def _write_plan(tmp_path: Path, exported, *, batch: int = 1, name: str = "m.plan
     onnx_path, info = exported
     plan = tmp_path / name
     plan.write_bytes(onnx_path.read_bytes())  # the stand-in's "plan" is the ONNX itself
-    info = T.PlanInfo(meta=info.meta, inputs=(T.TensorInfo("images", "uint8", (batch, *SIZE, 3)),),
-                      outputs=(T.TensorInfo("ids", "uint8", (batch, *SIZE)),), precision="fp32",
+    info = P.PlanInfo(meta=info.meta, inputs=(P.TensorInfo("images", "uint8", (batch, *SIZE, 3)),),
+                      outputs=(P.TensorInfo("ids", "uint8", (batch, *SIZE)),), precision="fp32",
                       tensorrt_version="10.9.0")
-    T.write_sidecar(plan, info)
+    P.write_sidecar(plan, info)
     return plan
 
 
@@ -95,13 +97,12 @@ def test_parse_cuda_device():
         E.parse_cuda_device("cuda:x")
 
 
-def test_load_engine_routes_plans_here(tmp_path):
-    engines = pytest.importorskip("rtseg.engines")
-    if not hasattr(engines, "load_engine"):
-        pytest.skip("rtseg.engines.load_engine is not there yet")
+def test_open_engine_routes_plans_here(tmp_path):
+    from rtseg import engines
+
     (tmp_path / "m.plan").write_bytes(b"\0plan")
     with pytest.raises(RtsegError, match=r"m\.json is missing"):
-        engines.load_engine(tmp_path / "m.plan", device="cuda")
+        engines.open_engine(tmp_path / "m.plan", device="cuda")
 
 
 @pytest.mark.slow  # exports the network to ONNX (module fixture) or runs a subprocess
@@ -111,10 +112,8 @@ def test_cli_run_with_a_plan_without_tensorrt_exits_2(tmp_path, exported):
 
     from rtseg.cli import app
 
-    import rtseg.engines
-
-    if "run" not in get_command(app).commands or not hasattr(rtseg.engines, "load_engine"):
-        pytest.skip("rtseg run or rtseg.engines.load_engine is not there yet")
+    if "run" not in get_command(app).commands:
+        pytest.skip("rtseg run is not there yet")
     plan = _write_plan(tmp_path, exported)
     frame = tmp_path / "f.png"
     cv2.imwrite(str(frame), np.zeros((64, 64, 3), np.uint8))
@@ -291,8 +290,8 @@ def test_bad_plan_bytes_and_foreign_sidecar(tmp_path, exported, stand_in):
     with pytest.raises(RtsegError, match="could not load .*built with TensorRT 10.9.0"):
         E.TensorRTEngine(plan)
     plan = _write_plan(tmp_path, exported, name="n.plan")
-    info = T.read_sidecar(plan)
-    T.write_sidecar(plan, T.PlanInfo(meta=info.meta, inputs=(T.TensorInfo("input", "uint8", (1, *SIZE, 3)),),
+    info = P.read_sidecar(plan)
+    P.write_sidecar(plan, P.PlanInfo(meta=info.meta, inputs=(P.TensorInfo("input", "uint8", (1, *SIZE, 3)),),
                                      outputs=info.outputs, precision="fp32", tensorrt_version="10.9.0"))
     with pytest.raises(RtsegError, match="disagree on the tensor names"):
         E.TensorRTEngine(plan)
@@ -323,14 +322,14 @@ def test_gpu_build_and_run_plan(tiny_checkpoint, tmp_path, street_frame, fp16):
 
     size = (256, 512)
     plan = T.export_engine(tiny_checkpoint, tmp_path / "m.plan", size=size, fp16=fp16, workspace_gb=1)
-    info = T.read_sidecar(plan)
+    info = P.read_sidecar(plan)
     assert info.input_size == size and info.precision == ("fp16" if fp16 else "fp32")
     engine = TensorRTEngine(plan, device="cuda")
     ids = engine.predict(street_frame)
     assert ids.shape == street_frame.shape[:2] and ids.dtype == np.uint8
     assert np.isfinite(engine.last_infer_ms) and engine.last_infer_ms > 0
 
-    from rtseg.checkpoint import build_from_checkpoint
+    from rtseg.formats.checkpoint import build_from_checkpoint
     from rtseg.export.onnx import export_onnx
 
     model, meta = build_from_checkpoint(tiny_checkpoint)

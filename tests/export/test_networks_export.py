@@ -18,8 +18,9 @@ import pytest
 import torch
 
 import rtseg
-from rtseg.export import tensorrt as T
-from rtseg.export.onnx import export_onnx, read_onnx_meta
+from rtseg.export import trt_graph as G
+from rtseg.export.onnx import export_onnx
+from rtseg.formats.onnx_meta import read_onnx_meta
 from rtseg.meta import ModelMeta
 from rtseg.nets.deploy import DeployModel
 
@@ -97,7 +98,7 @@ def test_dynamic_onnx_runs_at_any_size_and_batch(tmp_path, deployed, street_fram
 @pytest.mark.slow
 def test_openvino_runs_the_export(tmp_path, deployed, street_frame):
     pytest.importorskip("openvino")
-    from rtseg.engines import load_engine
+    from rtseg import load_engine
 
     net, meta, reference = deployed
     size = (360, 480)
@@ -118,10 +119,11 @@ def test_tensorrt_graph(tmp_path, deployed, street_frame, precision):
     boundary through Casts; preparing it changes no id; fp16 agrees with fp32."""
     net, meta, _ = deployed
     size = (128, 256)
-    raw = export_onnx(net, meta, tmp_path / f"{precision}.onnx", size=size, fp16=precision == "fp16")
-    prepared = T.prepare_onnx_for_tensorrt(onnx.load(str(raw)))
+    # as export_engine exports it: ids only (a plan has no scores output)
+    raw = export_onnx(net, meta, tmp_path / f"{precision}.onnx", size=size, fp16=precision == "fp16", scores=False)
+    prepared = G.prepare_onnx_for_tensorrt(onnx.load(str(raw)))
     onnx.checker.check_model(prepared)
-    assert T.check_onnx_for_tensorrt(prepared, size=size) == []
+    assert G.check_onnx_for_tensorrt(prepared, size=size) == []
     onnx.save(prepared, str(tmp_path / "prepared.onnx"))
     batch = _frame(street_frame, size)[None]
     np.testing.assert_array_equal(_ort_ids(raw, batch), _ort_ids(tmp_path / "prepared.onnx", batch))

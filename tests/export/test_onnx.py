@@ -16,7 +16,8 @@ import torch
 
 import rtseg
 from rtseg.errors import RtsegError
-from rtseg.export.onnx import export_onnx, read_onnx_meta
+from rtseg.export.onnx import export_onnx
+from rtseg.formats.onnx_meta import read_onnx_meta
 from rtseg.meta import ModelMeta
 from rtseg.nets.deploy import DeployModel
 
@@ -71,9 +72,11 @@ def test_static_graph_is_plain(tmp_path, net):
     ops = Counter(n.op_type for n in model.graph.node)
     assert set(ops) <= {"Conv", "Relu", "Add", "MatMul", "Resize", "Concat", "Transpose", "Cast", "ArgMax"}, ops
     assert ops["ArgMax"] == 1
-    (inp,), (out,) = model.graph.input, model.graph.output
+    (inp,), (out, scores) = model.graph.input, model.graph.output
     assert (inp.name, inp.type.tensor_type.elem_type) == ("images", onnx.TensorProto.UINT8)
     assert (out.name, out.type.tensor_type.elem_type) == ("ids", onnx.TensorProto.UINT8)
+    assert (scores.name, scores.type.tensor_type.elem_type) == ("scores", onnx.TensorProto.FLOAT16)  # temporal filter
+    assert [d.dim_value for d in scores.type.tensor_type.shape.dim] == [1, META.num_classes, 45, 60]
     assert [d.dim_value for d in inp.type.tensor_type.shape.dim] == [1, 360, 480, 3]
 
 
@@ -94,7 +97,8 @@ def test_metadata_round_trip(tmp_path, net):
     assert (got.model, got.num_classes, got.class_names, got.palette, got.mean, got.std, got.dataset) == (
         meta.model, meta.num_classes, meta.class_names, meta.palette, meta.mean, meta.std, meta.dataset)
     assert got.extra["val_miou"] == 0.61
-    assert got.extra["export"] == {"format": "onnx", "precision": "fp32", "dynamic": False, "opset": 17}
+    assert got.extra["export"] == {"format": "onnx", "precision": "fp32", "dynamic": False, "opset": 17,
+                                   "outputs": ["ids", "scores"]}
 
 
 def test_read_onnx_meta_errors(tmp_path):

@@ -21,8 +21,11 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
+from rtseg import gpu as gpu_checks
 from rtseg.errors import MissingDependency, RtsegError
 from rtseg.export import tensorrt as T
+from rtseg.export import trt_graph as G
+from rtseg.formats import plan as P
 from rtseg.meta import ModelMeta
 
 SIZE = (128, 256)  # small static export size: the graph is the same at any size
@@ -56,11 +59,11 @@ def street_batch(street_frame: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_exported_graph_is_one_tensorrt_parses(onnx_pair, precision):
     model = onnx.load(str(onnx_pair[precision + "_prepared"]))
-    assert T.check_onnx_for_tensorrt(model, size=SIZE) == []
+    assert G.check_onnx_for_tensorrt(model, size=SIZE) == []
     ops = {n.op_type for n in model.graph.node}
-    assert ops <= T.TRT_ONNX_OPS and {"Conv", "ArgMax", "Cast"} <= ops
+    assert ops <= G.TRT_ONNX_OPS and {"Conv", "ArgMax", "Cast"} <= ops
     opset = {o.domain: o.version for o in model.opset_import}[""]
-    assert T.TRT_OPSET_RANGE[0] <= opset <= T.TRT_OPSET_RANGE[1]
+    assert G.TRT_OPSET_RANGE[0] <= opset <= G.TRT_OPSET_RANGE[1]
     (inp,), (out,) = model.graph.input, model.graph.output
     assert inp.type.tensor_type.elem_type == TensorProto.UINT8
     assert [d.dim_value for d in inp.type.tensor_type.shape.dim] == [1, *SIZE, 3]
@@ -86,7 +89,7 @@ def test_checker_is_not_vacuous():
         [helper.make_tensor_value_info("ids", TensorProto.INT64, ["N", 64, 64])],
         [helper.make_tensor("sz", TensorProto.INT64, [4], [1, 3, 64, 64])])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 22)])
-    problems = " | ".join(T.check_onnx_for_tensorrt(model, size=(64, 64)))
+    problems = " | ".join(G.check_onnx_for_tensorrt(model, size=(64, 64)))
     for needle in ("opset 22", "operator Det", "Resize mode=cubic", "output ids must be uint8",
                    "shapes must be static", "feeds Transpose", "comes from ArgMax"):
         assert needle in problems
@@ -106,9 +109,9 @@ def test_checker_wants_symmetric_int8_qdq():
         return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
 
     ok = graph_with(helper.make_tensor("zp", TensorProto.INT8, [], [0]))
-    assert [p for p in T.check_onnx_for_tensorrt(ok) if "Q/DQ" in p] == []
+    assert [p for p in G.check_onnx_for_tensorrt(ok) if "Q/DQ" in p] == []
     for bad in (helper.make_tensor("zp", TensorProto.UINT8, [], [128]), helper.make_tensor("zp", TensorProto.INT8, [], [3])):
-        assert any("symmetric int8 Q/DQ" in p for p in T.check_onnx_for_tensorrt(graph_with(bad)))
+        assert any("symmetric int8 Q/DQ" in p for p in G.check_onnx_for_tensorrt(graph_with(bad)))
 
 
 @pytest.mark.slow  # exports the network to ONNX (module fixture) or runs a subprocess
@@ -136,19 +139,19 @@ def test_fp16_graph_agrees_with_fp32(onnx_pair, street_batch):
 
 # ---- the sidecar ----------------------------------------------------------------------------
 
-def _plan_info(precision: str = "fp16") -> T.PlanInfo:
+def _plan_info(precision: str = "fp16") -> P.PlanInfo:
     meta = ModelMeta.for_dataset("camvid", input_size=SIZE, extra={"miou": 0.5})
-    return T.PlanInfo(meta=meta, inputs=(T.TensorInfo("images", "uint8", (1, *SIZE, 3)),),
-                      outputs=(T.TensorInfo("ids", "uint8", (1, *SIZE)),), precision=precision,
+    return P.PlanInfo(meta=meta, inputs=(P.TensorInfo("images", "uint8", (1, *SIZE, 3)),),
+                      outputs=(P.TensorInfo("ids", "uint8", (1, *SIZE)),), precision=precision,
                       tensorrt_version="10.9.0")
 
 
 def test_sidecar_round_trip(tmp_path):
     plan = tmp_path / "fastscnn.plan"
     info = _plan_info()
-    path = T.write_sidecar(plan, info)
+    path = P.write_sidecar(plan, info)
     assert path == tmp_path / "fastscnn.json"
-    back = T.read_sidecar(plan)
+    back = P.read_sidecar(plan)
     assert back == info and back.meta == info.meta and back.input_size == SIZE
 
 
@@ -156,14 +159,14 @@ def test_sidecar_round_trip(tmp_path):
     (None, "is missing"),
     ("{not json", "not valid JSON"),
     (json.dumps({"format": "something-else"}), "not an rtseg TensorRT sidecar"),
-    (json.dumps({"format": T.SIDECAR_FORMAT, "meta": {}}), "malformed"),
+    (json.dumps({"format": P.SIDECAR_FORMAT, "meta": {}}), "malformed"),
 ])
 def test_sidecar_errors_are_one_line(tmp_path, content, needle):
     plan = tmp_path / "m.plan"
     if content is not None:
         (tmp_path / "m.json").write_text(content)
     with pytest.raises(RtsegError, match=needle) as err:
-        T.read_sidecar(plan)
+        P.read_sidecar(plan)
     assert "\n" not in str(err.value)
 
 
@@ -171,12 +174,12 @@ def test_sidecar_errors_are_one_line(tmp_path, content, needle):
 
 def _no_onnx_step(monkeypatch):
     """Make the slow steps fail loudly: the environment checks must come before them."""
-    import rtseg.checkpoint
+    import rtseg.formats.checkpoint
 
     def forbidden(*a, **k):
         raise AssertionError("the checkpoint/ONNX step ran before the TensorRT/GPU checks")
 
-    monkeypatch.setattr(rtseg.checkpoint, "build_from_checkpoint", forbidden)
+    monkeypatch.setattr(rtseg.formats.checkpoint, "build_from_checkpoint", forbidden)
 
 
 @pytest.mark.skipif(HAVE_TRT, reason="tensorrt is installed here")
@@ -275,7 +278,7 @@ def _fake_trt(version: str) -> types.ModuleType:
 
 def test_export_with_tensorrt_but_no_gpu_says_so(tiny_checkpoint, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorrt", _fake_trt("10.9.0"))
-    monkeypatch.setattr(T, "cuda_driver_status", lambda: (0, "no NVIDIA driver found (libcuda is not loadable)"))
+    monkeypatch.setattr(gpu_checks, "cuda_driver_status", lambda: (0, "no NVIDIA driver found (libcuda is not loadable)"))
     _no_onnx_step(monkeypatch)
     with pytest.raises(RtsegError, match="needs an NVIDIA GPU: no NVIDIA driver found"):
         T.export_engine(tiny_checkpoint, tmp_path / "m.plan", size=SIZE)
@@ -285,7 +288,7 @@ def test_int8_on_tensorrt_11_is_refused_in_one_line(tiny_checkpoint, tmp_path, m
     (tmp_path / "calib").mkdir()
     cv2.imwrite(str(tmp_path / "calib" / "a.png"), np.zeros((8, 8, 3), np.uint8))
     monkeypatch.setitem(sys.modules, "tensorrt", _fake_trt("11.1.0"))
-    monkeypatch.setattr(T, "cuda_driver_status", lambda: (1, ""))
+    monkeypatch.setattr(gpu_checks, "cuda_driver_status", lambda: (1, ""))
     _no_onnx_step(monkeypatch)
     with pytest.raises(RtsegError, match="--int8 on TensorRT 11.1.0 needs a symmetric int8 Q/DQ") as err:
         T.export_engine(tiny_checkpoint, tmp_path / "m.plan", size=SIZE, int8=True, calib=tmp_path / "calib")
@@ -299,7 +302,7 @@ def test_int8_on_tensorrt_11_is_refused_in_one_line(tiny_checkpoint, tmp_path, m
 ])
 def test_bad_options_are_one_line_errors(tiny_checkpoint, tmp_path, monkeypatch, kwargs, needle):
     monkeypatch.setitem(sys.modules, "tensorrt", _fake_trt("10.9.0"))
-    monkeypatch.setattr(T, "cuda_driver_status", lambda: (1, ""))
+    monkeypatch.setattr(gpu_checks, "cuda_driver_status", lambda: (1, ""))
     _no_onnx_step(monkeypatch)
     args = {"output": "m.plan", "size": SIZE, **kwargs}
     output = tmp_path / args.pop("output")
@@ -320,8 +323,8 @@ def test_build_plan_flags_per_version(onnx_pair, version, precision, network_fla
     trt = _fake_trt(version)
     plan, inputs, outputs = T.build_plan(trt, onnx_pair[precision + "_prepared"], precision=precision, workspace_gb=2)
     assert plan == b"PLAN"
-    assert inputs == (T.TensorInfo("images", "uint8", (1, *SIZE, 3)),)
-    assert outputs == (T.TensorInfo("ids", "uint8", (1, *SIZE)),)
+    assert inputs == (P.TensorInfo("images", "uint8", (1, *SIZE, 3)),)
+    assert outputs == (P.TensorInfo("ids", "uint8", (1, *SIZE)),)
     assert ("network", network_flags) in trt.calls
     assert ("workspace", "WORKSPACE", 2 << 30) in trt.calls
     assert [c[1] for c in trt.calls if c[0] == "flag"] == builder_flags
@@ -338,19 +341,19 @@ def test_export_engine_end_to_end_with_stand_in(onnx_pair, tiny_checkpoint, tmp_
 
     trt = _fake_trt(version)
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
-    monkeypatch.setattr(T, "cuda_driver_status", lambda: (1, ""))
+    monkeypatch.setattr(gpu_checks, "cuda_driver_status", lambda: (1, ""))
     seen = {}
 
-    def fake_export(model, meta, output, *, size, fp16, dynamic):
-        seen.update(size=size, fp16=fp16, dynamic=dynamic)
+    def fake_export(model, meta, output, *, size, fp16, dynamic, scores):
+        seen.update(size=size, fp16=fp16, dynamic=dynamic, scores=scores)
         shutil.copy(onnx_pair["fp16"], output)  # the raw export: export_engine must prepare it itself
         return Path(output)
 
     monkeypatch.setattr(rtseg.export.onnx, "export_onnx", fake_export)
     plan = T.export_engine(tiny_checkpoint, tmp_path / "out" / "fastscnn.plan", size=SIZE, fp16=True, workspace_gb=1.5)
-    assert seen == {"size": SIZE, "fp16": True, "dynamic": False}
+    assert seen == {"size": SIZE, "fp16": True, "dynamic": False, "scores": False}  # a plan has no scores output
     assert plan.read_bytes() == b"PLAN"
-    info = T.read_sidecar(plan)
+    info = P.read_sidecar(plan)
     assert info.precision == "fp16" and info.tensorrt_version == version and info.input_size == SIZE
     assert info.meta.input_size == SIZE and info.meta.num_classes == 11
     assert info.meta.extra["export"]["format"] == "tensorrt"
@@ -389,10 +392,10 @@ class _HostCuda:
 
 @pytest.mark.slow  # exports the network to ONNX (module fixture) or runs a subprocess
 def test_int8_on_tensorrt_10_calibrates_on_the_images(onnx_pair, tmp_path, monkeypatch):
-    import rtseg.engines.cuda_memory
+    import rtseg.gpu.cuda
 
     cuda = _HostCuda()
-    monkeypatch.setattr(rtseg.engines.cuda_memory, "open_cuda", lambda index: cuda)
+    monkeypatch.setattr(rtseg.gpu.cuda, "open_cuda", lambda index: cuda)
     for i in range(3):  # 3 images of another size: resized to the network's input, BGR kept
         cv2.imwrite(str(tmp_path / f"{i}.png"), np.full((40, 60, 3), (10 * i, 100, 200), np.uint8))
     (tmp_path / "notes.txt").write_text("not an image")
@@ -446,7 +449,7 @@ def test_the_exporter_and_the_engine_do_not_import_each_other():
     import subprocess
     import sys
 
-    code = ("import sys, rtseg.export.tensorrt, rtseg.engines.cuda_memory; "
-            "print('rtseg.engines.trt_engine' in sys.modules)")
+    code = ("import sys, rtseg.export.tensorrt, rtseg.gpu.cuda; "
+            "print(any(m.startswith('rtseg.engines') for m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0 and out.stdout.strip() == "False", out.stderr

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import rtseg
-from rtseg.checkpoint import build_from_checkpoint, save_checkpoint
+from rtseg.formats.checkpoint import build_from_checkpoint, save_checkpoint
 from rtseg.errors import RtsegError
 from rtseg.meta import ModelMeta
 from rtseg.train.losses import build_loss

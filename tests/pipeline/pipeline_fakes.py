@@ -35,6 +35,7 @@ class FakeEngine(Engine):
     Boom when that method sees that frame; ``delay`` = {method: seconds} per call (jitter tests)."""
 
     name = "fake"
+    precision = "fp32"  # what it computes in, as real engines say (rtseg bench --json records it)
 
     def __init__(self, *, input_size=(24, 32), fail=None, delay=None, rng=None, streams=1):
         self.meta = ModelMeta(model="fake", num_classes=251, class_names=tuple(f"c{i}" for i in range(251)),
@@ -70,6 +71,38 @@ class FakeEngine(Engine):
             with self._lock:
                 self.inferring -= 1
 
+
+
+class DeviceEngine(FakeEngine):
+    """A GPU engine as the host sees it: ``infer`` holds the GIL for ``launch_ms`` (a pure-Python
+    loop, as kernel launches are), then waits ``device_ms`` with it released (as a stream
+    synchronise does). benchmarks/device_sim.py runs the same engine beside the real stages."""
+
+    name = "device-sim"
+
+    def __init__(self, launch_ms: float, device_ms: float, **kw):
+        super().__init__(**kw)
+        self.launch_s, self.device_s = launch_ms / 1e3, device_ms / 1e3
+
+    def infer(self, batch):
+        end = time.perf_counter() + self.launch_s
+        while time.perf_counter() < end:  # bytecode: holds the GIL
+            pass
+        time.sleep(self.device_s)  # releases it
+        return super().infer(batch)
+
+
+def sleeping(stages, seconds: dict[str, float]):
+    """``stages`` with a GIL-free sleep of ``seconds[name]`` added to those named (native work)."""
+    from rtseg.pipeline.runner import Stage
+
+    def slowed(fn, s):
+        def run(p):
+            time.sleep(s)
+            return fn(p)
+        return run
+
+    return [Stage(st.name, slowed(st.fn, seconds[st.name]), st.workers) if st.name in seconds else st for st in stages]
 
 
 def with_jitter(stages, seconds: float, names=("post",), rng=None):

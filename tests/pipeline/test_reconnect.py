@@ -11,7 +11,7 @@ from pipeline_fakes import FakeEngine, RecordingSink, frame_mark, marked_frame
 
 from rtseg.errors import RtsegError
 from rtseg.pipeline import Look, engine_stages, run
-from rtseg.pipeline.sources import LiveSource
+from rtseg.pipeline.live import LiveSource
 
 
 class Device:

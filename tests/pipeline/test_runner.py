@@ -13,7 +13,7 @@ from rtseg.errors import RtsegError
 from rtseg.pipeline import Look, StageError, engine_stages, run
 from rtseg.pipeline.runner import Stage, post_workers_for
 from rtseg.viz import compose_i420, yuv_luts
-from rtseg.pipeline.sources import LiveSource
+from rtseg.pipeline.live import LiveSource
 
 MODES = [pytest.param(False, id="pipelined"), pytest.param(True, id="sequential")]
 

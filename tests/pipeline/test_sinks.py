@@ -8,7 +8,8 @@ import pytest
 from pipeline_fakes import FakeEngine, ListSource, RecordingSink, count_frames, write_video
 from rtseg.errors import RtsegError
 from rtseg.pipeline import Look, Timings, engine_stages, open_source, run
-from rtseg.pipeline.sinks import MaskSink, MultiSink, VideoSink, h264_available, handle_key
+from rtseg.pipeline.sinks import MaskSink, MultiSink, VideoSink, h264_available
+from rtseg.pipeline.window import handle_key
 from rtseg.pipeline.timing import StageStats
 
 
@@ -72,7 +73,7 @@ def test_odd_frames_are_drawn_in_bgr_even_when_the_sink_takes_i420():
 
 
 def test_which_sinks_take_i420(tmp_path):
-    from rtseg.pipeline.sinks import WindowSink
+    from rtseg.pipeline.window import WindowSink
     from rtseg.viz import palette_lut
 
     window = WindowSink(Look(), palette_lut([(0, 0, 0)]))
@@ -224,3 +225,184 @@ def test_l_toggles_the_legend_and_masks_come_with_a_class_table(tmp_path):
     written = json.loads((tmp_path / "m" / "classes.json").read_text())
     assert written["classes"][1] == {"id": 1, "name": "car", "rgb": [0, 0, 142], "bgr": [142, 0, 0]}
     assert written["ignore_index"] == 255
+
+
+# Crash safety and write errors (docs/architecture.md, "Exit codes and signals").
+
+def _boxes(path) -> list[str]:
+    """The top-level boxes of an MP4/MOV file, in order."""
+    data, at, kinds = path.read_bytes(), 0, []
+    while at + 8 <= len(data):
+        size = int.from_bytes(data[at:at + 4], "big")
+        size = int.from_bytes(data[at + 8:at + 16], "big") if size == 1 else size
+        kinds.append(data[at + 4:at + 8].decode("latin-1"))
+        at += max(size, 8)
+    return kinds
+
+
+def _picture(i: int) -> np.ndarray:
+    picture = np.full((48, 64, 3), (i * 9) % 250, np.uint8)
+    picture[:, i % 64] = 255  # something that moves, so that frames differ
+    return picture
+
+
+@needs_h264
+@pytest.mark.parametrize("suffix", [".mp4", ".mov", ".mkv"])
+def test_the_partial_video_plays_while_the_run_goes_on(tmp_path, suffix):
+    """Fragments (clusters for .mkv) of a second each, a keyframe at the start of each: before the
+    writer is closed, the partial file plays every frame but those of the last second or so."""
+    av = pytest.importorskip("av")
+    video = VideoSink(tmp_path / f"out{suffix}", 10)
+    for i in range(57):
+        video.write_picture(_picture(i))
+    with av.open(str(video.partial)) as c:
+        packets = [p for p in c.demux(c.streams.video[0]) if p.size]
+    assert 57 - 10 - 3 <= len(packets) < 57  # at most a second (10 frames) and x264's few frames of delay lost
+    assert [i for i, p in enumerate(packets) if p.is_keyframe][:3] == [0, 10, 20]
+    video.close(completed=True, interrupted=False)
+    assert count_frames(tmp_path / f"out{suffix}")[0] == 57
+    if suffix != ".mkv":  # the finished file is a regular one, its index first
+        assert _boxes(tmp_path / f"out{suffix}")[:2] == ["ftyp", "moov"] and "moof" not in _boxes(tmp_path / f"out{suffix}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"out{suffix}"]
+
+
+@needs_h264
+def test_a_full_disk_is_one_line_and_keeps_what_was_written(tmp_path, monkeypatch):
+    import errno
+
+    from rtseg.pipeline import video_writers
+
+    real = video_writers.H264Writer.write
+
+    def write(self, picture, fmt):
+        if self._index == 34:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(self, picture, fmt)
+
+    monkeypatch.setattr(video_writers.H264Writer, "write", write)
+    out = tmp_path / "out.mp4"
+    with pytest.raises(RtsegError) as caught:
+        run(ListSource(100, size=(48, 64)), engine_stages(FakeEngine(), Look()), VideoSink(out, 10))
+    line, plays = str(caught.value), count_frames(tmp_path / "out.partial.mp4")[0]
+    assert "\n" not in line and line.startswith(f"write stage: cannot write {out} (No space left on device)")
+    assert line.endswith(f"its first {plays} frames ({plays / 10:.1f} s) play in {tmp_path / 'out.partial.mp4'}")
+    assert 30 <= plays <= 34 and not out.exists()
+    assert caught.value.__cause__ is not None  # batch reads the errno from the chain
+
+
+@needs_h264
+def test_a_fragment_cut_short_is_trimmed_away(tmp_path):
+    """What a write that failed half-way leaves (a fragment without all its frames) is cut off, so
+    that decoders see no corrupt data; the complete fragments stay."""
+    av = pytest.importorskip("av")
+    from rtseg.pipeline.video_writers import trim_fragments
+
+    video = VideoSink(tmp_path / "out.mp4", 10)
+    for i in range(45):
+        video.write_picture(_picture(i))
+    video.close(completed=False, interrupted=False)  # a failed run: the partial file stays fragmented
+    whole = (tmp_path / "out.partial.mp4").read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(whole[:len(whole) - 3000])  # the last fragment (and the fragments' index) cut short
+    size = trim_fragments(cut)
+    assert size == cut.stat().st_size < len(whole) - 3000 and _boxes(cut)[-1] == "mdat"
+    with av.open(str(cut)) as c:
+        decoded = sum(1 for _ in c.decode(c.streams.video[0]))  # raises on corrupt data
+    assert decoded % 10 == 0 and 10 <= decoded < 45  # whole seconds: the fragments that were complete
+    assert trim_fragments(cut) == size  # a file that ends on a complete fragment is left as it is
+
+
+@needs_h264
+def test_no_room_for_the_faststart_copy_keeps_the_fragmented_file(tmp_path, monkeypatch, caplog):
+    import errno
+
+    from rtseg.pipeline import sinks
+
+    def full(src, dst):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(sinks, "remux_faststart", full)
+    out = tmp_path / "out.mp4"
+    run(ListSource(25, size=(48, 64)), engine_stages(FakeEngine(), Look()), VideoSink(out, 10))
+    assert count_frames(out)[0] == 25 and "moof" in _boxes(out) and "stays fragmented" in caplog.text
+    assert not (tmp_path / "out.partial.mp4").exists()
+
+
+def test_masks_and_stats_write_errors_are_one_line(tmp_path, monkeypatch):
+    import errno
+    import shutil
+
+    from rtseg.pipeline.sinks import StatsSink
+
+    masks = MaskSink(tmp_path / "masks")
+    source = ListSource(10, size=(48, 64))
+
+    class _Gone(RecordingSink):  # the masks folder removed mid-run
+        def write(self, packet):
+            if packet.index == 4:
+                shutil.rmtree(tmp_path / "masks")
+            super().write(packet)
+
+    with pytest.raises(RtsegError, match=rf"^write stage: --masks: cannot write {tmp_path / 'masks'}/000004.png "
+                                         r"\(No such file or directory\)$"):
+        run(source, engine_stages(FakeEngine(), Look()), MultiSink([_Gone(), masks]))
+
+    stats = StatsSink(tmp_path / "stats.jsonl", ["a", "b"])
+
+    class _Full:
+        def write(self, text):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def close(self):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    stats._fh = _Full()
+    with pytest.raises(RtsegError, match=rf"^write stage: --stats {tmp_path / 'stats.jsonl'}: cannot write it "
+                                         r"\(No space left on device\)"):
+        run(ListSource(3, size=(48, 64)), engine_stages(FakeEngine(), Look()), stats)
+
+
+def test_images_are_never_half_written(tmp_path, monkeypatch):
+    import builtins
+    import errno
+
+    from rtseg.pipeline.sinks import ImageSink
+
+    real_open = builtins.open
+
+    def full(path, mode="r", *a, **k):
+        if "w" in mode and str(path).endswith(".tmp.png"):
+            fh = real_open(path, mode, *a, **k)
+            fh.write(b"\x89PNG half")
+            fh.close()
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_open(path, mode, *a, **k)
+
+    sink = ImageSink(tmp_path / "frames", folder=True)
+    monkeypatch.setattr(builtins, "open", full)
+    with pytest.raises(RtsegError, match="No space left on device"):
+        run(ListSource(3, size=(48, 64)), engine_stages(FakeEngine(), Look()), sink)
+    assert list((tmp_path / "frames").iterdir()) == []  # neither the image nor its temporary
+
+
+@needs_h264
+def test_the_library_video_writer_says_a_full_disk_in_one_line(tmp_path, monkeypatch):
+    import errno
+
+    from rtseg.pipeline import video_writers
+    from rtseg.streaming import VideoWriter
+
+    real = video_writers.H264Writer.write
+
+    def write(self, picture, fmt):
+        if self._index == 25:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(self, picture, fmt)
+
+    monkeypatch.setattr(video_writers.H264Writer, "write", write)
+    out = tmp_path / "lib.mp4"
+    with pytest.raises(RtsegError, match=rf"^cannot write {out} \(No space left on device\); its first 2\d frames"):
+        with VideoWriter(out, fps=10) as writer:
+            for i in range(60):
+                writer.write(_picture(i))
+    assert count_frames(tmp_path / "lib.partial.mp4")[0] >= 20 and not out.exists()

@@ -7,7 +7,8 @@ import pytest
 
 from pipeline_fakes import write_video
 from rtseg.errors import RtsegError
-from rtseg.pipeline.sources import ImageFolderSource, LiveSource, VideoFileSource, open_camera, open_source
+from rtseg.pipeline.live import LiveSource, open_camera
+from rtseg.pipeline.sources import ImageFolderSource, VideoFileSource, open_source
 
 
 def _read_all(source) -> list[np.ndarray]:

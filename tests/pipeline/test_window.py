@@ -24,7 +24,7 @@ SCRIPT = textwrap.dedent(f"""
     sys.path.insert(0, {str(FAKES)!r})
     from pipeline_fakes import FakeEngine, ListSource
     from rtseg.pipeline import Look, engine_stages, run
-    from rtseg.pipeline.sinks import WindowSink
+    from rtseg.pipeline.window import WindowSink
     from rtseg.viz import palette_lut
 
     class Grey(ListSource):

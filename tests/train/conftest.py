@@ -56,8 +56,8 @@ def make_folder_data():
 
 @pytest.fixture(autouse=True)
 def _one_torch_thread():
-    """One intra-op thread: on this 2-core machine shared with other jobs, two threads
-    oversubscribe the cores and a tiny training step gets 5-20x slower."""
+    """One intra-op thread: a tiny training step slows down badly when several threads
+    oversubscribe cores shared with other jobs."""
     import torch
 
     before = torch.get_num_threads()

@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from rtseg.checkpoint import build_from_checkpoint, load_checkpoint
+from rtseg.formats.checkpoint import build_from_checkpoint, load_checkpoint
 from rtseg.errors import RtsegError
 from rtseg.nets import create_model
 from rtseg.train.calibrate import final_conv, fold_logit_offset, tune_logit_offset
@@ -85,10 +85,10 @@ def test_calibrate_on_a_finished_run_scores_every_offset(cli, trained_run: Path)
 
 @pytest.mark.slow
 def test_calibration_is_folded_into_best_pt(cli, trained_run: Path, monkeypatch):
-    import rtseg.train.loop as loop
+    import rtseg.train.calibrate as calibrate
 
     scores = {t: 0.5 + (0.1 if t == 0.5 else 0.0) for t in (0.0, 0.25, 0.5, 0.75, 1.0)}  # tau 0.5 wins
-    monkeypatch.setattr(loop, "tune_logit_offset", lambda *a, **k: scores)
+    monkeypatch.setattr(calibrate, "tune_logit_offset", lambda *a, **k: scores)
     code, stdout, err = cli("train", "--resume", trained_run / "last.pt", "--calibrate")
     assert code == 0, err
     best = load_checkpoint(trained_run / "best.pt")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from rtseg.checkpoint import build_from_checkpoint
+from rtseg.formats.checkpoint import build_from_checkpoint
 
 
 @pytest.mark.slow

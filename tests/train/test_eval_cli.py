@@ -1,4 +1,4 @@
-"""`rtseg eval` writes DESIGN.md's JSON; `rtseg train` / `rtseg eval` errors are one line, exit 2."""
+"""`rtseg eval` writes the JSON docs/architecture.md lists; `rtseg train` / `rtseg eval` errors are one line, exit 2."""
 from __future__ import annotations
 
 import json
@@ -32,7 +32,7 @@ def test_eval_json_on_camvid_val(cli, tiny_checkpoint: Path, camvid_root: Path, 
     assert via_engine["pixel_acc"] == pytest.approx(doc["pixel_acc"], abs=2e-3)
 
     # pixel accuracy recomputed independently: float network on normalised input, numpy counting
-    from rtseg.checkpoint import build_from_checkpoint
+    from rtseg.formats.checkpoint import build_from_checkpoint
     from rtseg.train.data import IGNORE, build_dataset, to_tensor
 
     model, _ = build_from_checkpoint(tiny_checkpoint)
@@ -60,6 +60,18 @@ def _one_line_error(code: int, err: str, *needles: str) -> None:
 def test_eval_class_count_mismatch(cli, tiny_checkpoint: Path, folder_data: Path):
     code, _, err = cli("eval", "--weights", tiny_checkpoint, "--dataset", "folder", "--data-root", folder_data, "-q")
     _one_line_error(code, err, "the model has 11 classes", "has 3")
+
+
+def test_class_count_is_checked_before_the_checkpoint_is_exported(tiny_checkpoint: Path, folder_data: Path):
+    from rtseg.errors import RtsegError
+    from rtseg.train.data import build_dataset
+    from rtseg.train.evaluate import load_predictor
+
+    said: list[str] = []
+    info = build_dataset("folder", folder_data, "val").info
+    with pytest.raises(RtsegError, match="the model has 11 classes .* has 3"):
+        load_predictor(tiny_checkpoint, runtime="onnxruntime", size=(64, 96), note=said.append, data=info)
+    assert said == []  # no "exporting ... to ONNX" notice: nothing was exported
 
 
 @pytest.mark.parametrize("args, needles", [
@@ -95,7 +107,7 @@ def test_train_reports_a_bad_label_in_one_line(cli, folder_data: Path, tmp_path:
 def test_a_checkpoint_is_evaluated_at_the_size_its_training_validated_at(tiny_checkpoint, tmp_path):
     from dataclasses import replace
 
-    from rtseg.checkpoint import build_from_checkpoint, save_checkpoint
+    from rtseg.formats.checkpoint import build_from_checkpoint, save_checkpoint
     from rtseg.train.evaluate import load_predictor
 
     assert load_predictor(tiny_checkpoint).size is None  # no --val-size recorded: each frame's own size
@@ -106,8 +118,12 @@ def test_a_checkpoint_is_evaluated_at_the_size_its_training_validated_at(tiny_ch
     assert load_predictor(path, size=(64, 64)).size == (64, 64)  # --size still wins
 
 
-def test_eval_of_an_onnx_engine_on_the_runtime_asked_for(cli, tiny_checkpoint: Path, camvid_root: Path, tmp_path: Path):
-    from rtseg.checkpoint import build_from_checkpoint
+def test_eval_of_an_onnx_engine_on_the_runtime_asked_for(cli, tiny_checkpoint: Path, camvid_root: Path, tmp_path: Path,
+                                                         monkeypatch):
+    from rtseg.formats.checkpoint import build_from_checkpoint
+
+    # a cache of its own: another test may have exported the same checkpoint at this size already
+    monkeypatch.setenv("RTSEG_CACHE", str(tmp_path / "cache"))
     from rtseg.export.onnx import export_onnx
 
     model, meta = build_from_checkpoint(tiny_checkpoint)

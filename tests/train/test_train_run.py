@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from rtseg.checkpoint import build_from_checkpoint, load_checkpoint
+from rtseg.formats.checkpoint import build_from_checkpoint, load_checkpoint
 from rtseg.train.loop import TrainCallbacks, TrainConfig, train
 
 # Tiny settings: 4 frames, 64x64 crops, batch 2 -> 2 steps per epoch, no worker processes.
@@ -72,7 +72,7 @@ def test_width_only_for_networks_that_take_it(cli, folder_data: Path, tmp_path: 
 
 def test_compile_wraps_only_the_training_step(cli, folder_data: Path, tmp_path: Path, monkeypatch):
     """--compile hands the training step's network to torch.compile (a stand-in here: compiling
-    takes minutes on this CPU); validation and the checkpoints keep the plain network."""
+    takes minutes); validation and the checkpoints keep the plain network."""
     calls: list = []
 
     class Compiled(torch.nn.Module):  # what torch.compile returns: a wrapper with _orig_mod

@@ -45,7 +45,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise RtsegError(
             f"{path} is a PyTorch file but not an rtseg checkpoint (no '{FORMAT}' format tag); "
-            "make one with 'rtseg train' or rtseg.checkpoint.save_checkpoint"
+            "make one with 'rtseg train' or rtseg.formats.checkpoint.save_checkpoint"
         )
     return {"meta": ModelMeta.from_dict(payload["meta"]), "state_dict": payload["state_dict"],
             "train": payload.get("train", {})}

@@ -7,32 +7,13 @@ Both rtseg.engines.trt_engine and rtseg.export.tensorrt use it; neither imports 
 from __future__ import annotations
 
 import contextlib
-import logging
 from typing import Any, Callable, Iterator
 
 import numpy as np
 
 from rtseg.errors import RtsegError, require
 
-__all__ = ["open_cuda", "parse_cuda_device"]
-
-log = logging.getLogger(__name__)
-
-
-def parse_cuda_device(device: str | None) -> int:
-    """'cuda' / 'gpu' / 'auto' / None -> 0, 'cuda:1' -> 1; anything else is a one-line error.
-
-    'cpu' also means GPU 0 (logged at info level): a plan cannot run on the CPU, and 'cpu' is the
-    command line's default device, so ``rtseg run --engine x.plan`` works without ``--device``."""
-    text = (device or "cuda").strip().lower()
-    if text in ("cuda", "gpu", "auto"):
-        return 0
-    if text == "cpu":
-        log.info("a TensorRT plan runs only on an NVIDIA GPU: using cuda:0 for --device cpu")
-        return 0
-    if text.startswith("cuda:") and text[5:].isdigit():
-        return int(text[5:])
-    raise RtsegError(f"a TensorRT engine runs only on an NVIDIA GPU: --device must be cuda or cuda:N, got {device!r}")
+__all__ = ["open_cuda"]
 
 
 # --------------------------------------------------------------------------------------------

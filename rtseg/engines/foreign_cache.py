@@ -1,0 +1,121 @@
+"""Foreign ONNX files (no rtseg metadata) wrapped once into the export cache, so ``--engine
+model.onnx`` runs a file from torch.onnx, mmdeploy or jetson-inference like rtseg's own exports.
+
+An entry's name carries a key made of the file's content (SHA-256), the flags that shape the
+wrapped graph (classes, normalisation, BGR, input and output names, size) and the versions of
+rtseg and onnx; the key is also stored in the entry's metadata and checked when it is read back.
+Entries are written under a temporary name and renamed into place (rtseg.export.foreign).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import tempfile
+from pathlib import Path
+from typing import Callable, Sequence
+
+from rtseg.engines.cache import cache_root
+from rtseg.errors import RtsegError
+
+__all__ = ["FOREIGN_FLAGS", "is_foreign_onnx", "foreign_key", "wrapped_artifact", "foreign_or_own"]
+
+# The engine keywords (and CLI flags, as --classes ...) that say what a foreign graph cannot.
+FOREIGN_FLAGS = ("classes", "normalize", "bgr", "input_name", "output_name")
+
+log = logging.getLogger(__name__)
+
+
+def is_foreign_onnx(path: str | Path) -> bool:
+    """True for a readable ``.onnx`` file without rtseg metadata."""
+    path = Path(path)
+    if path.suffix.lower() != ".onnx" or not path.is_file():
+        return False
+    from rtseg.formats.onnx_meta import read_onnx_meta
+
+    try:
+        read_onnx_meta(path)
+    except RtsegError as exc:
+        return "without rtseg metadata" in str(exc)
+    return False
+
+
+def _digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def foreign_key(path: Path, flags: dict) -> str:
+    """What an entry depends on, as one string: the file's content, the flags, the versions."""
+    import onnx
+
+    from rtseg._version import __version__
+
+    return (f"sha256={_digest(path)};flags={json.dumps(flags, sort_keys=True)};rtseg={__version__};"
+            f"onnx={onnx.__version__}")
+
+
+def _stored_key(path: Path) -> str | None:
+    from rtseg.formats.onnx_meta import read_onnx_meta
+
+    try:
+        return read_onnx_meta(path).extra.get("cache_key")
+    except (RtsegError, OSError, ValueError):
+        return None
+
+
+def wrapped_artifact(path: str | Path, *, classes: str | None = None, normalize: str | None = None,
+                     bgr: bool = False, input_name: str | None = None, output_name: str | None = None,
+                     size: Sequence[int] | None = None, note: Callable[[str], None] = log.warning) -> Path:
+    """The rtseg artifact that runs the foreign ONNX file ``path`` with these flags (see
+    :func:`rtseg.export.foreign.wrap_foreign`), wrapped now when the cache has no valid one.
+    ``note`` gets the one-line notices: the wrap itself, a class-count guess, an unwritable cache."""
+    from rtseg.export.foreign import wrap_foreign
+
+    path = Path(path)
+    flags = {"classes": str(classes) if classes is not None else None, "normalize": normalize, "bgr": bool(bgr),
+             "input_name": input_name, "output_name": output_name,
+             "size": list(size) if size is not None else None}
+    if classes is not None and str(classes).lower().endswith(".json") and Path(classes).is_file():
+        flags["classes_sha256"] = _digest(Path(classes))  # an edited classes.json makes a new entry
+    key = foreign_key(path, flags)
+    name = f"{path.stem}-foreign-{hashlib.sha256(key.encode()).hexdigest()[:16]}.onnx"
+    folder = cache_root() / "foreign"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        folder = Path(tempfile.mkdtemp(prefix="rtseg-cache-"))
+        note(f"note: the cache {cache_root()} is not writable ({exc.strerror or exc}); wrapping into {folder} "
+             "for this run (set RTSEG_CACHE)")
+    dest = folder / name
+    if dest.is_file():
+        if _stored_key(dest) == key:
+            log.info("cache hit: %s", dest)
+            return dest
+        note(f"note: cache entry {dest} is unreadable or stale; wrapping it again")
+    wrapped = wrap_foreign(path, dest, classes=classes, normalize=normalize, bgr=bgr, input_name=input_name,
+                           output_name=output_name, size=size, note=note, extra={"cache_key": key})
+    # Said once it worked, so a file refused (not a segmentation model, ...) is the error line alone.
+    note(f"wrapped {path.name} (an ONNX file without rtseg metadata) into an rtseg artifact "
+         f"(once; later runs reuse it): {wrapped}")
+    return wrapped
+
+
+def foreign_or_own(path: Path, flags: dict, *, note: Callable[[str], None] = log.warning) -> Path:
+    """What the engine opens for ``path``: the wrapped artifact of a foreign ONNX file (made with
+    ``flags``, the :data:`FOREIGN_FLAGS` given), else ``path`` itself. The flags given for an rtseg
+    artifact are an error, not a note: its classes and preprocessing are in its metadata, and
+    ignoring, say, --normalize unit would leave a user believing it applied (docs/architecture.md)."""
+    given = {k: v for k, v in flags.items() if v not in (None, False)}
+    if not path.is_file():
+        return path  # the engine says "not found"
+    if is_foreign_onnx(path):
+        return wrapped_artifact(path, note=note, **given)
+    if given:
+        names = ", ".join(f"--{k.replace('_', '-')}" for k in given)
+        raise RtsegError(f"{names} apply to ONNX files without rtseg metadata; {path.name} is an rtseg artifact "
+                         "with its own classes and preprocessing: drop them")
+    return path

@@ -1,0 +1,271 @@
+"""``--runtime auto`` by measurement: the first time it meets weights at a size, on a device, with
+a number of streams, on this machine, it times every installed candidate on a few real frames and
+keeps the fastest whose class ids agree with the reference's (PyTorch fp32 for a ``.pt``, ONNX
+Runtime fp32 for a ``.onnx``) on at least :data:`AGREEMENT` of the pixels. The choice is cached
+beside the export cache (``auto_runtime.json`` in :func:`~rtseg.engines.cache.cache_root`), keyed
+by the machine (:func:`rtseg.machine.machine_key`), the weights' content, size, device, streams,
+threads and the precision asked for, so later runs open at once. TensorRT's builder, cuDNN's
+benchmark mode and FFTW's planner measure in the same way instead of guessing.
+
+A fixed rule is wrong on the next machine: on an AMD EPYC (AVX2 only) ONNX Runtime runs Fast-SCNN
+faster than OpenVINO f32; on an Intel Xeon with AMX, OpenVINO bf16 runs it 1.9x faster than
+OpenVINO f32 (benchmarks/results/auto_runtime.json, cpu_engines.json).
+
+Cost: each candidate gets ``budget_s / len(candidates)`` for loading, one pass over the frames
+(their ids) and the timed calls (at least one round; 5 s in all by default: a first run at
+512x1024 on a 2-core EPYC measured about 3 s). Exporting a ``.pt`` into the export cache for a
+runtime is separate, and happens once.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from rtseg import machine
+from rtseg.engines.base import Engine
+from rtseg.errors import RtsegError
+
+__all__ = ["AGREEMENT", "BUDGET_S", "Candidate", "Choice", "candidates", "probe_key", "choices_file",
+           "cached_choices", "choose", "measure", "probe_frames"]
+
+log = logging.getLogger(__name__)
+
+AGREEMENT = 0.97  # share of pixels whose id must match the reference's for a candidate to count
+BUDGET_S = 5.0  # seconds of probing in all (loading and timing; exports are separate)
+FRAMES = 3  # windows of the bundled street frame the candidates are timed on
+_FILE = "auto_runtime.json"
+_lock = threading.Lock()  # one probe at a time in this process (bench opens two engines)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A runtime at a precision (fp32, bf16, fp16)."""
+
+    runtime: str
+    precision: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.runtime} {self.precision}"
+
+
+@dataclass
+class Choice:
+    """What a probe found: the pick, each candidate's ms a frame and agreement with the reference."""
+
+    runtime: str
+    precision: str
+    ms: dict[str, float] = field(default_factory=dict)  # label -> ms a frame (streams busy)
+    agreement: dict[str, float] = field(default_factory=dict)  # label -> share of pixels as the reference
+    rejected: dict[str, str] = field(default_factory=dict)  # label -> why it did not count
+    about: dict[str, Any] = field(default_factory=dict)  # weights, size, device, streams, when, probe_s
+
+    def line(self, cached: bool) -> str:
+        """The one line a run says: the pick and the times."""
+        mine = f"{self.runtime} {self.precision}"
+        others = ", ".join(f"{k} {v:.1f}" for k, v in sorted(self.ms.items(), key=lambda kv: kv[1]) if k != mine)
+        rejected = "".join(f"; {k}: {why}" for k, why in self.rejected.items())
+        size = "x".join(map(str, self.about.get("size", ())))
+        how = ("measured earlier on this machine" if cached else
+               f"measured now in {self.about.get('probe_s', 0):.1f} s, cached")
+        return (f"auto: {mine}, {self.ms.get(mine, float('nan')):.1f} ms a frame at {size}"
+                f" ({others or 'no other candidate'}{rejected}; {how}; rtseg doctor lists it)")
+
+
+def candidates(family: str, cuda: bool, precision: str = "auto", installed: Callable[[str], bool] | None = None,
+               bf16: bool | None = None) -> list[Candidate]:
+    """What auto weighs for an artifact of ``family`` (pytorch, onnx), the reference first.
+
+    CPU: PyTorch fp32 (a ``.pt``), ONNX Runtime fp32, OpenVINO f32, and OpenVINO bf16 where the
+    CPU computes bf16 natively (:func:`rtseg.machine.native_bf16`). CUDA: PyTorch fp32 (the
+    reference), TensorRT fp16 where it imports, PyTorch fp16. ``precision`` other than auto keeps
+    the candidates at that precision (the reference is still measured, for the ids)."""
+    import importlib.util
+
+    have = installed or (lambda name: importlib.util.find_spec(name) is not None)
+    bf16 = machine.native_bf16() if bf16 is None else bf16
+    if family == "pytorch" and cuda:
+        rows = [Candidate("pytorch", "fp32"), Candidate("tensorrt", "fp16"), Candidate("pytorch", "fp16")]
+    elif family == "pytorch":
+        rows = [Candidate("pytorch", "fp32"), Candidate("onnxruntime", "fp32"), Candidate("openvino", "fp32"),
+                Candidate("openvino", "bf16")]
+    elif cuda:
+        rows = [Candidate("onnxruntime", "fp32")]
+    else:
+        rows = [Candidate("onnxruntime", "fp32"), Candidate("openvino", "fp32"), Candidate("openvino", "bf16")]
+    module = {"pytorch": "torch", "onnxruntime": "onnxruntime", "openvino": "openvino", "tensorrt": "tensorrt"}
+    rows = [c for c in rows if have(module[c.runtime]) and (c.precision != "bf16" or bf16)]
+    return [c for i, c in enumerate(rows) if i == 0 or precision in ("auto", c.precision)]
+
+
+def choices_file() -> Path:
+    from rtseg.engines.cache import cache_root
+
+    return cache_root() / _FILE
+
+
+def probe_key(weights: Path, *, size: Sequence[int], device: str, streams: int, threads: int,
+              precision: str) -> str:
+    """The cache key: this machine, the weights' content and how they run."""
+    from rtseg.engines.cache import _digest
+
+    h, w = size
+    text = (f"machine={machine.machine_key()};sha256={_digest(weights)};size={h}x{w};device={device};"
+            f"streams={streams};threads={threads};precision={precision}")
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def cached_choices() -> dict[str, Choice]:
+    """Every cached choice ({} when there is no file or it is unreadable)."""
+    try:
+        data = json.loads(choices_file().read_text())
+        return {k: Choice(**v) for k, v in data.get("choices", {}).items()}
+    except (OSError, ValueError, TypeError, AttributeError):
+        return {}
+
+
+def _store(key: str, choice: Choice) -> None:
+    """Add ``choice`` to the file: written to a temporary name and renamed into place."""
+    path = choices_file()
+    entries = {k: asdict(v) for k, v in cached_choices().items()}
+    entries[key] = asdict(choice)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".auto_runtime-", suffix=".tmp")
+        with os.fdopen(fd, "w") as fh:
+            json.dump({"version": 1, "choices": entries}, fh, indent=1)
+        os.replace(tmp, path)
+    except OSError as exc:  # an unwritable cache: the choice holds for this run only
+        log.warning("cannot cache auto's runtime choice in %s (%s); the next run measures again", path, exc)
+
+
+def probe_frames(size: Sequence[int], n: int | None = None) -> list[np.ndarray]:
+    """``n`` BGR frames (h, w, 3) of the bundled street frame: windows from left to right."""
+    import cv2
+
+    from rtseg.bundled import BENCH_FRAME, bundled
+
+    image = cv2.imread(str(bundled(BENCH_FRAME, "benchmark frame")), cv2.IMREAD_COLOR)
+    n = FRAMES if n is None else n
+    h, w = size
+    H, W = image.shape[:2]
+    win_w = min(W, int(round(H * w / h)))  # the size's shape, as tall as the image allows
+    win_h = min(H, int(round(win_w * h / w)))
+    xs = np.linspace(0, W - win_w, n).astype(int)
+    return [cv2.resize(image[(H - win_h) // 2:(H - win_h) // 2 + win_h, x:x + win_w], (w, h),
+                       interpolation=cv2.INTER_AREA) for x in xs]
+
+
+def _timed(engine: Engine, batches: list[np.ndarray], calls: int) -> float:
+    """Seconds a frame over ``calls`` infer calls made from ``engine.streams`` threads at once."""
+    k = max(1, getattr(engine, "streams", 1))
+
+    def work(j: int) -> None:
+        for i in range(j, calls, k):
+            engine.infer(batches[i % len(batches)])
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=work, args=(j,), name=f"rtseg-probe-{j}") for j in range(k)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return (time.perf_counter() - t0) / calls
+
+
+def measure(engine: Engine, frames: list[np.ndarray], budget_s: float) -> tuple[float, list[np.ndarray]]:
+    """(ms a frame, the frames' ids): one pass for the ids (also the warm-up), then rounds of
+    timed calls, at least one, while ``budget_s`` lasts. The median round counts."""
+    t0 = time.perf_counter()
+    batches = [engine.preprocess([f]) for f in frames]
+    ids = [engine.infer(b)[0] for b in batches]
+    calls = len(batches) * max(1, getattr(engine, "streams", 1))
+    rounds = [_timed(engine, batches, calls)]
+    # The next round only when it fits with a margin (a loaded machine's rounds vary).
+    while time.perf_counter() - t0 + 1.5 * rounds[-1] * calls < budget_s and len(rounds) < 5:
+        rounds.append(_timed(engine, batches, calls))
+    return 1000 * float(np.median(rounds)), ids
+
+
+def _agreement(ids: list[np.ndarray], ref: list[np.ndarray]) -> float:
+    return float(np.mean([np.mean(a == b) for a, b in zip(ids, ref)]))
+
+
+def _probe(cands: list[Candidate], opener: Callable[[Candidate], Engine], prepare: Callable[[Candidate], None],
+           size: Sequence[int], budget_s: float, precision: str) -> tuple[Choice, float]:
+    """Measure each candidate; the reference (the first) sets the ids the others must match.
+    Returns the choice and the seconds spent exporting (outside the budget)."""
+    frames = probe_frames(size)
+    share = budget_s / len(cands)
+    ms, agree, rejected, ref, export_s = {}, {}, {}, None, 0.0
+    for i, cand in enumerate(cands):
+        t0 = time.perf_counter()
+        try:
+            prepare(cand)
+            export_s += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            engine = opener(cand)
+        except Exception as exc:  # a runtime that is installed but cannot run this: not a candidate
+            rejected[cand.label] = f"cannot open ({str(exc).splitlines()[0][:80]})"
+            if i == 0:
+                raise
+            continue
+        try:
+            ms[cand.label], ids = measure(engine, frames, share - (time.perf_counter() - t0))
+        finally:
+            close = getattr(engine, "close", None)
+            if close is not None:
+                close()
+        ref = ids if ref is None else ref
+        agree[cand.label] = round(_agreement(ids, ref), 5)
+        if agree[cand.label] < AGREEMENT:
+            rejected[cand.label] = f"ids agree on {100 * agree[cand.label]:.1f}% < {100 * AGREEMENT:.0f}%"
+    pool = [c for c in cands if c.label in ms and c.label not in rejected
+            and (precision == "auto" or c.precision == precision or len(cands) == 1)]
+    best = min(pool or cands[:1], key=lambda c: ms.get(c.label, float("inf")))
+    return Choice(best.runtime, best.precision, {k: round(v, 2) for k, v in ms.items()}, agree, rejected), export_s
+
+
+def choose(weights: Path, family: str, *, size: Sequence[int], device: str, cuda: bool, streams: int,
+           threads: int, precision: str, opener: Callable[[Candidate], Engine],
+           note: Callable[[str], None], prepare: Callable[[Candidate], None] = lambda c: None,
+           budget_s: float | None = None) -> Choice:
+    """auto's runtime and precision for ``weights`` here: the cached choice, else measured now
+    and cached. ``prepare`` exports a candidate's artifact into the export cache (outside the
+    budget), ``opener`` opens its engine. ``note`` gets the one line that says what was chosen,
+    with the times."""
+    cands = candidates(family, cuda, precision)
+    pool = [c for c in cands if precision in ("auto", c.precision)]
+    if not pool:
+        where = "this GPU" if cuda else f"this CPU ({machine.cpu_model()}; flags {' '.join(machine.cpu_flags())})"
+        allowed = " or ".join(dict.fromkeys(["auto", *(c.precision for c in cands)]))
+        raise RtsegError(f"--precision {precision}: no runtime installed here computes it on {where}; use {allowed}")
+    if len(pool) == 1:  # nothing to choose between
+        return Choice(pool[0].runtime, pool[0].precision, about={"size": list(size), "single": True})
+    budget_s = BUDGET_S if budget_s is None else budget_s  # read now: tests shorten it
+    with _lock:
+        key = probe_key(weights, size=size, device=device, streams=streams, threads=threads, precision=precision)
+        hit = cached_choices().get(key)
+        if hit is not None:
+            note(hit.line(cached=True))
+            return hit
+        t0 = time.perf_counter()
+        choice, export_s = _probe(cands, opener, prepare, size, budget_s, precision)
+        choice.about = {"weights": weights.name, "size": list(size), "device": device, "streams": streams,
+                        "threads": threads, "precision": precision, "machine": machine.cpu_model(), "machine_key": machine.machine_key(),
+                        "flags": machine.cpu_flags(), "probe_s": round(time.perf_counter() - t0 - export_s, 2),
+                        "export_s": round(export_s, 2),
+                        "when": time.strftime("%Y-%m-%d %H:%M:%S")}
+        _store(key, choice)
+    note(choice.line(cached=False))
+    return choice

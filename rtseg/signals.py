@@ -1,0 +1,89 @@
+"""SIGTERM and SIGHUP stop a run as Ctrl-C does, when asked (the CLI asks; the library installs
+nothing by itself).
+
+What ``docker stop``, systemd, Kubernetes, ``timeout`` and a closed terminal send would
+otherwise end the process at once and lose the video being written. Inside
+:func:`interrupt_on_signals` each of them raises :class:`Interrupted` (a ``KeyboardInterrupt``)
+in the main thread, which is where Ctrl-C lands: the pipeline stops reading, closes its outputs
+(the video finalised) and reports an interrupted run; :func:`exit_code` then says which code the
+process should end with (docs/architecture.md, "Exit codes").
+"""
+from __future__ import annotations
+
+import signal
+import threading
+from contextlib import contextmanager
+from typing import Iterator, Sequence
+
+__all__ = ["Interrupted", "interrupt_on_signals", "deferred", "received", "exit_code", "EXIT_CODES", "WORDS"]
+
+# 128 + the signal's number, as shells report a process a signal ended.
+EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGHUP: 129}
+WORDS = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated", signal.SIGHUP: "hung up"}
+
+_state = {"received": None, "defer": 0}  # the last signal handled; >0: record signals, do not raise
+
+
+class Interrupted(KeyboardInterrupt):
+    """A stop signal, raised in the main thread as Ctrl-C is. ``signum``: which one."""
+
+    def __init__(self, signum: int):
+        super().__init__(WORDS.get(signum, f"signal {signum}"))
+        self.signum = signum
+        self.exit_code = EXIT_CODES.get(signum, 128 + int(signum))
+
+
+def _handler(signum: int, frame) -> None:
+    # The first signal stops the run. Later ones while it finalises its outputs are ignored (systemd
+    # sends SIGHUP right after SIGTERM; a process group's kill reaches it more than once), except
+    # Ctrl-C pressed again: a person insisting (the partial video plays, up to its last second).
+    first = _state["received"] is None
+    if first:
+        _state["received"] = signum
+    if not _state["defer"] and (first or signum == signal.SIGINT):
+        raise Interrupted(signum)
+
+
+@contextmanager
+def interrupt_on_signals(signals: Sequence[int] = tuple(EXIT_CODES)) -> Iterator[None]:
+    """Within the block, ``signals`` (Ctrl-C, SIGTERM, SIGHUP) raise :class:`Interrupted` in the
+    main thread; the previous handlers come back at the end. Outside the main thread (where
+    Python lets no one install handlers) it does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _state["received"] = None
+    previous = {}
+    for sig in signals:
+        try:
+            previous[sig] = signal.signal(sig, _handler)
+        except (OSError, ValueError):  # a signal this platform lacks (SIGHUP on Windows)
+            pass
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@contextmanager
+def deferred() -> Iterator[None]:
+    """Within the block a stop signal is recorded (see :func:`received`) rather than raised: for
+    the report and the JSON a run writes after its outputs are closed."""
+    _state["defer"] += 1
+    try:
+        yield
+    finally:
+        _state["defer"] -= 1
+
+
+def received() -> int | None:
+    """The first stop signal handled since :func:`interrupt_on_signals` began (None: none)."""
+    return _state["received"]
+
+
+def exit_code(default: int = 130) -> int:
+    """The process's exit code for the signal received: 130 Ctrl-C, 143 SIGTERM, 129 SIGHUP;
+    ``default`` when none was (a KeyboardInterrupt from Python's own Ctrl-C handler)."""
+    signum = _state["received"]
+    return EXIT_CODES.get(signum, default) if signum is not None else default

@@ -1,0 +1,201 @@
+"""``--engine model.onnx`` for an ONNX file without rtseg metadata on ``run``, ``bench``, ``eval``,
+``webcam`` and ``rtseg.stream``: wrapped once into the cache (one line says so; the second run
+is a cache hit), the legend and classes.json from the --classes preset, and bad files refused
+in one line, exit 2, before any output file exists."""
+from __future__ import annotations
+
+import json
+import sys
+import warnings
+from pathlib import Path
+
+import cv2
+import onnx
+import pytest
+import torch
+import torch.nn as nn
+
+from rtseg.bundled import DEMO_CLIP
+from rtseg.classes import resolve_classes
+
+
+def _export(net: nn.Module, path: Path, shape: tuple[int, ...], dynamic: bool = True) -> Path:
+    axes = {"input": {0: "batch", 2: "height", 3: "width"}, "output": {0: "batch", 2: "h", 3: "w"}} if dynamic else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net.eval(), (torch.zeros(shape),), str(path), input_names=["input"], output_names=["output"],
+                          dynamic_axes=axes, opset_version=17, dynamo=False)
+    return path
+
+
+def _quarter(classes: int, in_ch: int = 3) -> nn.Module:
+    """A random net giving ``classes`` scores at 1/4 of the input size."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(in_ch, 16, 3, 2, 1), nn.ReLU(), nn.Conv2d(16, 24, 3, 2, 1), nn.ReLU(),
+                         nn.Conv2d(24, classes, 1))
+
+
+@pytest.fixture
+def rtseg_cli(monkeypatch, capfd, tmp_path):
+    """``rtseg_cli(*args)`` -> (exit code, stdout, stderr), in this process, in ``tmp_path``,
+    with a cache of its own there."""
+    from rtseg.cli import main
+
+    monkeypatch.setenv("RTSEG_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("COLUMNS", "200")
+
+    def call(*args):
+        monkeypatch.setattr(sys, "argv", ["rtseg", *map(str, args)])
+        monkeypatch.chdir(tmp_path)
+        capfd.readouterr()
+        try:
+            main()
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        out, err = capfd.readouterr()
+        return code, out, err
+    return call
+
+
+@pytest.fixture
+def m19(tmp_path) -> Path:
+    return _export(_quarter(19), tmp_path / "m19.onnx", (1, 3, 64, 96))
+
+
+def _wrap_lines(err: str) -> list[str]:
+    return [line for line in err.splitlines() if line.startswith("wrapped m19.onnx")]
+
+
+def test_run_writes_the_overlay_with_the_presets_legend_and_reuses_the_cache(rtseg_cli, m19, tmp_path, monkeypatch):
+    import rtseg.pipeline.runner as runner
+
+    legends: list[list[str]] = []
+
+    class Spy(runner.Legend):
+        def __init__(self, names, palette):
+            legends.append(list(names))
+            super().__init__(names, palette)
+
+    monkeypatch.setattr(runner, "Legend", Spy)
+    args = ("run", DEMO_CLIP, "--engine", m19, "--classes", "cityscapes", "--max-frames", "3", "--size", "96x128",
+            "--runtime", "onnxruntime")
+    code, out, err = rtseg_cli(*args, "-o", "out.mp4", "--masks", "masks")
+    assert code == 0, err
+    cityscapes = list(resolve_classes("cityscapes", 19).names)
+    assert legends and all(names == cityscapes for names in legends)  # the legend names are the preset's
+    assert [c["name"] for c in json.loads((tmp_path / "masks" / "classes.json").read_text())["classes"]] == cityscapes
+    cap = cv2.VideoCapture(str(tmp_path / "out.mp4"))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 3 and cap.read()[0]
+    cap.release()
+    assert len(_wrap_lines(err)) == 1 and "foreign:m19.onnx (cityscapes, 19 classes)" in out
+    entries = list((tmp_path / "cache" / "foreign").glob("*.onnx"))
+    assert len(entries) == 1
+    stamp = entries[0].stat().st_mtime_ns
+
+    code, out, err = rtseg_cli(*args, "-o", "again.mp4")  # the cache hit: no wrapping line, the entry untouched
+    assert code == 0, err
+    assert not _wrap_lines(err) and (tmp_path / "again.mp4").is_file()
+    assert list((tmp_path / "cache" / "foreign").glob("*.onnx")) == entries and entries[0].stat().st_mtime_ns == stamp
+
+
+def _classifier(tmp_path: Path) -> Path:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.Flatten(), nn.Linear(8 * 16 * 16, 1000))
+    return _export(net, tmp_path / "bad.onnx", (1, 3, 32, 32), dynamic=False)
+
+
+def _truncated(tmp_path: Path) -> Path:
+    data = _export(_quarter(19), tmp_path / "whole.onnx", (1, 3, 64, 96)).read_bytes()
+    (tmp_path / "bad.onnx").write_bytes(data[: len(data) // 2])
+    return tmp_path / "bad.onnx"
+
+
+def _custom_op(tmp_path: Path) -> Path:
+    model = onnx.load(str(_export(_quarter(19), tmp_path / "whole.onnx", (1, 3, 64, 96))))
+    model.graph.node[1].domain = "mmdeploy"  # as mmdeploy's TensorRT-only ops are
+    model.opset_import.append(onnx.helper.make_opsetid("mmdeploy", 1))
+    onnx.save(model, str(tmp_path / "bad.onnx"))
+    return tmp_path / "bad.onnx"
+
+
+BAD = {
+    "classifier": (_classifier, (), "not a segmentation output"),
+    "truncated": (_truncated, (), "ONNX"),
+    "four_channels": (lambda t: _export(_quarter(5, in_ch=4), t / "bad.onnx", (1, 4, 64, 64)), (), "4 channels"),
+    "class_count": (lambda t: _export(_quarter(19), t / "bad.onnx", (1, 3, 64, 96)), ("--classes", "voc"),
+                    "has 21 classes but the model's output has 19"),
+    "custom_op": (_custom_op, (), "operators outside standard ONNX"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_foreign_files_are_one_line_exit_2_and_leave_no_output(rtseg_cli, tmp_path, case):
+    make, flags, message = BAD[case]
+    bad = make(tmp_path)
+    code, out, err = rtseg_cli("run", DEMO_CLIP, "--engine", bad, *flags, "-o", "out.mp4", "--masks", "masks")
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], err
+    assert not (tmp_path / "out.mp4").exists() and not (tmp_path / "masks").exists()
+    assert not list((tmp_path / "cache").rglob("*.onnx"))  # nothing half-wrapped left in the cache either
+
+
+def test_foreign_flags_on_an_rtseg_artifact_are_an_error(rtseg_cli, tiny_checkpoint, tmp_path):
+    code, _, err = rtseg_cli("run", DEMO_CLIP, "--engine", tiny_checkpoint, "--normalize", "unit", "-o", "out.mp4")
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and "--normalize apply to ONNX files without rtseg metadata" in lines[0]
+    assert not (tmp_path / "out.mp4").exists()
+
+
+def test_bench_runs_a_foreign_file(rtseg_cli, m19, tmp_path):
+    code, out, err = rtseg_cli("bench", DEMO_CLIP, "--engine", m19, "--classes", "cityscapes", "--frames", "4",
+                               "--rounds", "1", "--streams", "1", "--size", "64x96", "--runtime", "onnxruntime",
+                               "--json", "b.json")
+    assert code == 0, err
+    data = json.loads((tmp_path / "b.json").read_text())
+    assert data["model"].startswith("foreign:m19.onnx") and data["input_size"] == [64, 96] and len(_wrap_lines(err)) == 1
+
+
+def test_eval_runs_a_foreign_file_with_a_classes_json(rtseg_cli, tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("train_conftest", Path(__file__).parents[1] / "train" / "conftest.py")
+    train_conftest = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train_conftest)
+    data = train_conftest.write_folder_dataset(tmp_path / "data")  # synthetic 64x96 frames, 3 classes
+    raw = _export(_quarter(3), tmp_path / "m3.onnx", (1, 3, 64, 96))
+    code, out, err = rtseg_cli("eval", "--engine", raw, "--classes", data / "classes.json", "--normalize", "unit",
+                               "--dataset", "folder", "--data-root", data, "--json", "e.json", "--quiet")
+    assert code == 0, err
+    report = json.loads((tmp_path / "e.json").read_text())
+    names = [c["name"] if isinstance(c, dict) else c for c in json.loads((data / "classes.json").read_text())["names"]]
+    assert list(report["per_class_iou"]) == names and report["frames"] == 4 and 0 <= report["pixel_acc"] <= 1
+
+
+def test_webcam_passes_the_flags_to_the_engine(rtseg_cli, m19, monkeypatch):
+    import rtseg.cli.run as run_cli
+    import rtseg.pipeline.context as context
+    from rtseg.errors import RtsegError
+
+    seen = {}
+
+    def fake_open_run(source, engine, **kw):
+        seen.update(engine.foreign())
+        raise RtsegError("stopped here by the test")
+
+    monkeypatch.setattr(run_cli, "require_display", lambda *a: None)
+    monkeypatch.setattr(context, "open_run", fake_open_run)
+    code, _, err = rtseg_cli("webcam", "0", "--engine", m19, "--classes", "cityscapes", "--normalize", "unit",
+                             "--bgr", "--input-name", "input", "--output-name", "output")
+    assert code == 2 and "stopped here by the test" in err
+    assert seen == {"classes": "cityscapes", "normalize": "unit", "bgr": True, "input_name": "input",
+                    "output_name": "output"}
+
+
+def test_stream_takes_a_foreign_file(m19, tmp_path, monkeypatch):
+    import rtseg
+
+    monkeypatch.setenv("RTSEG_CACHE", str(tmp_path / "cache"))
+    results = list(rtseg.stream(DEMO_CLIP, weights=m19, classes="cityscapes", runtime="onnxruntime", device="cpu",
+                                size="64x96", max_frames=2, view=None))
+    assert len(results) == 2 and results[0].ids.shape == (360, 480) and results[0].ids.max() < 19
