@@ -40,8 +40,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from rtseg.bundled import BENCH_FRAME, DEFAULT_WEIGHTS, REPO_ROOT
-from rtseg.checkpoint import build_from_checkpoint
 from rtseg.engines.base import parse_size
+from rtseg.formats.checkpoint import build_from_checkpoint
 from rtseg.meta import ModelMeta
 from rtseg.nets import create_model
 from rtseg.nets.deploy import DeployModel
@@ -72,7 +72,7 @@ class Tail8(nn.Module):
 def export_tail8(deploy: DeployModel, meta: ModelMeta, size: tuple[int, int], path: Path) -> Path:
     import onnx
 
-    from rtseg.export.onnx import META_KEY
+    from rtseg.formats.onnx_meta import META_KEY
 
     example = torch.zeros(1, *size, 3, dtype=torch.uint8)
     torch.onnx.export(Tail8(deploy).eval(), (example,), str(path), input_names=["images"], output_names=["ids"],

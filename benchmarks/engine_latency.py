@@ -23,10 +23,10 @@ import cv2
 import numpy as np
 import torch
 
+from rtseg import load_engine
 from rtseg.bundled import BENCH_FRAME, DEFAULT_WEIGHTS
-from rtseg.checkpoint import build_from_checkpoint, save_checkpoint
-from rtseg.engines import load_engine
 from rtseg.engines.base import parse_size
+from rtseg.formats.checkpoint import build_from_checkpoint, save_checkpoint
 from results_json import write_json  # benchmarks/results_json.py, beside this script
 
 

@@ -343,6 +343,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.part in ("train", "all"):
         summary["train"] = train_part(args.out, args.data, device, args.cpu, args.train_budget, args.concurrency)
     summary["seconds"] = round(time.perf_counter() - t0, 1)
+    from rtseg.machine import describe
+
+    summary["machine"] = describe()  # CPU model and flags, cores, GPUs, library versions
     path = args.out / f"gpu_check_{args.part}.json"
     path.write_text(json.dumps(summary, indent=1) + "\n")
     log(f"wrote {path} ({summary['seconds']} s)")

@@ -92,7 +92,7 @@ def _camvid_val(root: Path):
 def miou_cost(weights: Path, root: Path, sizes: list[tuple[int, int]], limit: int) -> list[dict]:
     """For each inference size: mIoU with logits upsampled (bilinear) then argmax, vs argmax then
     ids upsampled (nearest), on CamVid val at its 360x480 frames."""
-    from rtseg.checkpoint import build_from_checkpoint
+    from rtseg.formats.checkpoint import build_from_checkpoint
     from rtseg.nets.deploy import DeployModel
     from rtseg.train.metrics import ConfusionMatrix
 

@@ -26,7 +26,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from rtseg.errors import RtsegError
-from rtseg.export.onnx import META_KEY, read_onnx_meta
+from rtseg.formats.onnx_meta import META_KEY, read_onnx_meta
 
 __all__ = ["quantize_onnx", "calibration_frames", "QUANTISED_OPS"]
 

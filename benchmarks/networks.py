@@ -31,12 +31,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from engine_latency import time_engine  # noqa: E402  (a sibling script: same timing, same definition)
 from results_json import write_json  # noqa: E402
 
-from rtseg import create_model, list_models  # noqa: E402
+from rtseg import create_model, list_models, load_engine  # noqa: E402
 from rtseg.bundled import BENCH_FRAME  # noqa: E402
-from rtseg.checkpoint import save_checkpoint  # noqa: E402
-from rtseg.engines import load_engine  # noqa: E402
 from rtseg.engines.base import parse_size  # noqa: E402
 from rtseg.export.onnx import export_onnx  # noqa: E402
+from rtseg.formats.checkpoint import save_checkpoint  # noqa: E402
 from rtseg.meta import ModelMeta  # noqa: E402
 
 NUM_CLASSES = 11  # CamVid

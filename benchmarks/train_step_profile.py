@@ -96,7 +96,9 @@ def main() -> None:
         print(f"{row['device_ms_per_step']:8.3f} ms  x{row['calls_per_step']:<4d} {row['name']}")
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"device": torch.cuda.get_device_name(0) if args.device.startswith("cuda") else "cpu", "torch": torch.__version__, "results": results}, fh, indent=1)
+            from rtseg.machine import describe
+
+            json.dump({"device": torch.cuda.get_device_name(0) if args.device.startswith("cuda") else "cpu", "torch": torch.__version__, "machine": describe(), "results": results}, fh, indent=1)
 
 
 if __name__ == "__main__":

@@ -30,10 +30,11 @@ import cv2
 import numpy as np
 import torch
 
+from rtseg import load_engine
 from rtseg.bundled import BENCH_FRAME, DEFAULT_WEIGHTS
-from rtseg.checkpoint import build_from_checkpoint, save_checkpoint
-from rtseg.engines import auto_streams, load_engine
+from rtseg.engines import auto_streams
 from rtseg.engines.base import parse_size
+from rtseg.formats.checkpoint import build_from_checkpoint, save_checkpoint
 from rtseg.pipeline import Look, engine_stages, open_source, run
 from rtseg.pipeline.sinks import VideoSink, encoder_threads
 from rtseg.pipeline.bench import make_panned_video
