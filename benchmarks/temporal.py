@@ -1,0 +1,185 @@
+"""Flicker with and without the temporal filter (rtseg/pipeline/temporal.py) on real clips.
+
+For every clip: the network (PyTorch, CPU) runs on each frame at the weights' input size; the
+frame's ids "off" are the network's own (argmax of its logits at the input size), "on" are the
+filter's, fed the class scores at the network's own output resolution (1/8). Both are scored with
+rtseg.train.video_metrics (TC and flip rate, flow: DIS medium), and with mIoU where a clip's
+``.frames.txt`` names its frames' label files (CamVid: valannot). The filter's cost per frame is
+timed alone on one core (OpenCV threads = 1).
+
+Which weights: the shipped ones were trained on CamVid train+val, and the labelled clip is cut
+from val, so its mIoU is not held out; pass ``--weights`` a train-only checkpoint for that.
+
+    python benchmarks/temporal.py --json benchmarks/results/temporal.json
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results_json import write_json  # noqa: E402
+
+from rtseg.bundled import DEFAULT_WEIGHTS, DEMO_CLIP  # noqa: E402
+from rtseg.formats.checkpoint import build_from_checkpoint  # noqa: E402
+from rtseg.nets.deploy import normalisation_conv  # noqa: E402
+from rtseg.pipeline.temporal import TemporalConfig, TemporalFilter  # noqa: E402
+from rtseg.train.video_metrics import FLOW_PRESET, video_metrics  # noqa: E402
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+STRIDE = 8  # the networks' output stride: scores come at 1/8 of the input size
+
+
+def cpu_info() -> dict[str, object]:
+    """Model name and instruction-set flags of this machine's CPU (Linux /proc/cpuinfo)."""
+    info: dict[str, object] = {"machine": platform.machine(), "cores": len(os.sched_getaffinity(0))}
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return info
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name" and "model" not in info:
+            info["model"] = value.strip()
+        if key.strip() == "flags" and "flags" not in info:
+            info["flags"] = value.split()
+    return info
+
+
+class ScoresNet:
+    """The network with its scores at its own output resolution: the input of the last upsample
+    (a hook on its classifier head where the net names one), else the logits area-pooled by 8."""
+
+    def __init__(self, net: torch.nn.Module, mean, std):
+        self.net = net.eval()
+        weight, bias = normalisation_conv(mean, std)
+        self.weight, self.bias = weight, bias
+        self._low: torch.Tensor | None = None
+        head = getattr(net, "classifier", None)
+        head = getattr(net, "head", None) if head is None else head
+        if head is not None:
+            head.register_forward_hook(lambda _m, _i, out: setattr(self, "_low", out))
+
+    @torch.inference_mode()
+    def __call__(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """BGR uint8 (H, W, 3) -> (ids uint8 (H, W), scores float32 (C, H/8, W/8))."""
+        x = torch.from_numpy(frame)[None].permute(0, 3, 1, 2).float()
+        logits = self.net(F.conv2d(x, self.weight, self.bias))
+        low = self._low
+        if low is None or low.shape[-1] >= logits.shape[-1]:
+            low = F.avg_pool2d(logits, STRIDE, ceil_mode=True)
+        self._low = None
+        return logits[0].argmax(0).to(torch.uint8).numpy(), low[0].float().numpy()
+
+
+def read_clip(path: Path, size: tuple[int, int], max_frames: int | None) -> list[np.ndarray]:
+    cap = cv2.VideoCapture(str(path))
+    frames = []
+    while max_frames is None or len(frames) < max_frames:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        if frame.shape[:2] != size:
+            frame = cv2.resize(frame, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+        frames.append(frame)
+    cap.release()
+    return frames
+
+
+def clip_labels(clip: Path, labels_dir: Path | None, count: int, size: tuple[int, int], classes: int) -> list | None:
+    """The label of each frame (None where there is none) from ``<clip>.frames.txt``, or None."""
+    order = clip.with_suffix(".frames.txt")
+    if labels_dir is None or not order.is_file() or not labels_dir.is_dir():
+        return None
+    out = []
+    for name in order.read_text().split()[:count]:
+        label = cv2.imread(str(labels_dir / name), cv2.IMREAD_UNCHANGED)
+        if label is not None:
+            if label.shape != size:
+                label = cv2.resize(label, (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
+            label = np.where(label < classes, label, 255).astype(np.uint8)  # CamVid void (11) -> ignore
+        out.append(label)
+    return out + [None] * (count - len(out))
+
+
+def run_clip(clip: Path, model: ScoresNet, size, classes: int, labels_dir, config: TemporalConfig,
+             max_frames: int | None) -> dict:
+    frames = read_clip(clip, size, max_frames)
+    net_ms, outputs = [], []
+    for frame in frames:
+        t0 = time.perf_counter()
+        outputs.append(model(frame))
+        net_ms.append((time.perf_counter() - t0) * 1e3)
+    filt, filter_ms, filtered = TemporalFilter(config), [], []
+    for frame, (_, scores) in zip(frames, outputs):
+        t0 = time.perf_counter()
+        filtered.append(filt(frame, scores, size=size))
+        filter_ms.append((time.perf_counter() - t0) * 1e3)
+    labels = clip_labels(clip, labels_dir, len(frames), size, classes) or [None] * len(frames)
+    off = video_metrics(((f, o[0], l) for f, o, l in zip(frames, outputs, labels)), num_classes=classes)
+    on = video_metrics(((f, i, l) for f, i, l in zip(frames, filtered, labels)), num_classes=classes)
+    net = statistics.median(net_ms)
+    cost = statistics.median(filter_ms[1:] or filter_ms)  # the first frame has no flow to compute
+    return {"clip": str(clip), "frames": len(frames), "size": list(size), "off": off, "on": on,
+            "tc_gain": None if off["tc"] is None else round(on["tc"] - off["tc"], 4),
+            "net_ms_median": round(net, 2), "filter_ms_median": round(cost, 3),
+            "filter_ms_mean": round(statistics.fmean(filter_ms[1:] or filter_ms), 3),
+            "fps_off": round(1e3 / net, 2), "fps_on": round(1e3 / (net + cost), 2), "filter_fps": round(1e3 / cost, 1)}
+
+
+def default_clips() -> list[Path]:
+    """The bundled clip and every .mp4 of ../shared/data/video (same-named copies once)."""
+    clips, names = [], set()
+    for clip in [DEMO_CLIP, *sorted((SHARED / "video").glob("*.mp4"))]:
+        if clip.is_file() and clip.name not in names:
+            clips.append(clip)
+            names.add(clip.name)
+    return clips
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS, help="an rtseg checkpoint (.pt)")
+    ap.add_argument("--clips", type=Path, nargs="*", help="videos (default: the bundled clip and ../shared/data/video)")
+    ap.add_argument("--labels", type=Path, default=SHARED / "camvid" / "valannot",
+                    help="label folder the clips' .frames.txt names point into")
+    ap.add_argument("--max-frames", type=int, default=None)
+    ap.add_argument("--memory", type=float, default=TemporalConfig.memory)
+    ap.add_argument("--threads", type=int, default=2, help="torch threads for the network")
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    cv2.setNumThreads(1)  # the filter's cost on one core
+    net, meta = build_from_checkpoint(args.weights)
+    model = ScoresNet(net, meta.mean, meta.std)
+    config = TemporalConfig(memory=args.memory)
+    size = tuple(meta.input_size)
+    rows = [run_clip(c, model, size, meta.num_classes, args.labels, config, args.max_frames)
+            for c in (args.clips or default_clips())]
+    print(f"weights {args.weights} ({meta.model}, {meta.num_classes} classes, {size[0]}x{size[1]})")
+    print(f"{'clip':40} {'TC off':>7} {'TC on':>7} {'flip off':>8} {'flip on':>8} {'mIoU off':>8} {'mIoU on':>8} {'filter ms':>9}")
+    for r in rows:
+        miou = [("-" if r[k]["miou"] is None else f"{r[k]['miou']:.4f}") for k in ("off", "on")]
+        print(f"{Path(r['clip']).name[:40]:40} {r['off']['tc']:7.4f} {r['on']['tc']:7.4f} {r['off']['flip_rate']:8.4f} "
+              f"{r['on']['flip_rate']:8.4f} {miou[0]:>8} {miou[1]:>8} {r['filter_ms_median']:9.2f}")
+    if args.json:
+        weights_note = ("shipped weights: trained on CamVid train+val, so the CamVid clip's mIoU is not held out"
+                        if args.weights.resolve() == DEFAULT_WEIGHTS.resolve() else "user-supplied checkpoint")
+        write_json(args.json, {"weights": str(args.weights), "weights_note": weights_note, "model": meta.model,
+                               "config": config.__dict__, "metric_flow": f"DIS {FLOW_PRESET}", "cpu": cpu_info(),
+                               "torch_threads": args.threads, "date": time.strftime("%Y-%m-%d"), "results": rows})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
