@@ -20,12 +20,12 @@ from torch.utils.data import Dataset
 from rtseg.classes import CAMVID_CLASSES, CAMVID_PALETTE, CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
 from rtseg.errors import RtsegError
 from rtseg.meta import IMAGENET_MEAN, IMAGENET_STD
+from rtseg.pipeline.sources import IMAGE_SUFFIXES  # the image files rtseg reads, written once
 
 __all__ = ["SegDataset", "DatasetInfo", "build_dataset", "DATASET_NAMES", "CITYSCAPES_ID_TO_TRAINID", "to_tensor"]
 
 IGNORE = 255  # the ignore id inside rtseg, whatever the dataset's files use
 _INVALID = 254  # lookup-table marker for raw values that are neither a class nor ignore
-_IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 # Cityscapes labelIds -> the 19 train ids (cityscapesScripts' labels.py); everything else ignored.
 CITYSCAPES_ID_TO_TRAINID = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10,
@@ -110,7 +110,7 @@ def _lut(valid: dict[int, int], ignore_raw: tuple[int, ...]) -> np.ndarray:
 
 
 def _images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in _IMAGE_EXTS)
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def _match(images: list[Path], labels: dict[str, Path], key: Callable[[Path], str], where: str) -> list[tuple[Path, Path]]:
