@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -33,19 +32,10 @@ RTSEG = [sys.executable, "-m", "rtseg.cli"]
 
 
 def cpu_info() -> dict[str, object]:
-    """Model name and instruction-set flags of this machine's CPU (Linux /proc/cpuinfo)."""
-    info: dict[str, object] = {"machine": platform.machine(), "cores": len(os.sched_getaffinity(0))}
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return info
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "model name" and "model" not in info:
-            info["model"] = value.strip()
-        if key.strip() == "flags" and "flags" not in info:
-            info["flags"] = value.split()
-    return info
+    """This machine as every benchmark JSON records it: CPU model and flags, cores, GPUs, versions."""
+    from rtseg.machine import describe
+
+    return describe()
 
 
 def make_clips(folder: Path, clips: int, frames: int) -> list[Path]:

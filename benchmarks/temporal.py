@@ -15,8 +15,6 @@ from val, so its mIoU is not held out; pass ``--weights`` a train-only checkpoin
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import sys
 import time
@@ -41,19 +39,10 @@ STRIDE = 8  # the networks' output stride: scores come at 1/8 of the input size
 
 
 def cpu_info() -> dict[str, object]:
-    """Model name and instruction-set flags of this machine's CPU (Linux /proc/cpuinfo)."""
-    info: dict[str, object] = {"machine": platform.machine(), "cores": len(os.sched_getaffinity(0))}
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return info
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "model name" and "model" not in info:
-            info["model"] = value.strip()
-        if key.strip() == "flags" and "flags" not in info:
-            info["flags"] = value.split()
-    return info
+    """This machine as every benchmark JSON records it: CPU model and flags, cores, GPUs, versions."""
+    from rtseg.machine import describe
+
+    return describe()
 
 
 class ScoresNet:

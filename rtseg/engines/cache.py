@@ -25,7 +25,7 @@ from rtseg.engines.runtimes import TABLE
 from rtseg.errors import RtsegError
 from rtseg.formats import SUFFIXES
 
-__all__ = ["cache_root", "cache_key", "cached_artifact"]
+__all__ = ["cache_root", "cache_key", "cached_artifact", "file_digest"]
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,8 @@ def cache_root() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "rtseg"
 
 
-def _digest(path: Path) -> str:
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file's content, read a MiB at a time (the cache keys' "sha256=")."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -56,7 +57,7 @@ def cache_key(weights: Path, runtime: str, size: tuple[int, int], *, fp16: bool 
     outputs = "ids" if runtime in TABLE and _family(runtime) == "tensorrt" else "ids+scores"  # ONNX: scores since issue 26
     # The artifact's family, not the runtime: ONNX Runtime and OpenVINO share one ONNX export
     # (auto's probe runs both: one export, not two).
-    return (f"sha256={_digest(weights)};size={h}x{w};artifact={_family(runtime)};precision={'fp16' if fp16 else 'fp32'};"
+    return (f"sha256={file_digest(weights)};size={h}x{w};artifact={_family(runtime)};precision={'fp16' if fp16 else 'fp32'};"
             f"outputs={outputs};rtseg={_version.__version__};torch={torch.__version__};onnx={onnx.__version__}")
 
 

@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Sequence
 
-from rtseg.engines.cache import cache_root
+from rtseg.engines.cache import cache_root, file_digest  # the same content hash as the export cache
 from rtseg.errors import RtsegError
 
 __all__ = ["FOREIGN_FLAGS", "is_foreign_onnx", "foreign_key", "wrapped_artifact", "foreign_or_own"]
@@ -40,12 +40,6 @@ def is_foreign_onnx(path: str | Path) -> bool:
     return False
 
 
-def _digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def foreign_key(path: Path, flags: dict) -> str:
@@ -54,7 +48,7 @@ def foreign_key(path: Path, flags: dict) -> str:
 
     from rtseg._version import __version__
 
-    return (f"sha256={_digest(path)};flags={json.dumps(flags, sort_keys=True)};rtseg={__version__};"
+    return (f"sha256={file_digest(path)};flags={json.dumps(flags, sort_keys=True)};rtseg={__version__};"
             f"onnx={onnx.__version__}")
 
 
@@ -80,7 +74,7 @@ def wrapped_artifact(path: str | Path, *, classes: str | None = None, normalize:
              "input_name": input_name, "output_name": output_name,
              "size": list(size) if size is not None else None}
     if classes is not None and str(classes).lower().endswith(".json") and Path(classes).is_file():
-        flags["classes_sha256"] = _digest(Path(classes))  # an edited classes.json makes a new entry
+        flags["classes_sha256"] = file_digest(Path(classes))  # an edited classes.json makes a new entry
     key = foreign_key(path, flags)
     name = f"{path.stem}-foreign-{hashlib.sha256(key.encode()).hexdigest()[:16]}.onnx"
     folder = cache_root() / "foreign"

@@ -117,10 +117,10 @@ def choices_file() -> Path:
 def probe_key(weights: Path, *, size: Sequence[int], device: str, streams: int, threads: int,
               precision: str) -> str:
     """The cache key: this machine, the weights' content and how they run."""
-    from rtseg.engines.cache import _digest
+    from rtseg.engines.cache import file_digest
 
     h, w = size
-    text = (f"machine={machine.machine_key()};sha256={_digest(weights)};size={h}x{w};device={device};"
+    text = (f"machine={machine.machine_key()};sha256={file_digest(weights)};size={h}x{w};device={device};"
             f"streams={streams};threads={threads};precision={precision}")
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
