@@ -17,9 +17,10 @@ from typing import Iterator, Sequence
 
 __all__ = ["Interrupted", "interrupt_on_signals", "deferred", "received", "exit_code", "EXIT_CODES", "WORDS"]
 
-# 128 + the signal's number, as shells report a process a signal ended.
-EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGHUP: 129}
-WORDS = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated", signal.SIGHUP: "hung up"}
+# 128 + the signal's number, as shells report a process a signal ended. Windows has no SIGHUP.
+_SIGHUP = getattr(signal, "SIGHUP", None)
+EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143, **({_SIGHUP: 129} if _SIGHUP is not None else {})}
+WORDS = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated", **({_SIGHUP: "hung up"} if _SIGHUP is not None else {})}
 
 _state = {"received": None, "defer": 0}  # the last signal handled; >0: record signals, do not raise
 

@@ -17,12 +17,12 @@ from rich.table import Table
 
 from rtseg.cli._app import app, console, console_err
 from rtseg.cli.run import CODEC_HELP, ENGINE_HELP, RUNTIME_HELP, SIZE_HELP, STREAMS_HELP, THREADS_HELP
+from rtseg.signals import EXIT_CODES as _EXIT  # 130 Ctrl-C, 143 SIGTERM, 129 SIGHUP (where the OS has it)
 
 CLUSTER_HELP = ('ray: a local Ray instance (or the cluster in RAY_ADDRESS); ray://HOST:PORT: that cluster. One task '
                 'per video (a GPU each where the cluster has GPUs). Needs pip install "rtseg[ray]"; every node needs '
                 'rtseg and must see the inputs and --output-dir under the same paths (a shared file system). '
                 'Default: this machine, no Ray.')
-_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGHUP: 129}
 
 
 class _Board:
