@@ -11,10 +11,17 @@ A fixed rule is wrong on the next machine: on an AMD EPYC (AVX2 only) ONNX Runti
 faster than OpenVINO f32; on an Intel Xeon with AMX, OpenVINO bf16 runs it 1.9x faster than
 OpenVINO f32 (benchmarks/results/auto_runtime.json, cpu_engines.json).
 
-Cost: each candidate gets ``budget_s / len(candidates)`` for loading, one pass over the frames
-(their ids) and the timed calls (at least one round; 5 s in all by default: a first run at
-512x1024 on a 2-core EPYC measured about 3 s). Exporting a ``.pt`` into the export cache for a
-runtime is separate, and happens once.
+Every candidate is opened first (the reference first: its ids are the ones to match), then they
+are timed in rounds in which they take turns, each round starting one further along, so that a
+burst of other work lands on all of them alike; the median round counts. Other work during the
+timing is measured too (:func:`busy_other`: the share of the CPUs this process may use that other
+processes kept busy). A choice measured while other work used over :data:`BUSY` of them is
+provisional: it is used for that run, and the next run measures again, up to
+:data:`BUSY_PROBES` busy probes in a row (then the last one stays); a quiet probe is final.
+
+Cost: loading every candidate, one pass over the frames for their ids, and the timed rounds (at
+least one) share ``budget_s`` (5 s by default: a first run at 512x1024 on a 2-core EPYC measured
+about 3 s). Exporting a ``.pt`` into the export cache for a runtime is separate, and happens once.
 """
 from __future__ import annotations
 
@@ -35,14 +42,18 @@ from rtseg import machine
 from rtseg.engines.base import Engine
 from rtseg.errors import RtsegError
 
-__all__ = ["AGREEMENT", "BUDGET_S", "Candidate", "Choice", "candidates", "probe_key", "choices_file",
-           "cached_choices", "choose", "measure", "probe_frames"]
+__all__ = ["AGREEMENT", "BUDGET_S", "BUSY", "BUSY_PROBES", "Candidate", "Choice", "candidates", "probe_key",
+           "choices_file", "cached_choices", "choose", "cpu_mark", "busy_other", "probe_frames"]
 
 log = logging.getLogger(__name__)
 
 AGREEMENT = 0.97  # share of pixels whose id must match the reference's for a candidate to count
 BUDGET_S = 5.0  # seconds of probing in all (loading and timing; exports are separate)
 FRAMES = 3  # windows of the bundled street frame the candidates are timed on
+ROUNDS = 5  # timed rounds at most (each candidate once a round)
+BUSY = 0.25  # share of the CPUs other work may use during a probe for its choice to be final
+BUSY_PROBES = 3  # busy probes in a row after which the last one stays (a machine that is always busy)
+_STAT = "/proc/stat"
 _FILE = "auto_runtime.json"
 _lock = threading.Lock()  # one probe at a time in this process (bench opens two engines)
 
@@ -76,10 +87,27 @@ class Choice:
         others = ", ".join(f"{k} {v:.1f}" for k, v in sorted(self.ms.items(), key=lambda kv: kv[1]) if k != mine)
         rejected = "".join(f"; {k}: {why}" for k, why in self.rejected.items())
         size = "x".join(map(str, self.about.get("size", ())))
-        how = ("measured earlier on this machine" if cached else
-               f"measured now in {self.about.get('probe_s', 0):.1f} s, cached")
         return (f"auto: {mine}, {self.ms.get(mine, float('nan')):.1f} ms a frame at {size}"
-                f" ({others or 'no other candidate'}{rejected}; {how}; rtseg doctor lists it)")
+                f" ({others or 'no other candidate'}{rejected}; {self._how(cached)}; rtseg doctor lists it)")
+
+    @property
+    def provisional(self) -> bool:
+        """Measured while other work used over :data:`BUSY` of the CPUs, and not yet
+        :data:`BUSY_PROBES` times in a row: a later run measures again."""
+        busy = self.about.get("busy_other")
+        return busy is not None and busy > BUSY and self.about.get("busy_probes", 0) < BUSY_PROBES
+
+    def _how(self, cached: bool) -> str:
+        how = "measured earlier on this machine" if cached else f"measured now in {self.about.get('probe_s', 0):.1f} s"
+        busy = self.about.get("busy_other")
+        if busy is not None and busy > BUSY:  # the times may be the other work's: say so
+            how += f" while other work used {100 * busy:.0f}% of the CPU"
+        if cached:
+            return how
+        if self.provisional:
+            return how + "; auto measures again on a later run"
+        busy_probes = self.about.get("busy_probes", 0)
+        return how + (f", cached ({busy_probes} busy probes in a row: kept)" if busy_probes else ", cached")
 
 
 def candidates(family: str, cuda: bool, precision: str = "auto", installed: Callable[[str], bool] | None = None,
@@ -183,18 +211,92 @@ def _timed(engine: Engine, batches: list[np.ndarray], calls: int) -> float:
     return (time.perf_counter() - t0) / calls
 
 
-def measure(engine: Engine, frames: list[np.ndarray], budget_s: float) -> tuple[float, list[np.ndarray]]:
-    """(ms a frame, the frames' ids): one pass for the ids (also the warm-up), then rounds of
-    timed calls, at least one, while ``budget_s`` lasts. The median round counts."""
+@dataclass
+class _Opened:
+    """A candidate's engine, opened, with its frames preprocessed and their ids."""
+
+    cand: Candidate
+    engine: Engine
+    batches: list[np.ndarray]
+    ids: list[np.ndarray]
+
+    @property
+    def calls(self) -> int:  # a round: every frame on every stream
+        return len(self.batches) * max(1, getattr(self.engine, "streams", 1))
+
+
+def _open_all(cands: list[Candidate], opener: Callable[[Candidate], Engine], prepare: Callable[[Candidate], None],
+              frames: list[np.ndarray], opened: list[_Opened], rejected: dict[str, str]) -> float:
+    """Open every candidate into ``opened`` (the caller closes them), each with one pass over the
+    frames (its ids; also the warm-up); one that cannot open goes into ``rejected``, except the
+    reference (the first), whose error is raised. Returns the seconds spent exporting."""
+    export_s = 0.0
+    for i, cand in enumerate(cands):
+        t0 = time.perf_counter()
+        try:
+            prepare(cand)
+            export_s += time.perf_counter() - t0
+            engine = opener(cand)
+        except Exception as exc:  # a runtime that is installed but cannot run this: not a candidate
+            rejected[cand.label] = f"cannot open ({str(exc).splitlines()[0][:80]})"
+            if i == 0:
+                raise
+            continue
+        one = _Opened(cand, engine, [], [])
+        opened.append(one)
+        one.batches = [engine.preprocess([f]) for f in frames]
+        one.ids = [engine.infer(b)[0] for b in one.batches]
+    return export_s
+
+
+def _rounds(opened: list[_Opened], budget_s: float) -> dict[str, float]:
+    """ms a frame per candidate: rounds in which every candidate is timed once, each round
+    starting one further along the list (a burst of other work lands on all alike), at least
+    one round and up to :data:`ROUNDS` while ``budget_s`` lasts. The median round counts."""
     t0 = time.perf_counter()
-    batches = [engine.preprocess([f]) for f in frames]
-    ids = [engine.infer(b)[0] for b in batches]
-    calls = len(batches) * max(1, getattr(engine, "streams", 1))
-    rounds = [_timed(engine, batches, calls)]
-    # The next round only when it fits with a margin (a loaded machine's rounds vary).
-    while time.perf_counter() - t0 + 1.5 * rounds[-1] * calls < budget_s and len(rounds) < 5:
-        rounds.append(_timed(engine, batches, calls))
-    return 1000 * float(np.median(rounds)), ids
+    times: dict[str, list[float]] = {o.cand.label: [] for o in opened}
+    for r in range(ROUNDS):
+        started = time.perf_counter()
+        for o in opened[r % len(opened):] + opened[:r % len(opened)]:
+            times[o.cand.label].append(_timed(o.engine, o.batches, o.calls))
+        # The next round only when it fits with a margin (a loaded machine's rounds vary).
+        if time.perf_counter() - t0 + 1.5 * (time.perf_counter() - started) >= budget_s:
+            break
+    return {label: 1000 * float(np.median(v)) for label, v in times.items()}
+
+
+Mark = tuple[float, float, float, int]  # cpu_mark's (busy CPU s, own CPU s, wall s, CPUs)
+
+
+def cpu_mark() -> Mark | None:
+    """(busy CPU seconds of the CPUs this process may run on, this process's CPU seconds (all its
+    threads), wall seconds, those CPUs' count) now; None where /proc/stat cannot be read (not Linux)."""
+    try:
+        cpus = os.sched_getaffinity(0)
+    except AttributeError:
+        cpus = set(range(os.cpu_count() or 1))
+    try:
+        with open(_STAT) as fh:
+            rows = [line.split() for line in fh if line.startswith("cpu")]
+        hz = os.sysconf("SC_CLK_TCK")
+        # user nice system idle iowait irq softirq steal (guest is counted in user already)
+        mine = [r for r in rows if r[0][3:].isdigit() and int(r[0][3:]) in cpus] or [r for r in rows if r[0] == "cpu"]
+        busy = sum(int(r[1]) + int(r[2]) + int(r[3]) + sum(int(v) for v in r[6:9]) for r in mine) / hz
+    except (OSError, ValueError, IndexError):
+        return None
+    own = os.times()
+    return busy, own.user + own.system, time.perf_counter(), len(cpus)
+
+
+def busy_other(since: Mark | None, now: Mark | None = None) -> float | None:
+    """The share (0..1) of the CPUs this process may use that other processes kept busy between
+    the marks ``since`` and ``now`` (default: now): their busy time less this process's own, over
+    the wall time times the CPUs. None when either mark is None (no /proc/stat)."""
+    now = cpu_mark() if now is None else now
+    if since is None or now is None or now[2] <= since[2]:
+        return None
+    other = (now[0] - since[0]) - (now[1] - since[1])
+    return min(1.0, max(0.0, other / ((now[2] - since[2]) * since[3])))
 
 
 def _agreement(ids: list[np.ndarray], ref: list[np.ndarray]) -> float:
@@ -203,37 +305,32 @@ def _agreement(ids: list[np.ndarray], ref: list[np.ndarray]) -> float:
 
 def _probe(cands: list[Candidate], opener: Callable[[Candidate], Engine], prepare: Callable[[Candidate], None],
            size: Sequence[int], budget_s: float, precision: str) -> tuple[Choice, float]:
-    """Measure each candidate; the reference (the first) sets the ids the others must match.
-    Returns the choice and the seconds spent exporting (outside the budget)."""
+    """Open every candidate, then time them taking turns; the reference (the first) sets the ids
+    the others must match. Returns the choice (``about["busy_other"]``: other work during the
+    timing) and the seconds spent exporting (outside the budget)."""
     frames = probe_frames(size)
-    share = budget_s / len(cands)
-    ms, agree, rejected, ref, export_s = {}, {}, {}, None, 0.0
-    for i, cand in enumerate(cands):
-        t0 = time.perf_counter()
-        try:
-            prepare(cand)
-            export_s += time.perf_counter() - t0
-            t0 = time.perf_counter()
-            engine = opener(cand)
-        except Exception as exc:  # a runtime that is installed but cannot run this: not a candidate
-            rejected[cand.label] = f"cannot open ({str(exc).splitlines()[0][:80]})"
-            if i == 0:
-                raise
-            continue
-        try:
-            ms[cand.label], ids = measure(engine, frames, share - (time.perf_counter() - t0))
-        finally:
-            close = getattr(engine, "close", None)
+    agree, rejected, opened = {}, {}, []
+    t0 = time.perf_counter()
+    try:
+        export_s = _open_all(cands, opener, prepare, frames, opened, rejected)
+        for o in opened:
+            agree[o.cand.label] = round(_agreement(o.ids, opened[0].ids), 5)
+            if agree[o.cand.label] < AGREEMENT:
+                rejected[o.cand.label] = f"ids agree on {100 * agree[o.cand.label]:.1f}% < {100 * AGREEMENT:.0f}%"
+        mark = cpu_mark()
+        ms = _rounds(opened, budget_s - (time.perf_counter() - t0 - export_s))
+        busy = busy_other(mark)
+    finally:
+        for o in opened:
+            close = getattr(o.engine, "close", None)
             if close is not None:
                 close()
-        ref = ids if ref is None else ref
-        agree[cand.label] = round(_agreement(ids, ref), 5)
-        if agree[cand.label] < AGREEMENT:
-            rejected[cand.label] = f"ids agree on {100 * agree[cand.label]:.1f}% < {100 * AGREEMENT:.0f}%"
     pool = [c for c in cands if c.label in ms and c.label not in rejected
             and (precision == "auto" or c.precision == precision or len(cands) == 1)]
     best = min(pool or cands[:1], key=lambda c: ms.get(c.label, float("inf")))
-    return Choice(best.runtime, best.precision, {k: round(v, 2) for k, v in ms.items()}, agree, rejected), export_s
+    about = {"busy_other": None if busy is None else round(busy, 2)}
+    return Choice(best.runtime, best.precision, {k: round(v, 2) for k, v in ms.items()}, agree, rejected,
+                  about), export_s
 
 
 def choose(weights: Path, family: str, *, size: Sequence[int], device: str, cuda: bool, streams: int,
@@ -256,15 +353,18 @@ def choose(weights: Path, family: str, *, size: Sequence[int], device: str, cuda
     with _lock:
         key = probe_key(weights, size=size, device=device, streams=streams, threads=threads, precision=precision)
         hit = cached_choices().get(key)
-        if hit is not None:
+        if hit is not None and not hit.provisional:
             note(hit.line(cached=True))
             return hit
         t0 = time.perf_counter()
         choice, export_s = _probe(cands, opener, prepare, size, budget_s, precision)
+        busy = choice.about["busy_other"]
+        # Busy probes in a row (a hit here is a provisional one); a quiet probe, or no /proc/stat, is final.
+        busy_probes = (hit.about.get("busy_probes", 0) if hit else 0) + 1 if busy is not None and busy > BUSY else 0
         choice.about = {"weights": weights.name, "size": list(size), "device": device, "streams": streams,
                         "threads": threads, "precision": precision, "machine": machine.cpu_model(), "machine_key": machine.machine_key(),
                         "flags": machine.cpu_flags(), "probe_s": round(time.perf_counter() - t0 - export_s, 2),
-                        "export_s": round(export_s, 2),
+                        "export_s": round(export_s, 2), "busy_other": busy, "busy_probes": busy_probes,
                         "when": time.strftime("%Y-%m-%d %H:%M:%S")}
         _store(key, choice)
     note(choice.line(cached=False))

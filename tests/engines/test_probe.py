@@ -1,10 +1,14 @@
 """``--runtime auto`` by measurement (rtseg/engines/probe.py): the fastest candidate whose ids
-agree with the reference wins, the choice is cached per machine and weights, a changed machine
-measures again, and a precision nothing here computes is one line. Timings are mocked for the
-selection logic; one real probe runs at a tiny size."""
+agree with the reference wins, the candidates are timed taking turns, the choice is cached per
+machine and weights, a changed machine measures again, a probe measured while other work kept the
+CPUs busy is measured again on a later run (up to a limit), and a precision nothing here computes
+is one line. Timings and the machine's load are mocked for the selection logic; one real probe
+runs at a tiny size."""
 from __future__ import annotations
 
 import json
+import os
+import time
 
 import numpy as np
 import pytest
@@ -15,47 +19,57 @@ from rtseg.engines.probe import Candidate
 from rtseg.errors import RtsegError
 
 SIZE = (64, 96)
+MEASURE_BUSY = probe.busy_other  # the real one (the fixture mocks it)
 
 
 class _Fake:
-    """What the probe needs of an engine: a name, streams, preprocess and infer."""
+    """What the probe needs of an engine: streams, preprocess, infer (ids: the share of rows
+    ``agree`` says match the reference's all-zero ids) and close."""
 
     streams = 1
 
-    def __init__(self, cand: Candidate):
-        self.cand = cand
+    def __init__(self, cand: Candidate, agree: float, closed: list):
+        self.cand, self.agree, self.closed = cand, agree, closed
 
     def preprocess(self, frames):
         return np.stack(frames)
 
+    def infer(self, batch):
+        ids = np.zeros((len(batch), *SIZE), np.uint8)
+        ids[:, :int(round((1 - self.agree) * SIZE[0]))] = 1  # that share of the rows disagree
+        return ids
+
+    def close(self):
+        self.closed.append(self.cand.label)
+
 
 @pytest.fixture
 def fake(monkeypatch, tmp_path):
-    """A private cache; measure() mocked: ms and the share of ids that match the reference per label."""
+    """A private cache; fake engines; the timed calls mocked (ms per label, each call recorded in
+    ``timed``); the machine's load mocked (``busy``: the share of the CPUs other work used)."""
     monkeypatch.setenv("RTSEG_CACHE", str(tmp_path / "cache"))
-    plan = {"ms": {}, "agree": {}, "opened": []}
+    plan = {"ms": {}, "agree": {}, "opened": [], "timed": [], "closed": [], "busy": 0.0}
 
-    def measure(engine, frames, budget_s):
-        label = engine.cand.label
-        ids = [np.zeros(SIZE, np.uint8) for _ in frames]
-        wrong = int(round((1 - plan["agree"].get(label, 1.0)) * SIZE[0]))
-        for one in ids:
-            one[:wrong] = 1  # that share of the rows disagree with the reference's all-zero ids
-        return plan["ms"][label], ids
+    def timed(engine, batches, calls):
+        plan["timed"].append(engine.cand.label)
+        return plan["ms"][engine.cand.label] / 1000
 
-    monkeypatch.setattr(probe, "measure", measure)
+    monkeypatch.setattr(probe, "_timed", timed)
+    monkeypatch.setattr(probe, "busy_other", lambda since, now=None: plan["busy"])
     monkeypatch.setattr(probe, "candidates", lambda family, cuda, precision="auto": [
         c for i, c in enumerate([Candidate("pytorch", "fp32"), Candidate("onnxruntime", "fp32"),
                                  Candidate("openvino", "fp32"), Candidate("openvino", "bf16")])
         if i == 0 or precision in ("auto", c.precision)])
 
-    def choose(weights, precision="auto", notes=None):
+    def choose(weights, precision="auto", notes=None, budget_s=None, open_s=0.0):
         def opener(cand):
             plan["opened"].append(cand.label)
-            return _Fake(cand)
+            time.sleep(open_s)  # loading
+            return _Fake(cand, plan["agree"].get(cand.label, 1.0), plan["closed"])
 
         return probe.choose(weights, "pytorch", size=SIZE, device="cpu", cuda=False, streams=2, threads=0,
-                            precision=precision, opener=opener, note=(notes if notes is not None else []).append)
+                            precision=precision, opener=opener, note=(notes if notes is not None else []).append,
+                            budget_s=budget_s)
 
     plan["choose"] = choose
     return plan
@@ -108,6 +122,105 @@ def test_precision_narrows_the_candidates_and_an_impossible_one_is_one_line(fake
     assert "\n" not in str(info.value)
 
 
+ALL = ["pytorch fp32", "onnxruntime fp32", "openvino fp32", "openvino bf16"]
+
+
+def test_every_candidate_opens_first_then_they_take_turns_round_by_round(fake, tiny_checkpoint, monkeypatch):
+    fake["ms"] = {"pytorch fp32": 55.0, "onnxruntime fp32": 38.0, "openvino fp32": 48.0, "openvino bf16": 60.0}
+    opened_when_timed, timed = [], probe._timed  # the fixture's: records the label
+    monkeypatch.setattr(probe, "_timed", lambda *a: (opened_when_timed.append(len(fake["opened"])), timed(*a))[1])
+    choice = fake["choose"](tiny_checkpoint)
+    assert fake["opened"] == ALL and set(opened_when_timed) == {4}  # every one open before any is timed
+    rounds = [fake["timed"][i:i + 4] for i in range(0, len(fake["timed"]), 4)]
+    assert len(rounds) == probe.ROUNDS and rounds[:3] == [ALL, ALL[1:] + ALL[:1], ALL[2:] + ALL[:2]]
+    assert sorted(fake["closed"]) == sorted(ALL) and choice.ms == fake["ms"]
+
+
+def test_a_burst_of_load_in_one_round_lands_on_every_candidate_and_the_median_drops_it(fake, tiny_checkpoint,
+                                                                                        monkeypatch):
+    fake["ms"] = {"pytorch fp32": 55.0, "onnxruntime fp32": 38.0, "openvino fp32": 48.0, "openvino bf16": 60.0}
+    timed = probe._timed  # the fixture's: records the label
+
+    def burst(engine, batches, calls):  # the second round's four calls run 3x slower
+        return timed(engine, batches, calls) * (3 if 4 <= len(fake["timed"]) < 8 else 1)
+
+    monkeypatch.setattr(probe, "_timed", burst)
+    choice = fake["choose"](tiny_checkpoint)
+    assert fake["timed"][4:8] == ALL[1:] + ALL[:1] and choice.ms == fake["ms"] and choice.runtime == "onnxruntime"
+
+
+@pytest.mark.parametrize("open_s, rounds", [(0.0, 5), (0.24, 1)])
+def test_loading_and_timing_share_the_budget(fake, tiny_checkpoint, monkeypatch, open_s, rounds):
+    fake["ms"] = {"pytorch fp32": 55.0, "onnxruntime fp32": 38.0, "openvino fp32": 48.0, "openvino bf16": 60.0}
+    timed = probe._timed
+    monkeypatch.setattr(probe, "_timed", lambda *a: (time.sleep(0.005), timed(*a))[1])
+    fake["choose"](tiny_checkpoint, budget_s=1.0, open_s=open_s)  # 4 x 0.24 s of loading leave one round
+    assert len(fake["timed"]) == 4 * rounds
+
+
+@pytest.mark.parametrize("busy, again", [(0.0, False), (0.25, False), (0.6, True)])
+def test_a_probe_while_other_work_kept_the_cpus_busy_is_measured_again_on_a_later_run(fake, tiny_checkpoint,
+                                                                                      busy, again):
+    fake["ms"] = {"pytorch fp32": 55.0, "onnxruntime fp32": 38.0, "openvino fp32": 48.0, "openvino bf16": 60.0}
+    fake["busy"], notes = busy, []
+    first = fake["choose"](tiny_checkpoint, notes=notes)
+    assert first.about["busy_other"] == busy and first.provisional is again
+    assert (", cached" in notes[0]) is not again
+    assert ("while other work used 60% of the CPU; auto measures again on a later run" in notes[0]) is again
+    fake["busy"], fake["ms"]["openvino fp32"] = 0.0, 20.0
+    second = fake["choose"](tiny_checkpoint, notes=notes)
+    assert len(fake["opened"]) == (8 if again else 4) and second.runtime == ("openvino" if again else "onnxruntime")
+    assert ("measured earlier" in notes[1]) is not again
+    fake["choose"](tiny_checkpoint, notes=notes)  # a quiet probe is final
+    assert len(fake["opened"]) == (8 if again else 4) and "measured earlier on this machine;" in notes[2]
+
+
+def test_after_three_busy_probes_in_a_row_the_last_one_stays(fake, tiny_checkpoint):
+    fake["ms"] = {"pytorch fp32": 55.0, "onnxruntime fp32": 38.0, "openvino fp32": 48.0, "openvino bf16": 60.0}
+    fake["busy"], notes = 0.6, []
+    for n in range(1, probe.BUSY_PROBES + 1):
+        fake["ms"]["openvino bf16"] = 30.0 - n  # each probe's pick replaces the one before
+        choice = fake["choose"](tiny_checkpoint, notes=notes)
+        assert len(fake["opened"]) == 4 * n and choice.about["busy_probes"] == n
+    assert choice.runtime == "openvino" and not choice.provisional and "3 busy probes in a row: kept" in notes[-1]
+    fake["ms"]["openvino bf16"] = 10.0
+    kept = fake["choose"](tiny_checkpoint, notes=notes)
+    assert len(fake["opened"]) == 4 * probe.BUSY_PROBES and kept.ms["openvino bf16"] == 27.0
+    assert "measured earlier on this machine while other work used 60% of the CPU" in notes[-1]
+
+
+def test_busy_other_is_the_other_processes_share_of_this_processs_cpus(monkeypatch, tmp_path):
+    stat = tmp_path / "stat"
+    monkeypatch.setattr(probe, "_STAT", str(stat))
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    hz = os.sysconf("SC_CLK_TCK")
+    # user nice system idle iowait irq softirq steal guest guest_nice
+    stat.write_text(f"cpu  {5 * hz} 0 0 0 0 0 0 0 0 0\ncpu0 {hz} 0 0 {hz} 0 0 0 0 0 0\n"
+                    f"cpu1 {hz} 0 0 {hz} 0 0 0 0 0 0\ncpu2 0 0 0 0 0 0 0 0 0 0\nintr 1 2 3\n")
+    before = probe.cpu_mark()
+    # 1 s later: cpu0 0.8 s user, 0.2 s idle; cpu1 0.1 s user (a guest's: not counted twice), 0.1 s nice,
+    # 0.1 s system, 0.1 s irq, softirq and steal, 0.4 s idle, 0.2 s iowait; cpu2 is not this process's
+    stat.write_text(f"cpu  {9 * hz} 0 0 0 0 0 0 0 0 0\ncpu0 {1.8 * hz:.0f} 0 0 {1.2 * hz:.0f} 0 0 0 0 0 0\n"
+                    f"cpu1 {1.1 * hz:.0f} {0.1 * hz:.0f} {0.1 * hz:.0f} {1.4 * hz:.0f} {0.2 * hz:.0f} "
+                    f"{0.05 * hz:.0f} {0.03 * hz:.0f} {0.02 * hz:.0f} {0.1 * hz:.0f} 0\ncpu2 {hz} 0 0 0 0 0 0 0 0 0\n")
+    after = probe.cpu_mark()
+    assert before[3] == after[3] == 2 and after[0] - before[0] == pytest.approx(1.2)
+    since, now = (before[0], 10.0, 100.0, 2), (after[0], 10.4, 101.0, 2)  # this process: 0.4 s of CPU in 1 s
+    assert probe.busy_other(since, now) == pytest.approx((1.2 - 0.4) / 2)
+    assert probe.busy_other(since, (after[0], 12.0, 101.0, 2)) == 0.0  # never below 0
+
+
+def test_an_unreadable_proc_stat_counts_as_quiet(fake, tiny_checkpoint, monkeypatch, tmp_path):
+    monkeypatch.setattr(probe, "_STAT", str(tmp_path / "no-stat"))
+    monkeypatch.setattr(probe, "busy_other", MEASURE_BUSY)
+    assert probe.cpu_mark() is None and probe.busy_other(None) is None
+    fake["ms"] = {"pytorch fp32": 55.0, "onnxruntime fp32": 38.0, "openvino fp32": 48.0, "openvino bf16": 60.0}
+    first = fake["choose"](tiny_checkpoint)
+    assert first.about["busy_other"] is None and not first.provisional
+    fake["choose"](tiny_checkpoint)
+    assert len(fake["opened"]) == 4  # the cached choice
+
+
 def test_candidates_follow_the_machine():
     every = lambda name: True  # noqa: E731
     amd = probe.candidates("pytorch", False, installed=every, bf16=False)
@@ -122,6 +235,7 @@ def test_candidates_follow_the_machine():
 def test_a_real_probe_at_a_tiny_size_picks_a_runtime_with_the_reference_ids(tiny_checkpoint, monkeypatch, tmp_path):
     monkeypatch.setenv("RTSEG_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(probe, "BUDGET_S", 1.0)
+    monkeypatch.setattr(probe, "busy_other", lambda since, now=None: 0.0)  # a shared machine: the cache hit below
     monkeypatch.setattr(probe, "FRAMES", 2)
     notes = []
     engine = open_engine(tiny_checkpoint, runtime="auto", size=SIZE, streams=2, note=notes.append)
