@@ -8,15 +8,25 @@ rtseg.train.video_metrics (TC and flip rate, flow: DIS medium), and with mIoU wh
 timed alone on one core (OpenCV threads = 1).
 
 Which weights: the shipped ones were trained on CamVid train+val, and the labelled clip is cut
-from val, so its mIoU is not held out; pass ``--weights`` a train-only checkpoint for that.
+from val, so its mIoU is not held out; pass ``--weights`` a train-only checkpoint for that. The
+weights shipped before them (commit 02d5fbd, "camvid_d") are one: trained on CamVid train alone
+(val chose their checkpoint and calibration, but no val frame was trained on).
 
-    python benchmarks/temporal.py --json benchmarks/results/temporal.json
+``--pan`` adds a clip nobody tuned the filter on: 4:3 windows sliding across the bundled
+1024x2048 street frame (a real Cityscapes-style picture, a city CamVid never saw), a camera pan
+of about 1% of the width a frame. Its motion is synthetic (one rigid shift, no parallax, nothing
+moving on its own): easier for the flow than real footage, so say so beside its figures.
+
+    git show 02d5fbd:models/fastscnn_camvid.pt > runs/camvid_d_trainonly.pt
+    python benchmarks/temporal.py --weights runs/camvid_d_trainonly.pt --pan \
+        --weights-note "camvid_d (02d5fbd): CamVid train only" --json benchmarks/results/temporal.json
 """
 from __future__ import annotations
 
 import argparse
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -34,7 +44,8 @@ from rtseg.nets.deploy import normalisation_conv  # noqa: E402
 from rtseg.pipeline.temporal import TemporalConfig, TemporalFilter  # noqa: E402
 from rtseg.train.video_metrics import FLOW_PRESET, video_metrics  # noqa: E402
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data"
 STRIDE = 8  # the networks' output stride: scores come at 1/8 of the input size
 
 
@@ -119,11 +130,27 @@ def run_clip(clip: Path, model: ScoresNet, size, classes: int, labels_dir, confi
     on = video_metrics(((f, i, l) for f, i, l in zip(frames, filtered, labels)), num_classes=classes)
     net = statistics.median(net_ms)
     cost = statistics.median(filter_ms[1:] or filter_ms)  # the first frame has no flow to compute
-    return {"clip": str(clip), "frames": len(frames), "size": list(size), "off": off, "on": on,
+    return {"clip": str(clip.relative_to(REPO)) if clip.is_relative_to(REPO) else str(clip), "frames": len(frames), "size": list(size), "off": off, "on": on,
             "tc_gain": None if off["tc"] is None else round(on["tc"] - off["tc"], 4),
             "net_ms_median": round(net, 2), "filter_ms_median": round(cost, 3),
             "filter_ms_mean": round(statistics.fmean(filter_ms[1:] or filter_ms), 3),
             "fps_off": round(1e3 / net, 2), "fps_on": round(1e3 / (net + cost), 2), "filter_fps": round(1e3 / cost, 1)}
+
+
+def pan_clip(path: Path, n: int = 100, fps: float = 15.0, size: tuple[int, int] = (360, 480)) -> Path:
+    """Write ``n`` frames of a pan across the bundled street frame to ``path`` (mp4v): 4:3 windows
+    as tall as the picture, sliding left to right, each resized to ``size`` (h, w)."""
+    from rtseg.bundled import BENCH_FRAME
+
+    image = cv2.imread(str(BENCH_FRAME), cv2.IMREAD_COLOR)
+    H, W = image.shape[:2]
+    win_w = min(W, H * size[1] // size[0])
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (size[1], size[0]))
+    for x in np.linspace(0, W - win_w, n):
+        x0 = int(round(x))
+        writer.write(cv2.resize(image[:, x0:x0 + win_w], (size[1], size[0]), interpolation=cv2.INTER_AREA))
+    writer.release()
+    return path
 
 
 def default_clips() -> list[Path]:
@@ -142,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clips", type=Path, nargs="*", help="videos (default: the bundled clip and ../shared/data/video)")
     ap.add_argument("--labels", type=Path, default=SHARED / "camvid" / "valannot",
                     help="label folder the clips' .frames.txt names point into")
+    ap.add_argument("--pan", action="store_true", help="add a pan across the bundled street frame (synthetic motion)")
+    ap.add_argument("--weights-note", default=None, help="what the weights are, for the JSON")
     ap.add_argument("--max-frames", type=int, default=None)
     ap.add_argument("--memory", type=float, default=TemporalConfig.memory)
     ap.add_argument("--threads", type=int, default=2, help="torch threads for the network")
@@ -153,8 +182,14 @@ def main(argv: list[str] | None = None) -> int:
     model = ScoresNet(net, meta.mean, meta.std)
     config = TemporalConfig(memory=args.memory)
     size = tuple(meta.input_size)
-    rows = [run_clip(c, model, size, meta.num_classes, args.labels, config, args.max_frames)
-            for c in (args.clips or default_clips())]
+    clips = list(args.clips or default_clips())
+    with tempfile.TemporaryDirectory(prefix="rtseg-temporal-") as tmp:
+        if args.pan:
+            clips.append(pan_clip(Path(tmp) / "pan_street_1024x2048.mp4"))
+        rows = [run_clip(c, model, size, meta.num_classes, args.labels, config, args.max_frames) for c in clips]
+    for row in rows:
+        if Path(row["clip"]).name.startswith("pan_street"):
+            row["clip"] = "pan over street_1024x2048.jpg (synthetic motion)"
     print(f"weights {args.weights} ({meta.model}, {meta.num_classes} classes, {size[0]}x{size[1]})")
     print(f"{'clip':40} {'TC off':>7} {'TC on':>7} {'flip off':>8} {'flip on':>8} {'mIoU off':>8} {'mIoU on':>8} {'filter ms':>9}")
     for r in rows:
@@ -162,8 +197,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{Path(r['clip']).name[:40]:40} {r['off']['tc']:7.4f} {r['on']['tc']:7.4f} {r['off']['flip_rate']:8.4f} "
               f"{r['on']['flip_rate']:8.4f} {miou[0]:>8} {miou[1]:>8} {r['filter_ms_median']:9.2f}")
     if args.json:
-        weights_note = ("shipped weights: trained on CamVid train+val, so the CamVid clip's mIoU is not held out"
-                        if args.weights.resolve() == DEFAULT_WEIGHTS.resolve() else "user-supplied checkpoint")
+        weights_note = args.weights_note or (
+            "shipped weights: trained on CamVid train+val, so the CamVid clip's mIoU is not held out"
+            if args.weights.resolve() == DEFAULT_WEIGHTS.resolve() else "user-supplied checkpoint")
         write_json(args.json, {"weights": str(args.weights), "weights_note": weights_note, "model": meta.model,
                                "config": config.__dict__, "metric_flow": f"DIS {FLOW_PRESET}", "cpu": cpu_info(),
                                "torch_threads": args.threads, "date": time.strftime("%Y-%m-%d"), "results": rows})

@@ -107,7 +107,7 @@ def stream(source: str | int | Path | None = None, *, weights: str | Path | None
            legend: bool = True, reconnect: int = 5, stall_timeout: float = 5.0, start: str | int | None = None,
            end: str | int | None = None, stride: int = 1, fps: float | None = None, classes: str | None = None,
            normalize: str | None = None, bgr: bool = False, input_name: str | None = None,
-           output_name: str | None = None, temporal: str | bool = "off") -> Iterator[Result]:
+           output_name: str | None = None, temporal: str | bool = "auto", precision: str = "auto") -> Iterator[Result]:
     """Segment ``source`` (a video file, image folder or glob, camera index or stream URL; None:
     the bundled demo clip) with ``weights`` (None: the bundled CamVid weights) on ``runtime`` and
     ``device`` (auto: CUDA when PyTorch sees a GPU, else the CPU), yielding a :class:`Result` per
@@ -121,10 +121,14 @@ def stream(source: str | int | Path | None = None, *, weights: str | Path | None
     or a time: 120, "4.5s", "1:02"), --stride (every Nth frame) and --fps (an image folder's rate).
     ``classes``, ``normalize``, ``bgr``, ``input_name``, ``output_name``: as ``rtseg run``'s flags,
     for ``weights`` an ONNX file from another tool (wrapped once into the cache). ``temporal``:
-    "on" (or True) for ``rtseg run --temporal on``'s filter: steadier ids on video."""
+    as ``rtseg run --temporal``: "auto" (its default: the filter for a video, camera or stream when
+    the engine gives class scores), "on" (or True), "off" (or False). ``precision``:
+    as ``rtseg run``'s --precision, auto (the probe's pick or the runtime's own), fp32, bf16 or fp16;
+    one the runtime or the CPU cannot compute (bf16 on a CPU without AVX512-BF16 or AMX) raises
+    :class:`RtsegError`, one line, at the call."""
     from rtseg.devices import parse_device
     from rtseg.pipeline.context import EngineOptions, SourceOptions, open_run
-    from rtseg.pipeline.temporal import parse_temporal
+    from rtseg.pipeline.temporal import parse_temporal, resolve_temporal
 
     look = Look(view=view, alpha=alpha, legend=legend) if view is not None else None
     temporal_config = parse_temporal(temporal)
@@ -137,8 +141,9 @@ def stream(source: str | int | Path | None = None, *, weights: str | Path | None
                                     stall_timeout=stall_timeout),
                       EngineOptions(weights, runtime=runtime, device=device, size=size, streams=streams,
                                     classes=classes, normalize=normalize, bgr=bgr, input_name=input_name,
-                                    output_name=output_name))
+                                    output_name=output_name, precision=precision))
     src = opened.source
+    temporal_config = resolve_temporal(temporal_config, source=src, engine=opened.engine)
     try:  # errors at the call, not at the first next()
         stages = engine_stages(opened.engine, look, i420=True, temporal=temporal_config)  # look None: no post stage
     except BaseException:

@@ -131,6 +131,9 @@ def test_cli_exit_codes_name_each_failure(clips, tmp_path):
     assert good.exit_code == 0, good.output
     masks = sorted((out / "a_masks").glob("*.png"))
     assert len(masks) == FRAMES["a.mp4"]
+    bad_flag = runner.invoke(app, ["batch", str(clips / "a.mp4"), "-d", str(out / "t"), "--temporal", "maybe"])
+    assert isinstance(bad_flag.exception, RtsegError) and "--temporal must be auto, on or off" in str(bad_flag.exception)
+    assert not (out / "t").exists()  # refused before any video started
     wrong = runner.invoke(app, ["batch", str(clips), "-d", str(out), "--cluster", "spark"])
     assert isinstance(wrong.exception, RtsegError) and "--cluster 'spark'" in str(wrong.exception)  # main(): exit 2
 

@@ -86,13 +86,15 @@ def test_stream_of_the_demo_clip_equals_predict_and_the_writer_writes_h264(tmp_p
     monkeypatch.chdir(tmp_path)  # any folder: the bundled files are found from the package
     engine = rtseg.load_engine(DEFAULT_WEIGHTS, size=(360, 480), runtime="pytorch")
     with rtseg.VideoWriter(tmp_path / "api.mp4") as out:
-        for r in rtseg.stream(runtime="pytorch", device="cpu", max_frames=6):
+        for r in rtseg.stream(runtime="pytorch", device="cpu", max_frames=6, temporal="off"):  # the network's own ids
             assert r.ids.shape == r.frame.shape[:2] and set(r.timings) == {"read", "transform", "infer", "post"}
             np.testing.assert_array_equal(r.ids, engine.predict(r.frame))
             out.write(r)
             assert r.overlay(view="side-by-side").shape == (360, 960, 3)
     assert count_frames(tmp_path / "api.mp4")[:2] == (6, pytest.approx(15.0, abs=0.01))
     assert r.classes[0] == "Sky" and len(r.palette) == 11
+    steady = list(rtseg.stream(runtime="pytorch", device="cpu", max_frames=3, view=None))  # the default: auto
+    assert all("temporal" in r.timings for r in steady)  # a video and an engine with scores: the filter ran
     assert sum(1 for _ in rtseg.stream(max_frames=4)) == 4
 
 
@@ -191,3 +193,29 @@ def test_a_failure_after_the_source_opened_closes_it(monkeypatch):
     with pytest.raises(RuntimeError, match="no engine today"):
         rtseg.stream("anything", device="cpu")
     assert source.closed
+
+
+@pytest.mark.parametrize("runtime", ["auto", "pytorch"])
+def test_stream_refuses_bf16_on_a_cpu_without_it_in_one_line(tmp_path, tiny_checkpoint, runtime):
+    from pipeline_fakes import write_video
+    from rtseg.errors import RtsegError
+    from rtseg.machine import native_bf16
+
+    if native_bf16():
+        pytest.skip("this CPU computes bf16 (AVX512-BF16 or AMX)")
+    clip = write_video(tmp_path / "clip.mp4", 3)
+    with pytest.raises(RtsegError, match="--precision bf16") as info:
+        rtseg.stream(clip, weights=tiny_checkpoint, runtime=runtime, device="cpu", precision="bf16")
+    assert "\n" not in str(info.value)
+
+
+def test_stream_runs_at_the_precision_asked_for(tmp_path, tiny_checkpoint, monkeypatch):
+    import rtseg.pipeline.context as context
+    from pipeline_fakes import write_video
+
+    asked, real = [], context.open_engine
+    monkeypatch.setattr(context, "open_engine", lambda *a, **k: asked.append(k["precision"]) or real(*a, **k))
+    clip = write_video(tmp_path / "clip.mp4", 3)
+    results = list(rtseg.stream(clip, weights=tiny_checkpoint, runtime="pytorch", device="cpu", size=(48, 64),
+                                precision="fp32", view=None))
+    assert asked == ["fp32"] and len(results) == 3 and results[0].ids.shape == (48, 64)

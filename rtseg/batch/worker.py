@@ -22,6 +22,7 @@ from typing import Callable
 from rtseg.batch.inputs import Item
 from rtseg.errors import RtsegError
 from rtseg.pipeline.context import EngineOptions, SourceOptions
+from rtseg.pipeline.temporal import parse_temporal
 
 __all__ = ["BatchOptions", "process_one", "DISK_FULL", "CRASH_ENV"]
 
@@ -55,10 +56,12 @@ class BatchOptions:
     max_frames: int | None = None  # stop each video after N frames
     sequential: bool = False  # stages one after another (for comparison)
     queue_size: int = 0  # frames each queue holds (0 = 4)
+    precision: str = "auto"  # auto, fp32, bf16 or fp16, as rtseg run's --precision
+    temporal: str = "auto"  # auto, on or off, as rtseg run's --temporal
 
     def engine_options(self) -> EngineOptions:
         return EngineOptions(weights=self.weights, runtime=self.runtime, device=self.device, size=self.size,
-                             threads=self.threads, streams=self.streams)
+                             threads=self.threads, streams=self.streams, precision=self.precision)
 
 
 _cache = threading.local()  # each thread (or Ray worker) keeps its last engine: videos of one shape reuse it
@@ -156,7 +159,7 @@ def process_one(item: Item, options: BatchOptions = BatchOptions(), *, on_frame:
         outputs = Outputs(output=temps["output"], masks=temps.get("masks"), stats=shares, view=options.view,
                           alpha=options.alpha, legend=options.legend, codec=options.codec)
         written = segment(src, engine, outputs, sequential=options.sequential, queue_size=options.queue_size,
-                          max_frames=options.max_frames, on_frame=frame)
+                          max_frames=options.max_frames, on_frame=frame, temporal=parse_temporal(options.temporal))
         result = written.result
         if result.interrupted or result.stopped_by_user:
             record["status"] = "interrupted"

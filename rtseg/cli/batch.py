@@ -16,7 +16,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from rtseg.cli._app import app, console, console_err
-from rtseg.cli.run import CODEC_HELP, ENGINE_HELP, RUNTIME_HELP, SIZE_HELP, STREAMS_HELP, THREADS_HELP
+from rtseg.cli.run import (CODEC_HELP, ENGINE_HELP, PRECISION_HELP, RUNTIME_HELP, SIZE_HELP, STREAMS_HELP, TEMPORAL_HELP,
+                           THREADS_HELP)
 from rtseg.signals import EXIT_CODES as _EXIT  # 130 Ctrl-C, 143 SIGTERM, 129 SIGHUP (where the OS has it)
 
 CLUSTER_HELP = ('ray: a local Ray instance (or the cluster in RAY_ADDRESS); ray://HOST:PORT: that cluster. One task '
@@ -107,6 +108,8 @@ def batch_command(
     size: Optional[str] = typer.Option(None, help=SIZE_HELP),
     threads: int = typer.Option(0, help=THREADS_HELP),
     streams: int = typer.Option(0, help=STREAMS_HELP),
+    precision: str = typer.Option("auto", help=PRECISION_HELP),
+    temporal: str = typer.Option("auto", help=TEMPORAL_HELP),
     view: str = typer.Option("overlay", help="overlay, mask or side-by-side."),
     alpha: float = typer.Option(0.5, help="Weight of the class colours in the overlay, 0..1."),
     legend: bool = typer.Option(True, "--legend/--no-legend", help="Draw the class colours with their names."),
@@ -125,12 +128,15 @@ def batch_command(
     """Segment many videos into DIR, on this machine or a Ray cluster; exit 2 when some failed."""
     from rtseg.batch import BatchOptions, run_batch
     from rtseg.pipeline.sources import quiet_video_logs
+    from rtseg.pipeline.temporal import parse_temporal
 
     quiet_video_logs()
+    parse_temporal(temporal)  # a bad value: one line before any video starts
     options = BatchOptions(weights=str(engine) if engine is not None else None, runtime=runtime, device=device,
                            size=size, threads=threads, streams=streams, view=view, alpha=alpha, legend=legend,
                            codec=codec, masks=masks, stats=stats, start=start, end=end, stride=stride,
-                           max_frames=max_frames or None, sequential=sequential, queue_size=queue_size)
+                           max_frames=max_frames or None, sequential=sequential, queue_size=queue_size,
+                           precision=precision, temporal=temporal)
     stop = threading.Event()
     got, previous = _on_signals(stop)
     board = _Board(quiet)

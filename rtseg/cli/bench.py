@@ -33,7 +33,7 @@ def bench_command(
     queue_size: int = typer.Option(4, "--queue-size", help="Frames each queue between stages holds."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the results here as JSON."),
     trace_path: Optional[Path] = typer.Option(None, "--trace", help=TRACE_HELP + " Of the first round's runs."),
-    temporal: str = typer.Option("off", help=TEMPORAL_HELP),
+    temporal: str = typer.Option("auto", help=TEMPORAL_HELP),
     classes: Optional[str] = typer.Option(None, "--classes", help=CLASSES_HELP),
     normalize: Optional[str] = typer.Option(None, "--normalize", help=NORMALIZE_HELP),
     bgr: bool = typer.Option(False, "--bgr", help=BGR_HELP),
@@ -83,7 +83,8 @@ def bench_command(
     if source is None:
         result["source"] = f"{BENCH_FRAME.name} panned, {result['frames']} frames (mp4v)"
 
-    console.print(stage_table(result["stages_ms"], f"per-stage time ({result['frames']} frames, "
+    stages = {**result["stages_ms"], **({"temporal": result["temporal_ms"]} if "temporal_ms" in result else {})}
+    console.print(stage_table(stages, f"per-stage time ({result['frames']} frames, "
                                                    f"{result['source_size'][0]}x{result['source_size'][1]} -> "
                                                    f"{result['input_size'][0]}x{result['input_size'][1]})"))
     console.print(_throughput_table(result, streams))
@@ -91,7 +92,8 @@ def bench_command(
     if many:
         console.print(f"pipelined vs the engine alone with its {streams} streams busy: "
                       f"{rnd['pipelined_vs_engine_streams']:.2f}x", highlight=False)
-    console.print(f"pipelined latency p50 {pipe['latency_ms_p50']:.0f} ms", highlight=False)
+    console.print(f"pipelined latency p50 {pipe['latency_ms_p50']:.0f} ms; temporal filter {result['temporal']}"
+                  f"{' (--temporal off to leave it out)' if result['temporal'] == 'on' else ''}", highlight=False)
     if json_path is not None:
         json_path.write_text(json.dumps(result, indent=1) + "\n")
         console.print(f"wrote {json_path}", highlight=False)

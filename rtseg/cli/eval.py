@@ -41,7 +41,7 @@ def eval_command(
     video: Optional[str] = typer.Option(None, "--video", help="Evaluate a clip (video, image folder) instead of a dataset split, through the run pipeline: temporal consistency (TC) and flip rate, mIoU where --labels give labels."),
     labels: Optional[Path] = typer.Option(None, "--labels", help="With --video: the folder of the clip's label images (class ids)."),
     order: Optional[Path] = typer.Option(None, "--order", help="With --labels: each frame's label file name, one a line in frame order ('-': none) [default: <clip>.frames.txt]."),
-    temporal: str = typer.Option("off", help=TEMPORAL_HELP + " With --video only."),
+    temporal: str = typer.Option("auto", help=TEMPORAL_HELP + " With --video only."),
 ) -> None:
     """Evaluate segmentation quality: per-class IoU and Dice, mIoU, pixel accuracy (void/ignore excluded)."""
     from rtseg.engines.base import parse_size
@@ -58,7 +58,7 @@ def eval_command(
 
         weights = bundled(DEFAULT_WEIGHTS, "CamVid weights")
     artifact = engine if engine is not None else weights
-    if video is not None or labels is not None or order is not None or temporal.strip().lower() != "off":
+    if video is not None or labels is not None or order is not None or temporal.strip().lower() not in ("off", "auto"):
         from rtseg.pipeline.context import EngineOptions
 
         options = EngineOptions(artifact, runtime=runtime, device=device, size=size, classes=classes,
@@ -115,7 +115,7 @@ def _eval_video(video: Optional[str], labels: Optional[Path], order: Optional[Pa
     total = min(limit, source.frame_count) if limit and source.frame_count else (limit or source.frame_count)
     if not quiet:
         console.print(f"evaluating {options.weights_path()} ({engine.describe()}) on {source.describe()}, "
-                      f"temporal {temporal}", highlight=False)
+                      f"temporal {temporal}", highlight=False)  # auto: on for a video with scores (the report says)
     progress = Progress(TextColumn("eval"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         TimeRemainingColumn(), console=console, disable=quiet)
     with progress:
@@ -123,7 +123,7 @@ def _eval_video(video: Optional[str], labels: Optional[Path], order: Optional[Pa
         report = evaluate_video(source, engine, labels=paths, temporal=config, max_frames=limit or None,
                                 on_frame=lambda i, dropped: progress.update(task, completed=i))
     if not quiet:
-        console.print(f"{report['frames']} frames: TC {_pct(report['tc'])}%, flip rate {_pct(report['flip_rate'])}% "
+        console.print(f"temporal filter {report['temporal']}; {report['frames']} frames: TC {_pct(report['tc'])}%, flip rate {_pct(report['flip_rate'])}% "
                       f"of pixels a frame, mIoU {_pct(report['miou'])}% ({report['labelled']} labelled frames)",
                       highlight=False)
     if json_path is not None:

@@ -43,7 +43,9 @@ RECONNECT_HELP = ("Cameras and stream URLs: when the source stops, fails or stal
                   "(waits of 0.5, 1, 2, 4, 8 s) and carry on; 0 ends the run with the stream. Files never reconnect.")
 STALL_HELP = "Seconds without a frame after which a live source counts as stalled (and is reconnected)."
 TEMPORAL_HELP = ("on: steadier masks on video, a running average of class scores carried along the motion (optical "
-                 "flow), reset on a reconnect or a gap of frames; off: each frame on its own.")
+                 "flow), reset on a reconnect or a gap of frames; off: each frame on its own; auto: on for a video, "
+                 "camera or stream, off for an image folder or glob and for engines without class scores (a "
+                 "TensorRT plan).")
 CODEC_HELP = ("auto: H.264 through PyAV for .mp4/.mov/.mkv (browsers play it), OpenCV's codec otherwise; "
               "h264 or opencv to insist.")
 
@@ -123,9 +125,13 @@ def _run(opened: "Run", *, masks: Optional[Path], show: bool, view: str, alpha: 
     source, engine, output, images = opened.source, opened.engine, opened.output, opened.images
     outputs = Outputs(output=output, images=images, masks=masks, stats=stats, show=show, view=view, alpha=alpha,
                       legend=legend, codec=codec)
+    from rtseg.pipeline.temporal import resolve_temporal
+
+    temporal = resolve_temporal(temporal, source=source, engine=engine)  # auto: on for video with class scores
     if not quiet:
         console.print(f"[bold]source[/] {source.describe()}\n[bold]engine[/] {engine.describe()}"
-                      f"{'  (sequential)' if sequential else ''}", highlight=False)
+                      f"{'  (sequential)' if sequential else ''}; temporal filter {'on' if temporal else 'off'}",
+                      highlight=False)
     total = min(source.frame_count, max_frames) if source.frame_count and max_frames else source.frame_count
     trace = new_trace(trace_path, f"rtseg run {source.name}")
     try:
@@ -217,7 +223,7 @@ def run_command(
     end: Optional[str] = typer.Option(None, help="Stop before this frame number or time."),
     stride: int = typer.Option(1, help="Every Nth frame (the output's frame rate is the source's / N, so it keeps real time)."),
     fps: Optional[float] = typer.Option(None, help="Frame rate of the output video for an image folder or glob (default 30); a video keeps its own."),
-    temporal: str = typer.Option("off", help=TEMPORAL_HELP),
+    temporal: str = typer.Option("auto", help=TEMPORAL_HELP),
     queue_size: int = typer.Option(0, "--queue-size", help="Frames each queue between stages holds (0 = 4 for files, 1 for live sources)."),
     codec: str = typer.Option("auto", help=CODEC_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or summary, only the output path."),
@@ -278,7 +284,7 @@ def webcam_command(
     bgr: bool = typer.Option(False, "--bgr", help=BGR_HELP),
     input_name: Optional[str] = typer.Option(None, "--input-name", help=INPUT_NAME_HELP),
     output_name: Optional[str] = typer.Option(None, "--output-name", help=OUTPUT_NAME_HELP),
-    temporal: str = typer.Option("off", help=TEMPORAL_HELP),
+    temporal: str = typer.Option("auto", help=TEMPORAL_HELP),
     queue_size: int = typer.Option(1, "--queue-size", help="Frames each queue holds; 1 keeps the latency lowest."),
 ) -> None:
     """Live overlay window on a camera, with an FPS read-out; stale frames are dropped, never queued."""

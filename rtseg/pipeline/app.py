@@ -15,7 +15,8 @@ from rtseg.pipeline.runner import RunResult, engine_stages, run
 from rtseg.pipeline.sinks import ImageSink, MaskSink, MultiSink, StatsSink, VideoSink, encoder_threads
 from rtseg.pipeline.sources import IMAGE_SUFFIXES, Source
 from rtseg.pipeline.trace import Trace
-from rtseg.pipeline.temporal import TemporalConfig
+from rtseg.pipeline.temporal import TemporalConfig, resolve_temporal
+from rtseg.pipeline.timing import json_stages
 from rtseg.pipeline.window import WindowSink
 from rtseg.viz import Legend, classes_table, palette_lut
 
@@ -60,8 +61,9 @@ def segment(source: Source, engine: Engine, outputs: Outputs, *, sequential: boo
             temporal: TemporalConfig | None = None, trace: Trace | None = None) -> Written:
     """Run the pipeline over ``source`` with ``engine`` and write ``outputs``; the sinks are
     closed (the video finalised) however the run ends. Raises as :func:`rtseg.pipeline.run`.
-    ``temporal``: the temporal filter's config (--temporal on), None for off. ``trace``: record
-    the run there (rtseg.pipeline.trace; --trace)."""
+    ``temporal``: the temporal filter's config (--temporal on, or auto: see resolve_temporal), None
+    for off. ``trace``: record the run there (rtseg.pipeline.trace; --trace)."""
+    temporal = resolve_temporal(temporal, source=source, engine=engine)
     if temporal is not None and not engine.has_scores:  # before any output file is made
         raise RtsegError(engine.no_scores_reason())
     meta = engine.meta
@@ -101,5 +103,5 @@ def run_summary(source: Source, engine: Engine, weights: str | Path, result: Run
     return {"source": source.name, "source_size": list(source.size), "weights": str(weights), "runtime": engine.name,
             "device": engine.device, "input_size": list(engine.input_size), "streams": engine.streams,
             "frames": result.frames, "wall_s": round(result.wall_s, 3), "fps": round(result.fps, 3),
-            "dropped": result.dropped, "latency_ms": result.latency_ms, "stages_ms": result.stages_ms,
+            "dropped": result.dropped, "latency_ms": result.latency_ms, **json_stages(result.stages_ms),
             **({"outages": source.outages, "reconnects": source.reconnects} if source.live else {})}

@@ -24,8 +24,8 @@ from rtseg.pipeline.packet import Look
 from rtseg.pipeline.runner import engine_stages, run
 from rtseg.pipeline.sinks import VideoSink, encoder_threads
 from rtseg.pipeline.sources import Source
-from rtseg.pipeline.temporal import TemporalConfig
-from rtseg.pipeline.timing import STAGES, Timings
+from rtseg.pipeline.temporal import TemporalConfig, resolve_temporal
+from rtseg.pipeline.timing import STAGES, Timings, json_stages
 from rtseg.pipeline.trace import Trace
 
 __all__ = ["pan_frames", "make_panned_video", "bench"]
@@ -95,7 +95,8 @@ def bench(engine: Engine, open_source: Callable[[], Source], *, frames: int = 10
     """Measure one engine on the first ``frames`` frames of the source ``open_source()`` opens
     (called once per run). Returns the ``rtseg bench --json`` dict (docs/architecture.md) with ``rounds``.
     ``trace``: record the first round's sequential and pipelined runs there (--trace).
-    ``temporal``: the runs with the temporal filter (--temporal on; "engine alone" stays ids only).
+    ``temporal``: the runs with the temporal filter (--temporal on, or auto: resolve_temporal;
+    "engine alone" stays ids only).
 
     ``pipelined_engine``: the same network loaded with several streams (Engine.streams) for the
     pipelined runs; the sequential runs and "engine alone" keep ``engine``, the one-stream
@@ -106,9 +107,8 @@ def bench(engine: Engine, open_source: Callable[[], Source], *, frames: int = 10
     Each of ``rounds`` rounds runs the measurements (sequential, pipelined, engine alone, and
     the multi-stream engine alone) back to back, in an order that rotates from round to round, so
     that a burst of load from another process on a shared machine lands on all of them rather
-    than on one. The fps figures are medians over the rounds; so are the ratios, each taken
-    within its round. Both runs write
-    a real mp4 (into ``workdir`` or a temporary folder) so the write stage includes encoding.
+    than on one. The fps figures are medians over the rounds; so are the ratios, each taken within
+    its round. Both runs write a real mp4 (into ``workdir`` or a temporary folder): encoding counts.
     ``stages_ms`` pools the sequential runs, where each stage is timed without the others
     competing for the cores.
     """
@@ -123,6 +123,7 @@ def bench(engine: Engine, open_source: Callable[[], Source], *, frames: int = 10
     with tempfile.TemporaryDirectory(prefix="rtseg-bench-", dir=workdir) as tmp:
         src = open_source()
         batches, source_size, desc = [], src.size, src.describe()
+        temporal = resolve_temporal(temporal, source=src, engine=piped)
         try:
             while len(batches) < min(frames, 32) and (frame := src.read()) is not None:
                 batches.append(engine.preprocess([frame]))  # the same frames the runs start with
@@ -163,8 +164,10 @@ def bench(engine: Engine, open_source: Callable[[], Source], *, frames: int = 10
                 if mode == "pipelined":
                     latency.append(res.latency_ms["p50"])
 
-    return _report(engine, piped, fps, walls, latency, seq_timings, n=n, rounds=rounds, source=desc,
-                   source_size=source_size)
+    report = _report(engine, piped, fps, walls, latency, seq_timings, n=n, rounds=rounds, source=desc,
+                     source_size=source_size)
+    report["temporal"] = "off" if temporal is None else "on"  # the filter in the sequential and pipelined runs
+    return report
 
 
 def _report(engine: Engine, piped: Engine, fps: dict[str, list[float]], walls: dict[str, list[float]],
@@ -178,7 +181,7 @@ def _report(engine: Engine, piped: Engine, fps: dict[str, list[float]], walls: d
     result = {
         "engine": engine.name, "device": engine.device, "model": engine.meta.model, "source": redact(source),
         "source_size": list(source_size), "input_size": list(engine.input_size), "frames": n,
-        "stages_ms": {name: {k: round(v, 3) for k, v in s.items()} for name, s in seq_timings.summary().items()},
+        **json_stages({name: {k: round(v, 3) for k, v in s.items()} for name, s in seq_timings.summary().items()}),
         "pipelined": {"fps": round(_median(fps["pipelined"]), 3), "wall_s": round(_median(walls["pipelined"]), 3),
                       "latency_ms_p50": round(_median(latency), 3)},
         "sequential": {"fps": round(_median(fps["sequential"]), 3), "wall_s": round(_median(walls["sequential"]), 3)},

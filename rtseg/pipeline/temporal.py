@@ -21,14 +21,15 @@ a seek, a jump in the frame index larger than ``max_gap``).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import cv2
 import numpy as np
 
 from rtseg.errors import RtsegError
 
-__all__ = ["TemporalConfig", "TemporalFilter", "PacketFilter", "parse_temporal", "DIS_PRESETS", "dis_flow", "flow_maps", "softmax"]
+__all__ = ["TemporalConfig", "TemporalFilter", "PacketFilter", "parse_temporal", "resolve_temporal", "DIS_PRESETS", "dis_flow", "flow_maps", "softmax"]
 
 # OpenCV's three DIS presets (opencv/modules/video/src/dis_flow.cpp): finest scale, patch stride,
 # gradient-descent and variational-refinement iterations. ULTRAFAST: scale 2, stride 4, 12, 0;
@@ -49,6 +50,7 @@ class TemporalConfig:
     max_gap: int = 3  # source frames: a larger jump of `index` between calls (or any step back) resets
     confidence: float = 1.0  # how far the frame's own confidence (top-1 - top-2) cuts the history's weight, 0..1
     logits: bool = True  # the scores are logits (softmaxed here); False: probabilities already
+    auto: bool = False  # --temporal auto: on where it applies, dropped elsewhere (resolve_temporal)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.memory < 1.0:
@@ -66,15 +68,30 @@ class TemporalConfig:
 
 
 def parse_temporal(value: str | bool | TemporalConfig | None) -> TemporalConfig | None:
-    """``--temporal on|off`` (or True/False, or a config): the filter's config, None for off."""
+    """``--temporal auto|on|off`` (or True/False, or a config): the filter's config, None for off.
+    auto gives a config marked ``auto``, which :func:`resolve_temporal` drops where it does not apply."""
     if value is None or isinstance(value, TemporalConfig):
         return value
     if isinstance(value, bool):
         return TemporalConfig() if value else None
     text = str(value).strip().lower()
-    if text not in ("on", "off"):
-        raise RtsegError(f"--temporal must be on or off; got {value!r}")
-    return TemporalConfig() if text == "on" else None
+    if text not in ("auto", "on", "off"):
+        raise RtsegError(f"--temporal must be auto, on or off; got {value!r}")
+    return None if text == "off" else TemporalConfig(auto=text == "auto")
+
+
+def resolve_temporal(config: TemporalConfig | None, *, source: Any, engine: Any) -> TemporalConfig | None:
+    """The filter a run gets: ``on`` as asked (an engine without scores is then an error, raised by
+    the stages); ``auto`` on for a video file, camera or stream whose engine gives class scores,
+    off for an image folder or glob (its pictures need not be a sequence) and for an engine without
+    scores (a TensorRT plan, an .onnx exported before the scores output). The default of ``rtseg
+    run`` and its siblings is auto: on the bundled clip with weights that never trained on it, it
+    raised TC and mIoU alike (README, benchmarks/temporal.py)."""
+    if config is None or not config.auto:
+        return config
+    if getattr(source, "image_suffix", None) is not None or not getattr(engine, "has_scores", False):
+        return None
+    return replace(config, auto=False)
 
 
 def softmax(scores: np.ndarray, axis: int = -1) -> np.ndarray:

@@ -12,9 +12,19 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-__all__ = ["StageStats", "Timings", "STAGES"]
+__all__ = ["StageStats", "Timings", "STAGES", "json_stages"]
 
 STAGES = ("read", "transform", "infer", "post", "write")
+
+
+def json_stages(stages_ms: dict) -> dict:
+    """The stage times as the JSON documents give them (docs/architecture.md): ``stages_ms`` with
+    exactly the five :data:`STAGES`, and the temporal filter's stage, when it ran, beside them as
+    ``temporal_ms`` (outside checks read ``stages_ms`` by those five names)."""
+    out = {"stages_ms": {k: v for k, v in stages_ms.items() if k in STAGES}}
+    if "temporal" in stages_ms:
+        out["temporal_ms"] = stages_ms["temporal"]
+    return out
 
 
 class StageStats:

@@ -19,7 +19,7 @@ from rtseg.errors import RtsegError
 from rtseg.pipeline.packet import Packet
 from rtseg.pipeline.runner import Sink, engine_stages, run
 from rtseg.pipeline.sources import Source
-from rtseg.pipeline.temporal import TemporalConfig
+from rtseg.pipeline.temporal import TemporalConfig, resolve_temporal
 from rtseg.train.data import IGNORE
 from rtseg.train.evaluate import eval_report
 from rtseg.train.video_metrics import FLOW_PRESET, VideoScore
@@ -75,6 +75,7 @@ def evaluate_video(source: Source, engine: Engine, *, labels: list[Path | None] 
     the labelled frames (null without labels), plus ``tc``, ``flip_rate``, ``labelled``,
     ``temporal`` and ``flow`` (the metric's optical flow). ``source`` is closed at the end."""
     meta = engine.meta
+    temporal = resolve_temporal(temporal, source=source, engine=engine)  # --temporal auto
     score = VideoScore(meta.num_classes, IGNORE)
     result = run(source, engine_stages(engine, None, temporal=temporal), _ScoreSink(score, labels, meta.num_classes),
                  max_frames=max_frames, on_frame=on_frame)

@@ -233,7 +233,9 @@ def test_bench_writes_the_design_json(tmp_path, rtseg):
     assert res.returncode == 0, res.stderr
     data = json.loads((tmp_path / "b.json").read_text())
     assert set(data) == {"engine", "device", "model", "source", "source_size", "input_size", "frames", "stages_ms",
-                         "pipelined", "sequential", "engine_only", "rounds", "streams", "precision", "machine"}
+                         "pipelined", "sequential", "engine_only", "rounds", "streams", "precision", "machine",
+                         "temporal"}  # auto, the default: off here (the fake engine gives no scores), so no temporal_ms
+    assert list(data["stages_ms"]) == ["read", "transform", "infer", "post", "write"] and data["temporal"] == "off"
     assert data["streams"] == 1  # as asked: so no "engine_streams" either
     assert data["machine"]["cores"] >= 1 and data["machine"]["cpu"] and data["precision"] == "fp32"
     rounds = data["rounds"]

@@ -11,7 +11,7 @@ from rtseg.errors import RtsegError
 from rtseg.pipeline import temporal as temporal_mod
 from rtseg.pipeline.packet import Look
 from rtseg.pipeline.runner import engine_stages, run
-from rtseg.pipeline.temporal import TemporalConfig, parse_temporal
+from rtseg.pipeline.temporal import TemporalConfig, parse_temporal, resolve_temporal
 from rtseg.pipeline.trim import trim
 from tests.pipeline.pipeline_fakes import FakeEngine, ListSource, RecordingSink
 
@@ -121,5 +121,32 @@ def test_an_engine_without_scores_is_refused_in_one_line():
     with pytest.raises(RtsegError, match="--temporal on needs class scores"):
         engine_stages(FakeEngine(), None, temporal=TemporalConfig())
     assert parse_temporal("off") is None and parse_temporal("ON") == TemporalConfig()
-    with pytest.raises(RtsegError, match="--temporal must be on or off"):
+    with pytest.raises(RtsegError, match="--temporal must be auto, on or off"):
         parse_temporal("maybe")
+
+
+class FolderSource(ListSource):
+    image_suffix = ".png"  # what an image folder or glob says of itself
+
+
+def test_auto_is_on_for_video_with_scores_and_off_elsewhere():
+    auto = parse_temporal("auto")
+    assert auto is not None and auto.auto
+    assert resolve_temporal(auto, source=ListSource(3), engine=ScoresEngine()) == TemporalConfig()
+    assert resolve_temporal(auto, source=FolderSource(3), engine=ScoresEngine()) is None  # not a sequence
+    assert resolve_temporal(auto, source=ListSource(3), engine=FakeEngine()) is None  # no scores: quietly off
+    on = parse_temporal("on")  # asked for: kept, and an engine without scores is then refused
+    assert resolve_temporal(on, source=FolderSource(3), engine=FakeEngine()) is on
+    assert resolve_temporal(None, source=ListSource(3), engine=ScoresEngine()) is None
+
+
+def test_auto_runs_the_filter_through_segment(tmp_path):
+    """rtseg run's default (auto) on a video with a scores engine runs the temporal stage; on an
+    engine without scores it runs without one instead of failing."""
+    from rtseg.pipeline.app import Outputs, segment
+
+    for engine, calls in ((ScoresEngine(), 6), (FakeEngine(), 0)):
+        written = segment(ListSource(6), engine, Outputs(output=None, masks=tmp_path / f"m{calls}"),
+                          temporal=parse_temporal("auto"))
+        assert written.result.frames == 6
+        assert getattr(engine, "scores_calls", 0) == calls

@@ -38,7 +38,7 @@ def test_eval_video_on_the_bundled_clip(cli, shared_data: Path, tmp_path: Path):
 
 @pytest.mark.parametrize("args,message", [
     (["--temporal", "on"], "apply to --video"),
-    (["--video", str(DEMO_CLIP), "--temporal", "maybe"], "--temporal must be on or off"),
+    (["--video", str(DEMO_CLIP), "--temporal", "maybe"], "--temporal must be auto, on or off"),
     (["--video", str(DEMO_CLIP), "--labels", "/nonexistent"], "is not a folder"),
     (["--video", str(DEMO_CLIP), "--order", "x.txt"], "--order needs --labels"),
 ])
@@ -57,10 +57,29 @@ def test_run_temporal_on_and_its_errors(cli, tmp_path: Path, tiny_checkpoint: Pa
     assert code == 0, err
     assert out_video.is_file() and out_video.stat().st_size > 0
     code, _, err = cli("run", DEMO_CLIP, "--temporal", "maybe", "-o", tmp_path / "x.mp4")
-    assert code == 2 and "--temporal must be on or off" in err
+    assert code == 2 and "--temporal must be auto, on or off" in err
     model, meta = build_from_checkpoint(tiny_checkpoint)
     ids_only = export_onnx(model, meta, tmp_path / "ids_only.onnx", size=(360, 480), scores=False)
     code, _, err = cli("run", DEMO_CLIP, "--engine", ids_only, "--runtime", "onnxruntime", "--temporal", "on",
                        "--max-frames", 2, "-o", tmp_path / "y.mp4")
     assert code == 2 and "'scores' output" in err and "Traceback" not in err
     assert not (tmp_path / "y.mp4").exists()  # refused before any output was made
+
+
+def test_run_default_is_auto(cli, tmp_path: Path, tiny_checkpoint: Path):
+    """With no --temporal, a video gets the filter where the engine gives scores, and an engine
+    without scores runs without it instead of failing; the run's first lines say which."""
+    from rtseg.export.onnx import export_onnx
+    from rtseg.formats.checkpoint import build_from_checkpoint
+
+    code, out, err = cli("run", DEMO_CLIP, "--engine", tiny_checkpoint, "--runtime", "pytorch", "--max-frames", 3,
+                         "-o", tmp_path / "a.mp4", "--json", tmp_path / "a.json")
+    assert code == 0, err
+    doc = json.loads((tmp_path / "a.json").read_text())
+    assert "temporal filter on" in out and "temporal_ms" in doc and "temporal" not in doc["stages_ms"]
+    model, meta = build_from_checkpoint(tiny_checkpoint)
+    ids_only = export_onnx(model, meta, tmp_path / "ids_only.onnx", size=(360, 480), scores=False)
+    code, out, err = cli("run", DEMO_CLIP, "--engine", ids_only, "--runtime", "onnxruntime", "--max-frames", 3,
+                         "-o", tmp_path / "b.mp4", "--json", tmp_path / "b.json")
+    assert code == 0, err
+    assert "temporal filter off" in out and "temporal_ms" not in json.loads((tmp_path / "b.json").read_text())
