@@ -101,12 +101,19 @@ def softmax(scores: np.ndarray, axis: int = -1) -> np.ndarray:
 
 def gray_at(frame: np.ndarray, side: int) -> np.ndarray:
     """``frame`` (BGR (H, W, 3) or gray (H, W), uint8) as gray uint8 with its longer side at most
-    ``side`` px (area-averaged: also what calms the sensor and compression noise)."""
+    ``side`` px (area-averaged: also what calms the sensor and compression noise). A frame four or
+    more times larger is first halved (2x2 means, OpenCV's fast path) until it is not: OpenCV's
+    area resize at a large non-integer factor costs about 8 ms on a 1024x2048 frame, the halvings
+    and the last area step 1.7 ms, for gray levels within about 1 of the direct resize on average."""
+    frame = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY) if frame.ndim == 3 else frame
     h, w = frame.shape[:2]
+    while max(h, w) >= 4 * side and h % 2 == 0 and w % 2 == 0:
+        h, w = h // 2, w // 2
+        frame = cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA)
     scale = min(1.0, side / max(h, w))
     if scale < 1.0:
         frame = cv2.resize(frame, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
-    return cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY) if frame.ndim == 3 else frame
+    return frame
 
 
 def dis_flow(preset: str = "medium"):
