@@ -93,7 +93,10 @@ class Choice:
     @property
     def provisional(self) -> bool:
         """Measured while other work used over :data:`BUSY` of the CPUs, and not yet
-        :data:`BUSY_PROBES` times in a row: a later run measures again."""
+        :data:`BUSY_PROBES` times in a row, or cached by an rtseg that did not measure the load
+        (no ``busy_other``): a later run measures again."""
+        if "busy_other" not in self.about:  # cached by an rtseg before the check: its load unknown, measure again
+            return True
         busy = self.about.get("busy_other")
         return busy is not None and busy > BUSY and self.about.get("busy_probes", 0) < BUSY_PROBES
 

@@ -248,3 +248,22 @@ def test_a_real_probe_at_a_tiny_size_picks_a_runtime_with_the_reference_ids(tiny
     notes.clear()
     open_engine(tiny_checkpoint, runtime="auto", size=SIZE, streams=2, note=notes.append)
     assert any("measured earlier" in n for n in notes) and not any(n.startswith("exporting") for n in notes)
+
+
+def test_a_choice_cached_before_the_load_was_measured_is_measured_again(fake, tiny_checkpoint):
+    """auto_runtime.json entries written by an rtseg that did not record the load (no busy_other)
+    may hold a pick made on a busy machine: the next run measures again, once."""
+    import json
+
+    fake["ms"] = {"pytorch fp32": 55.0, "onnxruntime fp32": 38.0, "openvino fp32": 48.0, "openvino bf16": 60.0}
+    fake["choose"](tiny_checkpoint)
+    path = probe.choices_file()
+    data = json.loads(path.read_text())
+    for entry in data["choices"].values():  # as the older rtseg wrote it: a slow pick, no load recorded
+        entry["runtime"], entry["about"] = "pytorch", {k: v for k, v in entry["about"].items() if k != "busy_other"}
+    path.write_text(json.dumps(data))
+    assert all(c.provisional for c in probe.cached_choices().values())
+    again = fake["choose"](tiny_checkpoint)
+    assert len(fake["opened"]) == 8 and again.runtime == "onnxruntime" and not again.provisional
+    fake["choose"](tiny_checkpoint)
+    assert len(fake["opened"]) == 8  # final now
