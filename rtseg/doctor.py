@@ -170,8 +170,11 @@ def _choice_row(choice: Any, how: str) -> Check:
     times = ", ".join(f"{k} {v:.1f} ms" for k, v in sorted(choice.ms.items(), key=lambda kv: kv[1]))
     rejected = "".join(f"; {k}: {why}" for k, why in choice.rejected.items())
     name = f"{about.get('weights', '?')} at {size} on {about.get('device', '?')}, {about.get('streams', 1)} stream(s)"
+    busy = about.get("busy_other")
+    load = "" if busy is None else f"; other work used {100 * busy:.0f}% of the CPU"
+    again = "; provisional: the next run measures again" if choice.provisional else ""
     return Check("auto", name, True, f"{choice.runtime} {choice.precision}",
-                 f"{times}{rejected} ({how} {about.get('when', '')}; probe {about.get('probe_s', 0):.1f} s)")
+                 f"{times}{rejected} ({how} {about.get('when', '')}; probe {about.get('probe_s', 0):.1f} s{load}{again})")
 
 
 def auto_choices(measure: bool = True) -> list[Check]:

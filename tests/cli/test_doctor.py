@@ -60,7 +60,7 @@ def test_doctor_lists_auto_choices_cached_for_this_machine(tmp_path, monkeypatch
     monkeypatch.setenv("RTSEG_CACHE", str(tmp_path / "cache"))
     about = {"weights": "w.pt", "size": [64, 96], "device": "cpu", "streams": 2, "probe_s": 1.2, "when": "today"}
     probe._store("k1", probe.Choice("onnxruntime", "fp32", {"onnxruntime fp32": 38.0, "pytorch fp32": 55.3},
-                                    about={**about, "machine_key": machine_key()}))
+                                    about={**about, "machine_key": machine_key(), "busy_other": 0.6}))
     probe._store("k2", probe.Choice("openvino", "bf16", {"openvino bf16": 20.0}, about={**about, "machine_key": "x"}))
     monkeypatch.setattr(sys, "argv", ["rtseg", "doctor", "--no-measure", "--json", str(tmp_path / "d.json")])
     monkeypatch.setenv("COLUMNS", "200")
@@ -69,6 +69,7 @@ def test_doctor_lists_auto_choices_cached_for_this_machine(tmp_path, monkeypatch
     checks = {(c["section"], c["name"]): c for c in json.loads((tmp_path / "d.json").read_text())}
     row = checks[("auto", "w.pt at 64x96 on cpu, 2 stream(s)")]
     assert row["version"] == "onnxruntime fp32" and row["detail"].startswith("onnxruntime fp32 38.0 ms, pytorch fp32 55.3 ms")
+    assert "other work used 60% of the CPU; provisional: the next run measures again" in row["detail"]
     assert "1 choice(s) cached for another CPU" in checks[("auto", "other machines")]["detail"]
     assert "onnxruntime fp32" in capsys.readouterr().out
     cpu = checks[("system", "cpu")]
