@@ -1,6 +1,7 @@
 """Shared fixtures. Tests that read ../shared/data skip cleanly when it is absent (a user's clone)."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -93,3 +94,29 @@ def _private_export_cache(tmp_path_factory):
         os.environ.pop("RTSEG_CACHE", None)
     else:
         os.environ["RTSEG_CACHE"] = before
+
+
+def run_main(args, monkeypatch, capture) -> tuple[int, str, str]:
+    """``rtseg ARGS...`` through the console entry point in this process (a subprocess costs a
+    torch import each): (exit code, stdout, stderr) as ``capture`` (capsys or capfd) saw them."""
+    from rtseg.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["rtseg", *map(str, args)])
+    capture.readouterr()
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    out, err = capture.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def rtseg_cli(monkeypatch, capfd, tmp_path):
+    """``rtseg_cli(*args)`` -> (exit code, stdout, stderr), in this process, in ``tmp_path``,
+    captured at the fd level (OpenCV's and FFmpeg's own messages too)."""
+    def call(*args):
+        monkeypatch.chdir(tmp_path)
+        return run_main(args, monkeypatch, capfd)
+    return call

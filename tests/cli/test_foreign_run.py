@@ -5,7 +5,6 @@ in one line, exit 2, before any output file exists."""
 from __future__ import annotations
 
 import json
-import sys
 import warnings
 from pathlib import Path
 
@@ -36,26 +35,11 @@ def _quarter(classes: int, in_ch: int = 3) -> nn.Module:
 
 
 @pytest.fixture
-def rtseg_cli(monkeypatch, capfd, tmp_path):
-    """``rtseg_cli(*args)`` -> (exit code, stdout, stderr), in this process, in ``tmp_path``,
-    with a cache of its own there."""
-    from rtseg.cli import main
-
+def rtseg_cli(rtseg_cli, monkeypatch, tmp_path):
+    """tests/conftest.py's ``rtseg_cli``, with a cache of its own in ``tmp_path``."""
     monkeypatch.setenv("RTSEG_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("COLUMNS", "200")
-
-    def call(*args):
-        monkeypatch.setattr(sys, "argv", ["rtseg", *map(str, args)])
-        monkeypatch.chdir(tmp_path)
-        capfd.readouterr()
-        try:
-            main()
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        out, err = capfd.readouterr()
-        return code, out, err
-    return call
+    return rtseg_cli
 
 
 @pytest.fixture

@@ -1,7 +1,6 @@
 """``rtseg import``: a foreign ONNX segmentation file -> an rtseg artifact; bad files are one line, exit 2."""
 from __future__ import annotations
 
-import sys
 import warnings
 
 import pytest
@@ -16,24 +15,6 @@ def _export(net: nn.Module, path, shape) -> None:
         warnings.simplefilter("ignore")
         torch.onnx.export(net.eval(), (torch.zeros(shape),), str(path), input_names=["input"],
                           output_names=["output"], opset_version=17, dynamo=False)
-
-
-@pytest.fixture
-def rtseg_cli(monkeypatch, capfd, tmp_path):
-    from rtseg.cli import main
-
-    def call(*args):
-        monkeypatch.setattr(sys, "argv", ["rtseg", *map(str, args)])
-        monkeypatch.chdir(tmp_path)
-        capfd.readouterr()
-        try:
-            main()
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 0
-        out, err = capfd.readouterr()
-        return code, out, err
-    return call
 
 
 def test_import_writes_an_artifact(rtseg_cli, tmp_path):

@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 FAKES = ROOT / "tests" / "pipeline"
 sys.path.insert(0, str(FAKES))
 from pipeline_fakes import count_frames, write_video  # noqa: E402
+from tests.conftest import run_main  # noqa: E402
 
 # Patch the one place runs open engines (rtseg.pipeline.context.open_engine) with the fake engine
 # (its arguments come from the FAKE_ENGINE environment variable as JSON), then run the real console
@@ -58,22 +59,13 @@ def rtseg(monkeypatch, capfd, tmp_path):
     from pipeline_fakes import FakeEngine
 
     import rtseg.pipeline.context as context
-    from rtseg.cli import main
 
     def call(*args, fake: dict | None = None) -> Result:
         monkeypatch.setattr(context, "open_engine",
                             lambda *a, **k: FakeEngine(**(fake or {}), streams=k.get("streams", 1)))
-        monkeypatch.setattr(sys, "argv", ["rtseg", *map(str, args)])
         monkeypatch.setenv("COLUMNS", "120")
         monkeypatch.chdir(tmp_path)
-        capfd.readouterr()
-        try:
-            main()
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        out, err = capfd.readouterr()  # fd level: OpenCV's and FFmpeg's own messages too
-        return Result(code, out, err)
+        return Result(*run_main(args, monkeypatch, capfd))  # fd level: OpenCV's and FFmpeg's own messages too
 
     return call
 

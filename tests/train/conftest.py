@@ -69,18 +69,9 @@ def _one_torch_thread():
 @pytest.fixture
 def cli(monkeypatch, capsys):
     """Run ``rtseg ARGS...`` in this process: returns (exit code, stdout, stderr)."""
-    import sys
-
-    from rtseg.cli import main
+    from tests.conftest import run_main
 
     def run(*args: str) -> tuple[int, str, str]:
-        monkeypatch.setattr(sys, "argv", ["rtseg", *map(str, args)])
-        code = 0
-        try:
-            main()
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        out, err = capsys.readouterr()
-        return code, out, err
+        return run_main(args, monkeypatch, capsys)
 
     return run
