@@ -61,11 +61,13 @@ def runtimes() -> list[str]:
     """The columns this machine can run."""
     names = ["pytorch", "onnxruntime"]
     try:
-        import openvino as ov
+        import openvino  # noqa: F401
     except ImportError:
         return names
+    from rtseg.engines.openvino_engine import cpu_has_bf16
+
     names.append("openvino")
-    if "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+    if cpu_has_bf16():
         names.append("openvino_bf16")
     return names
 

@@ -73,7 +73,9 @@ def _openvino() -> list[Check]:
     if ov is None:
         return [Check("engines", "openvino", False, detail=why + " (pip install 'rtseg[openvino]')")]
     try:
-        devices = ", ".join(ov.Core().available_devices)
+        from rtseg.engines.openvino_engine import new_core
+
+        devices = ", ".join(new_core().available_devices)
     except RuntimeError as exc:
         devices = f"no devices ({str(exc).splitlines()[0][:80]})"
     return [Check("engines", "openvino", True, ov.__version__.split("-")[0], f"devices: {devices}")]

@@ -10,12 +10,14 @@ process should end with (docs/architecture.md, "Exit codes").
 """
 from __future__ import annotations
 
+import ctypes
 import signal
 import threading
 from contextlib import contextmanager
 from typing import Iterator, Sequence
 
-__all__ = ["Interrupted", "interrupt_on_signals", "deferred", "received", "exit_code", "EXIT_CODES", "WORDS"]
+__all__ = ["Interrupted", "interrupt_on_signals", "deferred", "received", "exit_code", "EXIT_CODES", "WORDS",
+           "keep_signal_stack"]
 
 # 128 + the signal's number, as shells report a process a signal ended. Windows has no SIGHUP.
 _SIGHUP = getattr(signal, "SIGHUP", None)
@@ -88,3 +90,38 @@ def exit_code(default: int = 130) -> int:
     ``default`` when none was (a KeyboardInterrupt from Python's own Ctrl-C handler)."""
     signum = _state["received"]
     return EXIT_CODES.get(signum, default) if signum is not None else default
+
+
+class _StackT(ctypes.Structure):  # struct stack_t of sigaltstack(2), as glibc and musl lay it out
+    _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
+
+
+def _sigaltstack():
+    """libc's sigaltstack, or None where there is none (Windows, a libc ctypes cannot open)."""
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).sigaltstack
+    except (OSError, AttributeError, TypeError):
+        return None
+    fn.argtypes = [ctypes.POINTER(_StackT), ctypes.POINTER(_StackT)]
+    return fn
+
+
+@contextmanager
+def keep_signal_stack() -> Iterator[None]:
+    """The calling thread's alternate signal stack as it was before the block, after it.
+
+    OpenVINO's CPU plugin, when a Core loads it, installs a signal stack of its own in the calling
+    thread and puts the previous one back when that Core goes, but only when the Cores go in the
+    reverse order they came: with two, the first one's stack (freed with it) can stay installed.
+    Python's handlers run on that stack (SA_ONSTACK), so the next Ctrl-C or SIGTERM in the thread
+    then crashed the process with SIGSEGV instead of stopping the run. Code that makes a Core runs
+    inside this block, which leaves no plugin's stack behind."""
+    fn = _sigaltstack()
+    saved = _StackT()
+    if fn is None or fn(None, ctypes.byref(saved)) != 0:
+        yield
+        return
+    try:
+        yield
+    finally:
+        fn(ctypes.byref(saved), None)

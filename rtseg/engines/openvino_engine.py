@@ -24,8 +24,9 @@ from rtseg.devices import parse_device
 from rtseg.engines.base import ONNX_NO_SCORES, Engine, PerThread, check_streams
 from rtseg.errors import RtsegError, require
 from rtseg.formats.onnx_meta import read_onnx_meta
+from rtseg.signals import keep_signal_stack
 
-__all__ = ["OpenVINOEngine", "PRECISIONS", "HINTS", "cpu_has_bf16"]
+__all__ = ["OpenVINOEngine", "PRECISIONS", "HINTS", "cpu_has_bf16", "new_core"]
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +39,19 @@ def _ov():
     return require("openvino", extra="openvino", feature="the OpenVINO engine")
 
 
+def new_core():
+    """An OpenVINO Core with its device plugins loaded, the calling thread's signal stack kept as
+    it was (OpenVINO's CPU plugin would leave one of its own, which later Ctrl-C or SIGTERM can
+    crash on: rtseg.signals.keep_signal_stack)."""
+    with keep_signal_stack():
+        core = _ov().Core()
+        core.available_devices  # loads the plugins now, inside the block
+    return core
+
+
 def cpu_has_bf16(core=None) -> bool:
     """True when OpenVINO's CPU plugin reports native bfloat16 (AVX512-BF16 or AMX)."""
-    core = core or _ov().Core()
+    core = core or new_core()
     return "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
@@ -104,7 +115,7 @@ class OpenVINOEngine(Engine):
         self.streams = check_streams(streams)
         if self.streams > 1:
             hint = "throughput"
-        core = ov.Core()
+        core = new_core()
         target = _ov_device(device, core.available_devices)
         self.device = target.lower()
         try:
