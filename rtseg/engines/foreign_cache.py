@@ -42,6 +42,9 @@ def is_foreign_onnx(path: str | Path) -> bool:
 
 
 
+WRAP_FORMAT = 2  # what wrap_foreign writes; 2: the scores output (entries without it are wrapped again)
+
+
 def foreign_key(path: Path, flags: dict) -> str:
     """What an entry depends on, as one string: the file's content, the flags, the versions."""
     import onnx
@@ -49,7 +52,7 @@ def foreign_key(path: Path, flags: dict) -> str:
     from rtseg._version import __version__
 
     return (f"sha256={file_digest(path)};flags={json.dumps(flags, sort_keys=True)};rtseg={__version__};"
-            f"onnx={onnx.__version__}")
+            f"onnx={onnx.__version__};wrap={WRAP_FORMAT}")
 
 
 def _stored_key(path: Path) -> str | None:

@@ -292,6 +292,15 @@ def _same_size(g: ForeignGraph, model: Any) -> bool:
     return g.input_name in shapes_of and shapes_of <= {g.input_name, node.input[0]}
 
 
+def _ends_in_softmax(model: Any, output: str) -> bool:
+    """Whether ``output`` is a Softmax's, through casts, copies and resizes (probabilities, not logits)."""
+    producer = {o: n for n in model.graph.node for o in n.output}
+    node = producer.get(output)
+    while node is not None and node.op_type in ("Cast", "Identity", "Resize", "Upsample") and node.input:
+        node = producer.get(node.input[0])
+    return node is not None and node.op_type == "Softmax"
+
+
 def _upgrade(model: Any, path: Path) -> Any:
     """``model`` at opset :data:`MIN_OPSET` or later: converted to 13 when older."""
     if _opset(model) >= MIN_OPSET:
@@ -336,7 +345,7 @@ def wrap_foreign(path: str | Path, out_path: str | Path, *, classes: str | Path 
     model = _upgrade(model, path)
     opset = _opset(model)
     same = g.output == "scores" and _same_size(g, model)
-    splice(model, g, affine(g.channels, mean, std, bgr), bgr, opset, same)
+    splice(model, g, affine(g.channels, mean, std, bgr), bgr, opset, same, probs=_ends_in_softmax(model, g.output_name))
     fp16 = g.dtype == "float16" or g.output_dtype == "float16"
     info = {"source": path.name, "input": g.input_name, "output": g.output_name, "layout": g.layout,
             "dtype": g.dtype, "normalize": norm, "bgr": bool(bgr), "output_kind": g.output}

@@ -6,7 +6,10 @@ Before the network: Cast to float, then the channel swap and the normalisation a
 (a 1x1 Conv on NCHW, as rtseg's own exports do, or a MatMul plus Add on NHWC), then a Cast to
 float16 for fp16 graphs. After it: scores are cast to float32, enlarged to the input size
 (bilinear, half-pixel centres, as ``F.interpolate(align_corners=False)``) and argmaxed into
-uint8 ids; integer ids are cast to uint8 and squeezed to (N, H, W).
+uint8 ids; integer ids are cast to uint8 and squeezed to (N, H, W). A model with scores also gets
+rtseg's second output, ``scores`` (fp16 (N, C, H/8, W/8), the temporal filter's input, as rtseg's
+own exports have it): its scores resized to 1/8 of the input (the log of them where the model ends
+in a Softmax, so that they are logits up to a constant, as the filter expects).
 """
 from __future__ import annotations
 
@@ -14,9 +17,10 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-__all__ = ["IMAGES", "IDS", "Names", "splice", "affine"]
+__all__ = ["IMAGES", "IDS", "SCORES", "Names", "splice", "affine"]
 
-IMAGES, IDS = "images", "ids"  # rtseg's graph input and output names (rtseg.export.onnx)
+IMAGES, IDS, SCORES = "images", "ids", "scores"  # rtseg's graph input and output names (rtseg.export.onnx)
+STRIDE = 8  # the scores output's resolution: 1/8 of the input, as rtseg's own networks give it
 GREY = (0.299, 0.587, 0.114)  # ITU-R BT.601 luma weights of R, G, B, as cv2.cvtColor's BGR2GRAY
 
 
@@ -153,8 +157,26 @@ def _resize_to_input(b: _Builder, scores: str) -> str:
     return b.op("Resize", inputs, mode="linear", coordinate_transformation_mode="half_pixel")
 
 
-def _postprocess(b: _Builder, g: Any, result: str, same_size: bool) -> None:
-    """The network's ``result`` -> uint8 (N, H, W) ``ids``."""
+def _scores_output(b: _Builder, scores: str, probs: bool) -> None:
+    """float32 (N, C, h, w) ``scores`` -> the fp16 (N, C, H/8, W/8) ``scores`` output."""
+    from onnx import TensorProto
+
+    def part(x: str, start: int, end: int) -> str:
+        return b.op("Slice", [b.op("Shape", [x]), b.const("start", np.array([start], np.int64)),
+                              b.const("end", np.array([end], np.int64)), b.const("axis0", np.array([0], np.int64))])
+
+    eighth = b.op("Max", [b.op("Div", [part(IMAGES, 1, 3), b.const("stride", np.array([STRIDE], np.int64))]),
+                          b.const("one", np.array([1], np.int64))])
+    sizes = b.op("Concat", [part(scores, 0, 2), eighth], axis=0)
+    empty = [b.const("empty", np.zeros(0, np.float32))] * 2 if b.opset < 13 else ["", ""]
+    x = b.op("Resize", [scores, *empty, sizes], mode="linear", coordinate_transformation_mode="half_pixel")
+    if probs:  # probabilities: their log, floored, so that the filter's softmax gives them back
+        x = b.op("Log", [b.op("Max", [x, b.const("tiny", np.array(1e-6, np.float32))])])
+    b.op("Cast", [x], SCORES, to=TensorProto.FLOAT16)
+
+
+def _postprocess(b: _Builder, g: Any, result: str, same_size: bool, probs: bool = False) -> None:
+    """The network's ``result`` -> uint8 (N, H, W) ``ids`` (and ``scores`` when it gives scores)."""
     from onnx import TensorProto
 
     if g.output == "ids":
@@ -165,6 +187,7 @@ def _postprocess(b: _Builder, g: Any, result: str, same_size: bool) -> None:
             b.op("Identity", [x], IDS)
         return
     x = result if g.output_dtype == "float32" else b.op("Cast", [result], to=TensorProto.FLOAT)
+    _scores_output(b, x, probs)
     if not same_size:
         x = _resize_to_input(b, x)
     x = b.op("ArgMax", [x], axis=1, keepdims=0)
@@ -172,22 +195,23 @@ def _postprocess(b: _Builder, g: Any, result: str, same_size: bool) -> None:
 
 
 def splice(model: Any, g: Any, affine_map: tuple[np.ndarray, np.ndarray], bgr: bool, opset: int,
-           same_size: bool) -> None:
+           same_size: bool, probs: bool = False) -> None:
     """Turn ``model`` (an ``onnx.ModelProto`` described by ``g``, a ForeignGraph) into rtseg's
-    contract in place: ``images`` in, ``ids`` out, the foreign input and output inside."""
+    contract in place: ``images`` in, ``ids`` (and, for scores, ``scores``) out, the foreign input
+    and output inside. ``probs``: the scores are probabilities (the model ends in a Softmax)."""
     from onnx import TensorProto, helper
 
     names = Names(model)
     fin, fout = g.input_name, g.output_name
-    for taken in (IMAGES, IDS):  # free rtseg's two names if the foreign graph uses them
+    for taken in (IMAGES, IDS, SCORES):  # free rtseg's names if the foreign graph uses them
         if taken in names.used:
             new = names.fresh(f"foreign_{taken}")
             rename(model, taken, new)
             fin, fout = (new if fin == taken else fin), (new if fout == taken else fout)
-    names.used.update((IMAGES, IDS))
+    names.used.update((IMAGES, IDS, SCORES))
     pre, post = _Builder(names, opset), _Builder(names, opset)
     _preprocess(pre, g, affine_map, bgr, fin)
-    _postprocess(post, g, fout, same_size)
+    _postprocess(post, g, fout, same_size, probs)
 
     graph = model.graph
     n = g.batch if g.batch is not None else "batch"
@@ -197,6 +221,9 @@ def splice(model: Any, g: Any, affine_map: tuple[np.ndarray, np.ndarray], bgr: b
     graph.input.extend([helper.make_tensor_value_info(IMAGES, TensorProto.UINT8, [n, h, w, 3]), *kept_inputs])
     del graph.output[:]
     graph.output.append(helper.make_tensor_value_info(IDS, TensorProto.UINT8, [n, h, w]))
+    if g.output == "scores":
+        graph.output.append(helper.make_tensor_value_info(SCORES, TensorProto.FLOAT16,
+                                                          [n, g.num_classes, "scores_height", "scores_width"]))
     nodes = [*pre.nodes, *graph.node, *post.nodes]  # topological order: before, the network, after
     del graph.node[:]
     graph.node.extend(nodes)

@@ -84,12 +84,17 @@ def resolve_temporal(config: TemporalConfig | None, *, source: Any, engine: Any)
     """The filter a run gets: ``on`` as asked (an engine without scores is then an error, raised by
     the stages); ``auto`` on for a video file, camera or stream whose engine gives class scores,
     off for an image folder or glob (its pictures need not be a sequence) and for an engine without
-    scores (a TensorRT plan, an .onnx exported before the scores output). The default of ``rtseg
+    scores (a TensorRT plan, an .onnx exported before the scores output), and off for a model
+    from another tool (wrapped with scores at 1/8, which may be coarser than its own ids; the gain
+    was measured on rtseg's networks): ``on`` runs it there. The default of ``rtseg
     run`` and its siblings is auto: on the bundled clip with weights that never trained on it, it
     raised TC and mIoU alike (README, benchmarks/temporal.py)."""
     if config is None or not config.auto:
         return config
     if getattr(source, "image_suffix", None) is not None or not getattr(engine, "has_scores", False):
+        return None
+    meta = getattr(engine, "meta", None)
+    if str(getattr(meta, "model", "")).startswith("foreign:"):  # unmeasured there, and its ids may be finer than 1/8
         return None
     return replace(config, auto=False)
 

@@ -183,3 +183,18 @@ def test_stream_takes_a_foreign_file(m19, tmp_path, monkeypatch):
     results = list(rtseg.stream(DEMO_CLIP, weights=m19, classes="cityscapes", runtime="onnxruntime", device="cpu",
                                 size="64x96", max_frames=2, view=None))
     assert len(results) == 2 and results[0].ids.shape == (360, 480) and results[0].ids.max() < 19
+
+
+def test_temporal_on_a_foreign_model_off_by_default(rtseg_cli, m19, tmp_path):
+    """A wrapped model with scores runs the temporal filter when asked (--temporal on); auto, the
+    default, leaves it off for models from other tools."""
+    code, out, err = rtseg_cli("run", DEMO_CLIP, "--engine", m19, "--classes", "cityscapes", "--size", "64x96",
+                               "--max-frames", 4, "-o", tmp_path / "auto.mp4", "--json", tmp_path / "auto.json")
+    assert code == 0, err
+    assert "temporal filter off" in out and "temporal_ms" not in json.loads((tmp_path / "auto.json").read_text())
+    code, out, err = rtseg_cli("run", DEMO_CLIP, "--engine", m19, "--classes", "cityscapes", "--size", "64x96",
+                               "--max-frames", 4, "--temporal", "on", "-o", tmp_path / "on.mp4",
+                               "--json", tmp_path / "on.json")
+    assert code == 0, err
+    assert "temporal filter on" in out and json.loads((tmp_path / "on.json").read_text())["frames"] == 4
+    assert "temporal_ms" in json.loads((tmp_path / "on.json").read_text())

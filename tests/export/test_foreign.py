@@ -231,8 +231,12 @@ def test_metadata_and_inspection(made):
     assert meta.model == f"foreign:{raw.name}" and meta.dataset == "camvid" and meta.num_classes == 11
     assert meta.input_size == (360, 480) and meta.extra["export"]["dynamic"] is True
     assert meta.extra["foreign"]["normalize"] == "imagenet" and meta.extra["ignore_index"] == 11
-    # scores already at the input size: symbolic shape inference spares the Resize
-    assert not [n for n in onnx.load(str(wrapped)).graph.node if n.name.startswith("rtseg_Resize")]
+    # scores already at the input size: symbolic shape inference spares the Resize before the ArgMax
+    # (the one Resize left makes the 1/8 scores output)
+    graph = onnx.load(str(wrapped)).graph
+    producer = {o: n for n in graph.node for o in n.output}
+    argmax = next(n for n in graph.node if n.op_type == "ArgMax" and n.name.startswith("rtseg_"))
+    assert not producer[argmax.input[0]].name.startswith("rtseg_")  # the network's own output, as it is
     ids_g = inspect_onnx(made("ids_int32")[0])
     assert (ids_g.output, ids_g.output_dtype, ids_g.num_classes) == ("ids", "int32", 21)  # read from its ArgMax
     assert read_onnx_meta(made("ids_int32")[1]).dataset == "voc"
@@ -339,3 +343,42 @@ def test_flag_errors(made, tmp_path):
     onnx.save(custom, str(tmp_path / "custom.onnx"))
     _one_line_error(lambda: wrap_foreign(tmp_path / "custom.onnx", out), "operators outside standard ONNX .*mmdeploy::")
     assert not out.exists()
+
+
+class SoftmaxTiny(nn.Module):
+    """Tiny's scores as probabilities (a model that ends in a Softmax)."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = Tiny(11, 2, upsample=True)
+
+    def forward(self, x):
+        return torch.softmax(self.net(x), dim=1)
+
+
+@pytest.mark.parametrize("name", ["fastscnn_logits_dynamic", "logits_quarter_150", "probs", "ids_int32"])
+def test_the_scores_output_agrees_with_the_ids(made, frames, tmp_path, name):
+    """A wrapped model with scores gets rtseg's second output for the temporal filter: fp16 scores
+    at 1/8 of the input whose enlarged argmax is the ids (logits, or the log of probabilities, so
+    that the filter's softmax gives them back); a model of ids gets none."""
+    from tests.engines.test_scores import enlarged_argmax
+
+    if name == "probs":
+        raw = _export(_seeded(SoftmaxTiny)(), tmp_path / "probs.onnx", torch.zeros(1, 3, 256, 320), dynamic=False)
+        wrapped = wrap_foreign(raw, tmp_path / "probs_rtseg.onnx", classes="camvid")
+    else:
+        raw, wrapped = made(name)
+    sess = ort.InferenceSession(str(wrapped), providers=["CPUExecutionProvider"])
+    if name == "ids_int32":
+        assert [o.name for o in sess.get_outputs()] == ["ids"]
+        return
+    assert [o.name for o in sess.get_outputs()] == ["ids", "scores"]
+    h, w = 256, 320
+    small = cv2.resize(frames[0], (w, h), interpolation=cv2.INTER_AREA)
+    ids, scores = sess.run(["ids", "scores"], {"images": small[None]})
+    assert scores.dtype == np.float16 and scores.shape[2:] == (h // 8, w // 8)
+    if name == "probs":  # log-probabilities: at most 0, and exp of them sums to about 1
+        assert scores.max() <= 0.01 and np.allclose(np.exp(scores.astype(np.float32)).sum(1), 1, atol=0.05)
+    agree = float(np.mean(enlarged_argmax(scores[0], (h, w)) == ids[0]))
+    print(f"{name}: enlarged 1/8 scores agree with the ids on {agree:.4f}")
+    assert agree >= 0.85  # a 1/8 summary of the model's own scores: its borders move, its regions hold
