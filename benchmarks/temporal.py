@@ -17,9 +17,17 @@ weights shipped before them (commit 02d5fbd, "camvid_d") are one: trained on Cam
 of about 1% of the width a frame. Its motion is synthetic (one rigid shift, no parallax, nothing
 moving on its own): easier for the flow than real footage, so say so beside its figures.
 
+``--as-foreign`` runs the same network as a model from another tool would come: its logits
+exported with a plain ``torch.onnx.export`` (float RGB, ImageNet mean/std, logits at the input
+size, no rtseg metadata), wrapped by rtseg (``--classes camvid``) and run on ONNX Runtime. The
+filter then gets the wrap's ``scores`` output (those logits resized to 1/8), not the network's
+own low-resolution head: what ``--temporal on`` does for a foreign model.
+
     git show 02d5fbd:models/fastscnn_camvid.pt > runs/camvid_d_trainonly.pt
     python benchmarks/temporal.py --weights runs/camvid_d_trainonly.pt --pan \
         --weights-note "camvid_d (02d5fbd): CamVid train only" --json benchmarks/results/temporal.json
+    python benchmarks/temporal.py --weights runs/camvid_d_trainonly.pt --pan --as-foreign \
+        --weights-note "camvid_d (02d5fbd): CamVid train only" --json benchmarks/results/temporal_foreign.json
 """
 from __future__ import annotations
 
@@ -80,6 +88,34 @@ class ScoresNet:
             low = F.avg_pool2d(logits, STRIDE, ceil_mode=True)
         self._low = None
         return logits[0].argmax(0).to(torch.uint8).numpy(), low[0].float().numpy()
+
+
+class EngineScores:
+    """An rtseg engine's ids and its ``scores`` output (fp16, 1/8 of the input), as ScoresNet gives them."""
+
+    def __init__(self, engine):
+        self.engine = engine
+
+    def __call__(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        ids, scores = self.engine.infer_scores(frame[None])
+        return ids[0], scores[0].astype(np.float32)
+
+
+def foreign_engine(net: torch.nn.Module, meta, folder: Path, threads: int):
+    """``net`` exported as another tool would (float RGB in, ImageNet mean/std, logits out, no rtseg
+    metadata), then opened as rtseg opens any foreign .onnx: wrapped, on ONNX Runtime."""
+    import warnings
+
+    from rtseg.engines import open_engine
+
+    if (tuple(meta.mean), tuple(meta.std)) != ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)):
+        raise SystemExit(f"--as-foreign expects ImageNet mean/std weights; these have {meta.mean}, {meta.std}")
+    path = folder / f"{meta.model}_plain.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net.eval(), (torch.zeros(1, 3, *meta.input_size),), str(path), input_names=["input"],
+                          output_names=["logits"], opset_version=17, dynamo=False)
+    return open_engine(path, runtime="onnxruntime", threads=threads, classes="camvid", normalize="imagenet")
 
 
 def read_clip(path: Path, size: tuple[int, int], max_frames: int | None) -> list[np.ndarray]:
@@ -174,23 +210,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-frames", type=int, default=None)
     ap.add_argument("--memory", type=float, default=TemporalConfig.memory)
     ap.add_argument("--threads", type=int, default=2, help="torch threads for the network")
+    ap.add_argument("--as-foreign", action="store_true",
+                    help="run the network as a foreign .onnx (plain export, wrapped by rtseg, ONNX Runtime)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(1)  # the filter's cost on one core
     net, meta = build_from_checkpoint(args.weights)
-    model = ScoresNet(net, meta.mean, meta.std)
     config = TemporalConfig(memory=args.memory)
     size = tuple(meta.input_size)
     clips = list(args.clips or default_clips())
     with tempfile.TemporaryDirectory(prefix="rtseg-temporal-") as tmp:
+        model = EngineScores(foreign_engine(net, meta, Path(tmp), args.threads)) if args.as_foreign \
+            else ScoresNet(net, meta.mean, meta.std)
         if args.pan:
             clips.append(pan_clip(Path(tmp) / "pan_street_1024x2048.mp4"))
         rows = [run_clip(c, model, size, meta.num_classes, args.labels, config, args.max_frames) for c in clips]
     for row in rows:
         if Path(row["clip"]).name.startswith("pan_street"):
             row["clip"] = "pan over street_1024x2048.jpg (synthetic motion)"
-    print(f"weights {args.weights} ({meta.model}, {meta.num_classes} classes, {size[0]}x{size[1]})")
+    how = "as a foreign .onnx, wrapped, ONNX Runtime" if args.as_foreign else "PyTorch"
+    print(f"weights {args.weights} ({meta.model}, {meta.num_classes} classes, {size[0]}x{size[1]}; {how})")
     print(f"{'clip':40} {'TC off':>7} {'TC on':>7} {'flip off':>8} {'flip on':>8} {'mIoU off':>8} {'mIoU on':>8} {'filter ms':>9}")
     for r in rows:
         miou = [("-" if r[k]["miou"] is None else f"{r[k]['miou']:.4f}") for k in ("off", "on")]
@@ -202,7 +242,9 @@ def main(argv: list[str] | None = None) -> int:
             if args.weights.resolve() == DEFAULT_WEIGHTS.resolve() else "user-supplied checkpoint")
         write_json(args.json, {"weights": str(args.weights), "weights_note": weights_note, "model": meta.model,
                                "config": config.__dict__, "metric_flow": f"DIS {FLOW_PRESET}", "cpu": cpu_info(),
-                               "torch_threads": args.threads, "date": time.strftime("%Y-%m-%d"), "results": rows})
+                               "torch_threads": args.threads,
+                               "as_foreign": args.as_foreign, "runtime": "onnxruntime" if args.as_foreign else "pytorch",
+                               "date": time.strftime("%Y-%m-%d"), "results": rows})
     return 0
 
 
