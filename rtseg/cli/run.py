@@ -125,13 +125,14 @@ def _run(opened: "Run", *, masks: Optional[Path], show: bool, view: str, alpha: 
     source, engine, output, images = opened.source, opened.engine, opened.output, opened.images
     outputs = Outputs(output=output, images=images, masks=masks, stats=stats, show=show, view=view, alpha=alpha,
                       legend=legend, codec=codec)
-    from rtseg.pipeline.temporal import resolve_temporal
+    from rtseg.pipeline.temporal import auto_off_reason, resolve_temporal
 
+    why_off = auto_off_reason(source=source, engine=engine) if temporal is not None and temporal.auto else None
     temporal = resolve_temporal(temporal, source=source, engine=engine)  # auto: on for video with class scores
     if not quiet:
         console.print(f"[bold]source[/] {source.describe()}\n[bold]engine[/] {engine.describe()}"
-                      f"{'  (sequential)' if sequential else ''}; temporal filter {'on' if temporal else 'off'}",
-                      highlight=False)
+                      f"{'  (sequential)' if sequential else ''}; temporal filter {'on' if temporal else 'off'}"
+                      f"{f' (auto: {why_off})' if why_off else ''}", highlight=False)
     total = min(source.frame_count, max_frames) if source.frame_count and max_frames else source.frame_count
     trace = new_trace(trace_path, f"rtseg run {source.name}")
     try:

@@ -29,7 +29,7 @@ import numpy as np
 
 from rtseg.errors import RtsegError
 
-__all__ = ["TemporalConfig", "TemporalFilter", "PacketFilter", "parse_temporal", "resolve_temporal", "DIS_PRESETS", "dis_flow", "flow_maps", "softmax"]
+__all__ = ["TemporalConfig", "TemporalFilter", "PacketFilter", "parse_temporal", "resolve_temporal", "auto_off_reason", "DIS_PRESETS", "dis_flow", "flow_maps", "softmax"]
 
 # OpenCV's three DIS presets (opencv/modules/video/src/dis_flow.cpp): finest scale, patch stride,
 # gradient-descent and variational-refinement iterations. ULTRAFAST: scale 2, stride 4, 12, 0;
@@ -83,20 +83,29 @@ def parse_temporal(value: str | bool | TemporalConfig | None) -> TemporalConfig 
 def resolve_temporal(config: TemporalConfig | None, *, source: Any, engine: Any) -> TemporalConfig | None:
     """The filter a run gets: ``on`` as asked (an engine without scores is then an error, raised by
     the stages); ``auto`` on for a video file, camera or stream whose engine gives class scores,
-    off for an image folder or glob (its pictures need not be a sequence) and for an engine without
-    scores (a TensorRT plan, an .onnx exported before the scores output), and off for a model
-    from another tool (wrapped with scores at 1/8, which may be coarser than its own ids; the gain
-    was measured on rtseg's networks): ``on`` runs it there. The default of ``rtseg
-    run`` and its siblings is auto: on the bundled clip with weights that never trained on it, it
-    raised TC and mIoU alike (README, benchmarks/temporal.py)."""
+    off otherwise (:func:`auto_off_reason` says why). The default of ``rtseg run`` and its siblings
+    is auto: on the bundled clip with weights that never trained on it, it raised TC and mIoU alike
+    (README, benchmarks/temporal.py)."""
     if config is None or not config.auto:
         return config
-    if getattr(source, "image_suffix", None) is not None or not getattr(engine, "has_scores", False):
-        return None
-    meta = getattr(engine, "meta", None)
-    if str(getattr(meta, "model", "")).startswith("foreign:"):  # unmeasured there, and its ids may be finer than 1/8
-        return None
-    return replace(config, auto=False)
+    return None if auto_off_reason(source=source, engine=engine) else replace(config, auto=False)
+
+
+def auto_off_reason(*, source: Any, engine: Any) -> str | None:
+    """Why ``--temporal auto`` leaves the filter off for this source and engine (None: it does not).
+    Off for an image folder or glob (its pictures need not be a sequence), for an engine without
+    scores (a TensorRT plan, an .onnx exported before the scores output), and for a model from
+    another tool: its scores reach the filter at 1/8 of the input, coarser than the own ids of a
+    model that predicts at 1/4 or full size, and the file does not say which kind it is (on a 1/8
+    network exported as another tool would, ``on`` gave the same gain: benchmarks/temporal.py
+    --as-foreign)."""
+    if getattr(source, "image_suffix", None) is not None:
+        return "image folders are not a sequence"
+    if not getattr(engine, "has_scores", False):
+        return "the engine gives no class scores"
+    if str(getattr(getattr(engine, "meta", None), "model", "")).startswith("foreign:"):
+        return "a model from another tool; --temporal on runs it"
+    return None
 
 
 def softmax(scores: np.ndarray, axis: int = -1) -> np.ndarray:

@@ -191,7 +191,8 @@ def test_temporal_on_a_foreign_model_off_by_default(rtseg_cli, m19, tmp_path):
     code, out, err = rtseg_cli("run", DEMO_CLIP, "--engine", m19, "--classes", "cityscapes", "--size", "64x96",
                                "--max-frames", 4, "-o", tmp_path / "auto.mp4", "--json", tmp_path / "auto.json")
     assert code == 0, err
-    assert "temporal filter off" in out and "temporal_ms" not in json.loads((tmp_path / "auto.json").read_text())
+    assert "temporal filter off (auto: a model from another tool; --temporal on runs it)" in out
+    assert "temporal_ms" not in json.loads((tmp_path / "auto.json").read_text())
     code, out, err = rtseg_cli("run", DEMO_CLIP, "--engine", m19, "--classes", "cityscapes", "--size", "64x96",
                                "--max-frames", 4, "--temporal", "on", "-o", tmp_path / "on.mp4",
                                "--json", tmp_path / "on.json")

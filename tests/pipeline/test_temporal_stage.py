@@ -4,6 +4,8 @@ seek (--start), frames far apart (--stride) and dropped live frames; off, the en
 scores at all; an engine without scores is refused in one line."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -11,7 +13,7 @@ from rtseg.errors import RtsegError
 from rtseg.pipeline import temporal as temporal_mod
 from rtseg.pipeline.packet import Look
 from rtseg.pipeline.runner import engine_stages, run
-from rtseg.pipeline.temporal import TemporalConfig, parse_temporal, resolve_temporal
+from rtseg.pipeline.temporal import TemporalConfig, auto_off_reason, parse_temporal, resolve_temporal
 from rtseg.pipeline.trim import trim
 from tests.pipeline.pipeline_fakes import FakeEngine, ListSource, RecordingSink
 
@@ -138,6 +140,14 @@ def test_auto_is_on_for_video_with_scores_and_off_elsewhere():
     on = parse_temporal("on")  # asked for: kept, and an engine without scores is then refused
     assert resolve_temporal(on, source=FolderSource(3), engine=FakeEngine()) is on
     assert resolve_temporal(None, source=ListSource(3), engine=ScoresEngine()) is None
+    foreign = ScoresEngine()
+    foreign.meta = replace(foreign.meta, model="foreign:segformer.onnx")  # a wrapped model from another tool
+    assert resolve_temporal(auto, source=ListSource(3), engine=foreign) is None
+    assert resolve_temporal(on, source=ListSource(3), engine=foreign) is on
+    reasons = [auto_off_reason(source=s, engine=e) for s, e in ((ListSource(3), ScoresEngine()),
+               (FolderSource(3), ScoresEngine()), (ListSource(3), FakeEngine()), (ListSource(3), foreign))]
+    assert reasons == [None, "image folders are not a sequence", "the engine gives no class scores",
+                       "a model from another tool; --temporal on runs it"]
 
 
 def test_auto_runs_the_filter_through_segment(tmp_path):
