@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from abc import ABC, abstractmethod
 from typing import Callable, Generic, Sequence, TypeVar
 
@@ -20,7 +21,7 @@ from rtseg.errors import RtsegError
 from rtseg.meta import ModelMeta
 from rtseg.viz import resize_nearest
 
-__all__ = ["Engine", "parse_size", "PerThread", "check_streams", "engine_device", "ONNX_NO_SCORES"]
+__all__ = ["Engine", "parse_size", "PerThread", "check_streams", "engine_device", "ONNX_NO_SCORES", "infer_calls"]
 
 ONNX_NO_SCORES = ("--temporal on needs class scores, and this ONNX file has no 'scores' output (a foreign model, or "
                   "one exported before rtseg gave scores: export it again); use --temporal off")
@@ -85,6 +86,53 @@ def check_streams(streams: int) -> int:
     if not isinstance(streams, int) or streams < 1:
         raise RtsegError(f"--streams must be >= 1; got {streams}")
     return streams
+
+
+def infer_calls(engine: "Engine", batches: Sequence[np.ndarray], calls: int, *, name: str,
+                threads: int | None = None) -> float:
+    """Seconds for ``calls`` ``engine.infer`` calls (cycling over ``batches``) made from ``threads``
+    threads at once (default: ``engine.streams``; 0: in the calling thread), for timing.
+
+    A Ctrl-C or SIGTERM meanwhile (a KeyboardInterrupt in the calling thread) stops the workers
+    after their current call, waits for them, and goes on. It does not wait in ``Thread.join``:
+    CPython 3.11 and 3.12, interrupted there, mark a thread that is still running as finished, so
+    the interpreter exits under it; a thread inside PyTorch then aborted the whole process
+    ("terminate called without an active exception") instead of exiting 143."""
+    k = max(1, getattr(engine, "streams", 1)) if threads is None else threads
+    if k == 0:
+        t0 = time.perf_counter()
+        for i in range(calls):
+            engine.infer(batches[i % len(batches)])
+        return time.perf_counter() - t0
+    stop = threading.Event()
+    done = [threading.Event() for _ in range(k)]
+
+    def work(j: int) -> None:
+        try:
+            for i in range(j, calls, k):
+                if stop.is_set():
+                    return
+                engine.infer(batches[i % len(batches)])
+        finally:
+            done[j].set()
+
+    workers = [threading.Thread(target=work, args=(j,), name=f"{name}-{j}") for j in range(k)]
+    t0 = time.perf_counter()
+    for t in workers:
+        t.start()
+    try:
+        for event in done:
+            while not event.wait(0.1):
+                pass
+    except BaseException:
+        stop.set()
+        for event in done:
+            event.wait(30.0)  # one call at most: the workers check the stop between calls
+        raise
+    elapsed = time.perf_counter() - t0
+    for t in workers:
+        t.join()  # they have finished: this only collects them
+    return elapsed
 
 
 class PerThread(Generic[T]):

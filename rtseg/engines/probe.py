@@ -39,7 +39,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from rtseg import machine
-from rtseg.engines.base import Engine
+from rtseg.engines.base import Engine, infer_calls
 from rtseg.errors import RtsegError
 
 __all__ = ["AGREEMENT", "BUDGET_S", "BUSY", "BUSY_PROBES", "Candidate", "Choice", "candidates", "probe_key",
@@ -199,19 +199,7 @@ def probe_frames(size: Sequence[int], n: int | None = None) -> list[np.ndarray]:
 
 def _timed(engine: Engine, batches: list[np.ndarray], calls: int) -> float:
     """Seconds a frame over ``calls`` infer calls made from ``engine.streams`` threads at once."""
-    k = max(1, getattr(engine, "streams", 1))
-
-    def work(j: int) -> None:
-        for i in range(j, calls, k):
-            engine.infer(batches[i % len(batches)])
-
-    t0 = time.perf_counter()
-    threads = [threading.Thread(target=work, args=(j,), name=f"rtseg-probe-{j}") for j in range(k)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return (time.perf_counter() - t0) / calls
+    return infer_calls(engine, batches, calls, name="rtseg-probe") / calls
 
 
 @dataclass

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import logging
 import tempfile
-import threading
-import time
 from pathlib import Path
 from typing import Callable
 
@@ -18,7 +16,7 @@ import cv2
 import numpy as np
 
 from rtseg import machine
-from rtseg.engines.base import Engine
+from rtseg.engines.base import Engine, infer_calls
 from rtseg.errors import RtsegError, redact
 from rtseg.pipeline.packet import Look
 from rtseg.pipeline.runner import engine_stages, run
@@ -66,22 +64,7 @@ def _engine_alone(engine: Engine, batches: list[np.ndarray], n: int) -> float:
     """Frames per second of ``engine.infer`` alone over ``n`` calls (cycling over ``batches``),
     made from ``engine.streams`` threads at once: a one-stream engine in the calling thread, a
     multi-stream one with every stream busy (what it can do with no other work running)."""
-    k = engine.streams
-
-    def work(j: int) -> None:
-        for i in range(j, n, k):
-            engine.infer(batches[i % len(batches)])
-
-    t0 = time.perf_counter()
-    if k == 1:
-        work(0)
-    else:
-        threads = [threading.Thread(target=work, args=(j,), name=f"rtseg-bench-{j}") for j in range(k)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-    return n / (time.perf_counter() - t0)
+    return n / infer_calls(engine, batches, n, name="rtseg-bench", threads=0 if engine.streams == 1 else None)
 
 
 def _median(values: list[float]) -> float:

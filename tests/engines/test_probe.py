@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 
 import numpy as np
@@ -267,3 +268,44 @@ def test_a_choice_cached_before_the_load_was_measured_is_measured_again(fake, ti
     assert len(fake["opened"]) == 8 and again.runtime == "onnxruntime" and not again.provisional
     fake["choose"](tiny_checkpoint)
     assert len(fake["opened"]) == 8  # final now
+
+
+class _SlowEngine:
+    """An engine whose infer takes 0.2 s and counts the calls in progress."""
+
+    streams = 2
+
+    def __init__(self):
+        self.lock, self.in_call, self.started = threading.Lock(), 0, 0
+
+    def infer(self, batch):
+        with self.lock:
+            self.in_call += 1
+            self.started += 1
+        time.sleep(0.2)
+        with self.lock:
+            self.in_call -= 1
+
+
+def test_a_ctrl_c_while_engines_are_timed_waits_for_the_workers_to_stop():
+    """Ctrl-C or SIGTERM during the probe's (or bench's) timing: the workers stop after their call
+    and are waited for before the interrupt goes on, so the process never exits under a thread
+    still inside the engine (with PyTorch that aborted it: "terminate called without an active
+    exception"). Thread.join, interrupted, would have returned at once with both still running."""
+    import _thread
+
+    from rtseg.engines.base import infer_calls
+
+    engine = _SlowEngine()
+    timer = threading.Timer(0.3, _thread.interrupt_main)  # a KeyboardInterrupt in this thread, as Ctrl-C
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        infer_calls(engine, [None], 40, name="test-probe")
+        time.sleep(5)  # not reached: the interrupt comes within infer_calls
+    timer.join()
+    assert engine.in_call == 0  # every call that started has finished
+    assert engine.started < 40  # and the workers stopped early
+    assert not [t for t in threading.enumerate() if t.name.startswith("test-probe")]
+    before = engine.started
+    infer_calls(engine, [None], 4, name="test-probe")  # uninterrupted: every call made
+    assert engine.started - before == 4 and engine.in_call == 0
