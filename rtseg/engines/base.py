@@ -23,8 +23,9 @@ from rtseg.viz import resize_nearest
 
 __all__ = ["Engine", "parse_size", "PerThread", "check_streams", "engine_device", "ONNX_NO_SCORES", "infer_calls"]
 
-ONNX_NO_SCORES = ("--temporal on needs class scores, and this ONNX file has no 'scores' output (a foreign model, or "
-                  "one exported before rtseg gave scores: export it again); use --temporal off")
+ONNX_NO_SCORES = ("--temporal on needs class scores, and this ONNX file has no 'scores' output (a model from another "
+                  "tool that gives class ids, or one exported before rtseg gave scores: export it again); "
+                  "use --temporal off")
 
 T = TypeVar("T")
 
