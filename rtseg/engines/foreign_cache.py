@@ -42,7 +42,7 @@ def is_foreign_onnx(path: str | Path) -> bool:
 
 
 
-WRAP_FORMAT = 2  # what wrap_foreign writes; 2: the scores output (entries without it are wrapped again)
+WRAP_FORMAT = 3  # what wrap_foreign writes (older entries are wrapped again); 2: the scores output; 3: ids enlarged to the input
 
 
 def foreign_key(path: Path, flags: dict) -> str:

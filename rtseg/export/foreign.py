@@ -292,6 +292,12 @@ def _same_size(g: ForeignGraph, model: Any) -> bool:
     return g.input_name in shapes_of and shapes_of <= {g.input_name, node.input[0]}
 
 
+def _ids_same_size(g: ForeignGraph) -> bool:
+    """True when static shapes show the ids at the input's H x W; otherwise (another size, or
+    dynamic) the wrap enlarges them, which at equal sizes is a copy of a uint8 map."""
+    return None not in g.size and tuple(g.output_shape[-2:]) == tuple(g.size)
+
+
 def _ends_in_softmax(model: Any, output: str) -> bool:
     """Whether ``output`` is a Softmax's, through casts, copies and resizes (probabilities, not logits)."""
     producer = {o: n for n in model.graph.node for o in n.output}
@@ -344,7 +350,7 @@ def wrap_foreign(path: str | Path, out_path: str | Path, *, classes: str | Path 
     norm, mean, std = _normalisation(normalize, g)
     model = _upgrade(model, path)
     opset = _opset(model)
-    same = g.output == "scores" and _same_size(g, model)
+    same = _same_size(g, model) if g.output == "scores" else _ids_same_size(g)
     splice(model, g, affine(g.channels, mean, std, bgr), bgr, opset, same, probs=_ends_in_softmax(model, g.output_name))
     fp16 = g.dtype == "float16" or g.output_dtype == "float16"
     info = {"source": path.name, "input": g.input_name, "output": g.output_name, "layout": g.layout,

@@ -6,7 +6,8 @@ Before the network: Cast to float, then the channel swap and the normalisation a
 (a 1x1 Conv on NCHW, as rtseg's own exports do, or a MatMul plus Add on NHWC), then a Cast to
 float16 for fp16 graphs. After it: scores are cast to float32, enlarged to the input size
 (bilinear, half-pixel centres, as ``F.interpolate(align_corners=False)``) and argmaxed into
-uint8 ids; integer ids are cast to uint8 and squeezed to (N, H, W). A model with scores also gets
+uint8 ids; integer ids are cast to uint8, squeezed to (N, h, w) and, unless static shapes show them at
+the input size, enlarged to it (nearest). A model with scores also gets
 rtseg's second output, ``scores`` (fp16 (N, C, H/8, W/8), the temporal filter's input, as rtseg's
 own exports have it): its scores resized to 1/8 of the input (the log of them where the model ends
 in a Softmax, so that they are logits up to a constant, as the filter expects).
@@ -157,6 +158,17 @@ def _resize_to_input(b: _Builder, scores: str) -> str:
     return b.op("Resize", inputs, mode="linear", coordinate_transformation_mode="half_pixel")
 
 
+def _nearest_to_input(b: _Builder, ids: str, out: str) -> None:
+    """uint8 (N, h, w) ``ids`` -> ``out`` at the input's H x W: nearest, ``floor(x * h / H)`` as
+    OpenCV's INTER_NEAREST takes them (asymmetric coordinates, rounded down)."""
+    shape = b.op("Shape", [IMAGES])
+    sizes = b.op("Slice", [shape, b.const("start0", np.array([0], np.int64)), b.const("end3", np.array([3], np.int64)),
+                           b.const("axis0", np.array([0], np.int64))])
+    empty = [b.const("empty", np.zeros(0, np.float32))] * 2 if b.opset < 13 else ["", ""]
+    b.op("Resize", [ids, *empty, sizes], out, mode="nearest", coordinate_transformation_mode="asymmetric",
+         nearest_mode="floor")
+
+
 def _scores_output(b: _Builder, scores: str, probs: bool) -> None:
     """float32 (N, C, h, w) ``scores`` -> the fp16 (N, C, H/8, W/8) ``scores`` output."""
     from onnx import TensorProto
@@ -181,10 +193,11 @@ def _postprocess(b: _Builder, g: Any, result: str, same_size: bool, probs: bool 
 
     if g.output == "ids":
         x = b.op("Cast", [result], to=TensorProto.UINT8)
-        if len(g.output_shape) == 4:
-            b.squeeze1(x, IDS)
-        else:
+        x = b.squeeze1(x) if len(g.output_shape) == 4 else x
+        if same_size:
             b.op("Identity", [x], IDS)
+        else:  # ids at another size (a 1/4-size ArgMax, say): enlarged to the input, nearest
+            _nearest_to_input(b, x, IDS)
         return
     x = result if g.output_dtype == "float32" else b.op("Cast", [result], to=TensorProto.FLOAT)
     _scores_output(b, x, probs)

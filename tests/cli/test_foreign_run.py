@@ -199,3 +199,31 @@ def test_temporal_on_a_foreign_model_off_by_default(rtseg_cli, m19, tmp_path):
     assert code == 0, err
     assert "temporal filter on" in out and json.loads((tmp_path / "on.json").read_text())["frames"] == 4
     assert "temporal_ms" in json.loads((tmp_path / "on.json").read_text())
+
+
+class _Ids(nn.Module):
+    """A model from another tool that ends in its own ArgMax: class ids out, no scores."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = _quarter(19)
+
+    def forward(self, x):
+        return self.net(x).argmax(1)
+
+
+def test_a_foreign_model_of_quarter_size_ids_runs_and_temporal_on_is_one_line(rtseg_cli, tmp_path):
+    """A model that gives ids at 1/4 of its input (its own ArgMax) is wrapped with its ids enlarged
+    to the input (nearest); it has no scores for the filter: auto leaves it off, and --temporal on
+    is refused in one line (exit 2) before any output file exists."""
+    raw = _export(_Ids(), tmp_path / "ids19.onnx", (1, 3, 64, 96), dynamic=False)
+    code, out, err = rtseg_cli("run", DEMO_CLIP, "--engine", raw, "--classes", "cityscapes", "--max-frames", 2,
+                               "-o", tmp_path / "auto.mp4")
+    assert code == 0, err
+    assert "temporal filter off (auto: the engine gives no class scores)" in out
+    code, out, err = rtseg_cli("run", DEMO_CLIP, "--engine", raw, "--classes", "cityscapes", "--max-frames", 2,
+                               "--temporal", "on", "-o", tmp_path / "on.mp4")
+    errors = [line for line in err.strip().splitlines() if line.startswith("error")]  # the notes aside
+    assert code == 2 and len(errors) == 1 and "needs class scores" in errors[0] and "gives class ids" in errors[0], err
+    assert "Traceback" not in err
+    assert not (tmp_path / "on.mp4").exists() and not list(tmp_path.glob("on.partial*"))

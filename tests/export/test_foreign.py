@@ -88,6 +88,9 @@ CASES = {
     "logits_eighth_19": Case(_seeded(lambda: Tiny(19, 8)), (1, 3, 256, 512), sizes=((256, 512),)),
     "ids_int32": Case(_seeded(lambda: Tiny(21, 2, upsample=True, ids=torch.int32)), (1, 3, 256, 320),
                       dynamic=True),
+    # ids at 1/4 of the input (an ArgMax before any upsample): the wrap enlarges them, nearest
+    "ids_quarter_int64": Case(_seeded(lambda: Tiny(19, 4, ids=torch.int64)), (1, 3, 256, 320), dynamic=True,
+                              sizes=((256, 320), (128, 192))),
     "nhwc_uint8_bgr": Case(_seeded(lambda: Tiny(11, 2, upsample=True, nhwc_uint8=True)), (1, 256, 320, 3),
                            dtype=torch.uint8, kw=(("bgr", True), ("classes", "camvid")), feed="nhwc_bgr_uint8"),
     "fp16_symmetric": Case(_seeded(lambda: Tiny(11, 2).half()), (1, 3, 256, 320), dtype=torch.float16,
@@ -175,7 +178,9 @@ def _bilinear(scores: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 def _decode(out: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """By hand in numpy: the raw output -> (H, W) ids (scores enlarged bilinearly, then argmax)."""
     if out.dtype.kind in "iu":
-        return out.reshape(size)
+        ids = out.reshape(out.shape[-2:]).astype(np.uint8)
+        # ids at another size: nearest, floor(x * h / H), as OpenCV's INTER_NEAREST
+        return ids if ids.shape == size else cv2.resize(ids, (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
     scores = out[0].astype(np.float32)  # (C, h, w)
     if scores.shape[1:] != size:
         scores = _bilinear(scores, size)
