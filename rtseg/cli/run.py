@@ -132,7 +132,7 @@ def _run(opened: "Run", *, masks: Optional[Path], show: bool, view: str, alpha: 
     if not quiet:
         console.print(f"[bold]source[/] {source.describe()}\n[bold]engine[/] {engine.describe()}"
                       f"{'  (sequential)' if sequential else ''}; temporal filter {'on' if temporal else 'off'}"
-                      f"{f' (auto: {why_off})' if why_off else ''}", highlight=False)
+                      f"{f' (auto: {why_off})' if why_off else ''}", highlight=False, soft_wrap=True)  # one line each, for logs
     total = min(source.frame_count, max_frames) if source.frame_count and max_frames else source.frame_count
     trace = new_trace(trace_path, f"rtseg run {source.name}")
     try:

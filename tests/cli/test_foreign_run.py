@@ -191,7 +191,7 @@ def test_temporal_on_a_foreign_model_off_by_default(rtseg_cli, m19, tmp_path):
     code, out, err = rtseg_cli("run", DEMO_CLIP, "--engine", m19, "--classes", "cityscapes", "--size", "64x96",
                                "--max-frames", 4, "-o", tmp_path / "auto.mp4", "--json", tmp_path / "auto.json")
     assert code == 0, err
-    assert "temporal filter off (auto: a model from another tool; --temporal on runs it)" in out
+    assert "temporal filter off (auto: a model from another tool; --temporal on runs it)" in " ".join(out.split())
     assert "temporal_ms" not in json.loads((tmp_path / "auto.json").read_text())
     code, out, err = rtseg_cli("run", DEMO_CLIP, "--engine", m19, "--classes", "cityscapes", "--size", "64x96",
                                "--max-frames", 4, "--temporal", "on", "-o", tmp_path / "on.mp4",
@@ -220,7 +220,7 @@ def test_a_foreign_model_of_quarter_size_ids_runs_and_temporal_on_is_one_line(rt
     code, out, err = rtseg_cli("run", DEMO_CLIP, "--engine", raw, "--classes", "cityscapes", "--max-frames", 2,
                                "-o", tmp_path / "auto.mp4")
     assert code == 0, err
-    assert "temporal filter off (auto: the engine gives no class scores)" in out
+    assert "temporal filter off (auto: the engine gives no class scores)" in " ".join(out.split())
     code, out, err = rtseg_cli("run", DEMO_CLIP, "--engine", raw, "--classes", "cityscapes", "--max-frames", 2,
                                "--temporal", "on", "-o", tmp_path / "on.mp4")
     errors = [line for line in err.strip().splitlines() if line.startswith("error")]  # the notes aside

@@ -292,14 +292,16 @@ def test_a_ctrl_c_while_engines_are_timed_waits_for_the_workers_to_stop():
     and are waited for before the interrupt goes on, so the process never exits under a thread
     still inside the engine (with PyTorch that aborted it: "terminate called without an active
     exception"). Thread.join, interrupted, would have returned at once with both still running."""
-    import _thread
+    import signal
 
+    from rtseg import signals
     from rtseg.engines.base import infer_calls
 
     engine = _SlowEngine()
-    timer = threading.Timer(0.3, _thread.interrupt_main)  # a KeyboardInterrupt in this thread, as Ctrl-C
-    timer.start()
-    with pytest.raises(KeyboardInterrupt):
+    # SIGTERM from another thread, as the CLI gets it (whatever handlers earlier tests left)
+    timer = threading.Timer(0.3, os.kill, args=(os.getpid(), signal.SIGTERM))
+    with signals.interrupt_on_signals(), pytest.raises(KeyboardInterrupt):
+        timer.start()
         infer_calls(engine, [None], 40, name="test-probe")
         time.sleep(5)  # not reached: the interrupt comes within infer_calls
     timer.join()
