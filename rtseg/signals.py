@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import signal
+import sys
 import threading
 from contextlib import contextmanager
 from typing import Iterator, Sequence
@@ -92,12 +93,15 @@ def exit_code(default: int = 130) -> int:
     return EXIT_CODES.get(signum, default) if signum is not None else default
 
 
-class _StackT(ctypes.Structure):  # struct stack_t of sigaltstack(2), as glibc and musl lay it out
+class _StackT(ctypes.Structure):  # struct stack_t of sigaltstack(2) on Linux (glibc and musl)
     _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
 
 
 def _sigaltstack():
-    """libc's sigaltstack, or None where there is none (Windows, a libc ctypes cannot open)."""
+    """libc's sigaltstack on Linux, else None (other systems lay out stack_t otherwise: macOS puts
+    the size before the flags; Windows has none)."""
+    if not sys.platform.startswith("linux"):
+        return None
     try:
         fn = ctypes.CDLL(None, use_errno=True).sigaltstack
     except (OSError, AttributeError, TypeError):

@@ -98,7 +98,8 @@ def infer_calls(engine: "Engine", batches: Sequence[np.ndarray], calls: int, *, 
     after their current call, waits for them, and goes on. It does not wait in ``Thread.join``:
     CPython 3.11 and 3.12, interrupted there, mark a thread that is still running as finished, so
     the interpreter exits under it; a thread inside PyTorch then aborted the whole process
-    ("terminate called without an active exception") instead of exiting 143."""
+    ("terminate called without an active exception") instead of exiting 143. A worker's error
+    stops the others and is raised here."""
     k = max(1, getattr(engine, "streams", 1)) if threads is None else threads
     if k == 0:
         t0 = time.perf_counter()
@@ -107,6 +108,7 @@ def infer_calls(engine: "Engine", batches: Sequence[np.ndarray], calls: int, *, 
         return time.perf_counter() - t0
     stop = threading.Event()
     done = [threading.Event() for _ in range(k)]
+    failed: list[BaseException] = []
 
     def work(j: int) -> None:
         try:
@@ -114,6 +116,9 @@ def infer_calls(engine: "Engine", batches: Sequence[np.ndarray], calls: int, *, 
                 if stop.is_set():
                     return
                 engine.infer(batches[i % len(batches)])
+        except Exception as exc:  # noqa: BLE001 - raised again in the calling thread, below
+            failed.append(exc)
+            stop.set()
         finally:
             done[j].set()
 
@@ -133,6 +138,8 @@ def infer_calls(engine: "Engine", batches: Sequence[np.ndarray], calls: int, *, 
     elapsed = time.perf_counter() - t0
     for t in workers:
         t.join()  # they have finished: this only collects them
+    if failed:
+        raise failed[0]  # a worker's error in the caller, not a traceback from a thread
     return elapsed
 
 

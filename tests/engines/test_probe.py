@@ -311,3 +311,15 @@ def test_a_ctrl_c_while_engines_are_timed_waits_for_the_workers_to_stop():
     before = engine.started
     infer_calls(engine, [None], 4, name="test-probe")  # uninterrupted: every call made
     assert engine.started - before == 4 and engine.in_call == 0
+
+
+def test_an_error_in_a_timing_worker_reaches_the_caller():
+    from rtseg.engines.base import infer_calls
+
+    class Broken(_SlowEngine):
+        def infer(self, batch):
+            raise RtsegError("the engine broke")
+
+    with pytest.raises(RtsegError, match="the engine broke"):
+        infer_calls(Broken(), [None], 8, name="test-probe")
+    assert not [t for t in threading.enumerate() if t.name.startswith("test-probe")]
