@@ -387,3 +387,26 @@ def test_the_scores_output_agrees_with_the_ids(made, frames, tmp_path, name):
     agree = float(np.mean(enlarged_argmax(scores[0], (h, w)) == ids[0]))
     print(f"{name}: enlarged 1/8 scores agree with the ids on {agree:.4f}")
     assert agree >= 0.85  # a 1/8 summary of the model's own scores: its borders move, its regions hold
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])  # the runtimes a .onnx runs on
+def test_a_wrapped_models_scores_reach_every_runtime(made, frames, runtime):
+    """The wrap's scores through each runtime rtseg runs a foreign .onnx on (what --temporal on
+    feeds the filter): the same 1/8 shape as ONNX Runtime's own session gives, nearly the same
+    values, and ids that agree with them."""
+    if runtime == "openvino":
+        pytest.importorskip("openvino")
+    from rtseg.engines import open_engine
+    from tests.engines.test_scores import enlarged_argmax
+
+    _, wrapped = made("logits_quarter_150")
+    h, w = 128, 160
+    small = cv2.resize(frames[0], (w, h), interpolation=cv2.INTER_AREA)
+    ref = ort.InferenceSession(str(wrapped), providers=["CPUExecutionProvider"]).run(["scores"],
+                                                                                      {"images": small[None]})[0]
+    engine = open_engine(wrapped, runtime=runtime, size=(h, w), note=lambda _: None)
+    assert engine.has_scores
+    ids, scores = engine.infer_scores(small[None])
+    assert scores.shape == ref.shape == (1, 150, h // 8, w // 8)
+    assert np.abs(scores.astype(np.float32) - ref.astype(np.float32)).max() < 0.05
+    assert float(np.mean(enlarged_argmax(scores[0], (h, w)) == ids[0])) >= 0.85
