@@ -108,7 +108,9 @@ def foreign_engine(net: torch.nn.Module, meta, folder: Path, threads: int):
 
     from rtseg.engines import open_engine
 
-    if (tuple(meta.mean), tuple(meta.std)) != ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)):
+    from rtseg.meta import IMAGENET_MEAN, IMAGENET_STD
+
+    if (tuple(meta.mean), tuple(meta.std)) != (IMAGENET_MEAN, IMAGENET_STD):
         raise SystemExit(f"--as-foreign expects ImageNet mean/std weights; these have {meta.mean}, {meta.std}")
     path = folder / f"{meta.model}_plain.onnx"
     with warnings.catch_warnings():

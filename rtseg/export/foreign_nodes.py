@@ -143,45 +143,39 @@ def _preprocess(b: _Builder, g: Any, affine_map: tuple[np.ndarray, np.ndarray], 
     b.op("Identity", [x], out)
 
 
+def _dims(b: _Builder, x: str, start: int, end: int) -> str:
+    """int64 dims ``start:end`` of ``x``'s shape, as a graph tensor (sizes made at run time)."""
+    return b.op("Slice", [b.op("Shape", [x]), b.const("start", np.array([start], np.int64)),
+                          b.const("end", np.array([end], np.int64)), b.const("axis0", np.array([0], np.int64))])
+
+
+def _resize(b: _Builder, x: str, sizes: str, out: str | None = None, **attrs: Any) -> str:
+    """ONNX Resize of ``x`` to ``sizes``; opsets 11 and 12 want roi and scales present, even if empty."""
+    empty = [b.const("empty", np.zeros(0, np.float32))] * 2 if b.opset < 13 else ["", ""]
+    return b.op("Resize", [x, *empty, sizes], out, **attrs)
+
+
 def _resize_to_input(b: _Builder, scores: str) -> str:
     """``scores`` (N, C, h, w) enlarged to the input's H x W, bilinear with half-pixel centres."""
-    def part(x: str, start: int, end: int) -> str:
-        return b.op("Slice", [b.op("Shape", [x]), b.const("start", np.array([start], np.int64)),
-                              b.const("end", np.array([end], np.int64)), b.const("axis0", np.array([0], np.int64))])
-
-    sizes = b.op("Concat", [part(scores, 0, 2), part(IMAGES, 1, 3)], axis=0)
-    if b.opset >= 13:
-        inputs = [scores, "", "", sizes]
-    else:  # opsets 11 and 12 want roi and scales present, even if empty
-        empty = b.const("empty", np.zeros(0, np.float32))
-        inputs = [scores, empty, empty, sizes]
-    return b.op("Resize", inputs, mode="linear", coordinate_transformation_mode="half_pixel")
+    sizes = b.op("Concat", [_dims(b, scores, 0, 2), _dims(b, IMAGES, 1, 3)], axis=0)
+    return _resize(b, scores, sizes, mode="linear", coordinate_transformation_mode="half_pixel")
 
 
 def _nearest_to_input(b: _Builder, ids: str, out: str) -> None:
     """uint8 (N, h, w) ``ids`` -> ``out`` at the input's H x W: nearest, ``floor(x * h / H)`` as
     OpenCV's INTER_NEAREST takes them (asymmetric coordinates, rounded down)."""
-    shape = b.op("Shape", [IMAGES])
-    sizes = b.op("Slice", [shape, b.const("start0", np.array([0], np.int64)), b.const("end3", np.array([3], np.int64)),
-                           b.const("axis0", np.array([0], np.int64))])
-    empty = [b.const("empty", np.zeros(0, np.float32))] * 2 if b.opset < 13 else ["", ""]
-    b.op("Resize", [ids, *empty, sizes], out, mode="nearest", coordinate_transformation_mode="asymmetric",
-         nearest_mode="floor")
+    _resize(b, ids, _dims(b, IMAGES, 0, 3), out, mode="nearest", coordinate_transformation_mode="asymmetric",
+            nearest_mode="floor")
 
 
 def _scores_output(b: _Builder, scores: str, probs: bool) -> None:
     """float32 (N, C, h, w) ``scores`` -> the fp16 (N, C, H/8, W/8) ``scores`` output."""
     from onnx import TensorProto
 
-    def part(x: str, start: int, end: int) -> str:
-        return b.op("Slice", [b.op("Shape", [x]), b.const("start", np.array([start], np.int64)),
-                              b.const("end", np.array([end], np.int64)), b.const("axis0", np.array([0], np.int64))])
-
-    eighth = b.op("Max", [b.op("Div", [part(IMAGES, 1, 3), b.const("stride", np.array([STRIDE], np.int64))]),
+    eighth = b.op("Max", [b.op("Div", [_dims(b, IMAGES, 1, 3), b.const("stride", np.array([STRIDE], np.int64))]),
                           b.const("one", np.array([1], np.int64))])
-    sizes = b.op("Concat", [part(scores, 0, 2), eighth], axis=0)
-    empty = [b.const("empty", np.zeros(0, np.float32))] * 2 if b.opset < 13 else ["", ""]
-    x = b.op("Resize", [scores, *empty, sizes], mode="linear", coordinate_transformation_mode="half_pixel")
+    sizes = b.op("Concat", [_dims(b, scores, 0, 2), eighth], axis=0)
+    x = _resize(b, scores, sizes, mode="linear", coordinate_transformation_mode="half_pixel")
     if probs:  # probabilities: their log, floored, so that the filter's softmax gives them back
         x = b.op("Log", [b.op("Max", [x, b.const("tiny", np.array(1e-6, np.float32))])])
     b.op("Cast", [x], SCORES, to=TensorProto.FLOAT16)
