@@ -234,6 +234,16 @@ class Engine(ABC):
         """Several frames at once (one network call)."""
         return self.postprocess(self.infer(self.preprocess(frames)), [f.shape[:2] for f in frames])
 
+    def warm_up(self, calls: int = 1) -> None:
+        """``calls`` infer calls on a black frame at the inference size, so that the first real
+        frame does not pay for what a backend does on its first call (kernel choice, memory pools,
+        a CUDA graph capture). In the calling thread: a multi-stream engine's other sessions stay
+        cold."""
+        n = getattr(self, "batch", None) or 1  # a fixed-batch ONNX file takes its own batch size only
+        blank = np.zeros((n, *self.input_size, 3), np.uint8)
+        for _ in range(calls):
+            self.infer(blank)
+
     def describe(self) -> str:
         h, w = self.input_size
         streams = f", {self.streams} streams" if self.streams > 1 else ""

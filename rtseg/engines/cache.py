@@ -20,16 +20,35 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from rtseg import _version
 from rtseg.engines.runtimes import TABLE
 from rtseg.errors import RtsegError
-from rtseg.formats import SUFFIXES
+from rtseg.formats import SUFFIXES, artifact_meta
 
-__all__ = ["cache_root", "cache_key", "cached_artifact", "file_digest"]
+__all__ = ["cache_root", "cache_key", "cached_artifact", "file_digest", "FallbackFolder"]
 
 log = logging.getLogger(__name__)
 
-_fallback: Path | None = None  # the temporary folder used when the cache is not writable, once per process
+
+class FallbackFolder:
+    """Where exports go when the cache cannot be written: a temporary folder, made when first
+    needed and reused by the rest of the process while it is there."""
+
+    def __init__(self) -> None:
+        self.folder: Path | None = None  # None: none made yet
+
+    def make(self) -> Path:
+        """A new temporary folder, the one reused from now on."""
+        self.folder = Path(tempfile.mkdtemp(prefix="rtseg-cache-"))
+        return self.folder
+
+    def get(self) -> tuple[Path, bool]:
+        """(the folder, whether it was made now): the one made before while it is there."""
+        if self.folder is not None and self.folder.is_dir():
+            return self.folder, False
+        return self.make(), True
+
+
+_fallback = FallbackFolder()  # one per process
 
 
 def cache_root() -> Path:
@@ -53,12 +72,14 @@ def cache_key(weights: Path, runtime: str, size: tuple[int, int], *, fp16: bool 
     import onnx
     import torch
 
+    from rtseg._version import __version__  # looked up at each call (tests patch it)
+
     h, w = size
     outputs = "ids" if runtime in TABLE and _family(runtime) == "tensorrt" else "ids+scores"  # ONNX: scores since issue 26
     # The artifact's family, not the runtime: ONNX Runtime and OpenVINO share one ONNX export
     # (auto's probe runs both: one export, not two).
     return (f"sha256={file_digest(weights)};size={h}x{w};artifact={_family(runtime)};precision={'fp16' if fp16 else 'fp32'};"
-            f"outputs={outputs};rtseg={_version.__version__};torch={torch.__version__};onnx={onnx.__version__}")
+            f"outputs={outputs};rtseg={__version__};torch={torch.__version__};onnx={onnx.__version__}")
 
 
 def _writable(folder: Path) -> bool:
@@ -72,14 +93,13 @@ def _writable(folder: Path) -> bool:
 
 
 def _folder(note: Callable[[str], None]) -> Path:
-    global _fallback
     root = cache_root()
     if _writable(root):
         return root
-    if _fallback is None or not _fallback.is_dir():
-        _fallback = Path(tempfile.mkdtemp(prefix="rtseg-cache-"))
-        note(f"note: the cache {root} is not writable; exporting into {_fallback} for this run (set RTSEG_CACHE)")
-    return _fallback
+    folder, new = _fallback.get()
+    if new:
+        note(f"note: the cache {root} is not writable; exporting into {folder} for this run (set RTSEG_CACHE)")
+    return folder
 
 
 def _family(runtime: str) -> str:
@@ -90,14 +110,7 @@ def _family(runtime: str) -> str:
 def _stored_key(path: Path, runtime: str) -> str | None:
     """The key recorded in an entry's metadata; None when the entry cannot be read."""
     try:
-        if _family(runtime) == "tensorrt":
-            from rtseg.formats.plan import read_sidecar
-
-            meta = read_sidecar(path).meta
-        else:
-            from rtseg.formats.onnx_meta import read_onnx_meta
-
-            meta = read_onnx_meta(path)
+        meta = artifact_meta(path, _family(runtime))  # read once: the engine that opens the entry reuses it
     except (RtsegError, OSError, ValueError):
         return None
     return meta.extra.get("cache_key")
@@ -132,7 +145,6 @@ def cached_artifact(weights: str | Path, runtime: str, size: tuple[int, int], *,
     openvino: an ONNX file; tensorrt: a plan) at ``size`` (h, w), exported now when the cache
     has no valid one. ``note`` receives the one line said when an export happens (and when the
     cache folder is not writable)."""
-    global _fallback
     weights = Path(weights)
     suffix = TABLE[runtime].cache_suffix if runtime in TABLE else None
     if suffix is None:
@@ -153,10 +165,11 @@ def cached_artifact(weights: str | Path, runtime: str, size: tuple[int, int], *,
     try:
         _export(weights, runtime, size, fp16, key, dest)
     except OSError as exc:  # the folder went away or filled up mid-export: a temporary folder still works
-        if folder == _fallback:
+        if folder == _fallback.folder:
             raise RtsegError(f"cannot write the exported model to {folder}: {exc}") from None
-        _fallback = Path(tempfile.mkdtemp(prefix="rtseg-cache-"))
-        note(f"note: cannot write to the cache {folder} ({exc.strerror or exc}); exporting into {_fallback} for this run")
-        dest = _fallback / name
+        fallback = _fallback.make()
+        note(f"note: cannot write to the cache {folder} ({exc.strerror or exc}); exporting into {fallback} "
+             "for this run")
+        dest = fallback / name
         _export(weights, runtime, size, fp16, key, dest)
     return dest

@@ -17,6 +17,7 @@ from typing import Callable, Sequence
 
 from rtseg.engines.cache import cache_root, file_digest  # the same content hash as the export cache
 from rtseg.errors import RtsegError
+from rtseg.formats import artifact_meta
 
 __all__ = ["FOREIGN_FLAGS", "is_foreign_onnx", "foreign_key", "wrapped_artifact", "foreign_or_own"]
 
@@ -31,15 +32,11 @@ def is_foreign_onnx(path: str | Path) -> bool:
     path = Path(path)
     if path.suffix.lower() != ".onnx" or not path.is_file():
         return False
-    from rtseg.formats.onnx_meta import read_onnx_meta
-
     try:
-        read_onnx_meta(path)
+        artifact_meta(path, "onnx")  # an rtseg file's read is kept for the engine that opens it
     except RtsegError as exc:
         return "without rtseg metadata" in str(exc)
     return False
-
-
 
 
 WRAP_FORMAT = 3  # what wrap_foreign writes (older entries are wrapped again); 2: the scores output; 3: ids enlarged to the input
@@ -56,10 +53,8 @@ def foreign_key(path: Path, flags: dict) -> str:
 
 
 def _stored_key(path: Path) -> str | None:
-    from rtseg.formats.onnx_meta import read_onnx_meta
-
     try:
-        return read_onnx_meta(path).extra.get("cache_key")
+        return artifact_meta(path, "onnx").extra.get("cache_key")
     except (RtsegError, OSError, ValueError):
         return None
 

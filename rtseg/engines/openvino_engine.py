@@ -23,7 +23,7 @@ import numpy as np
 from rtseg.devices import parse_device
 from rtseg.engines.base import ONNX_NO_SCORES, Engine, PerThread, check_streams
 from rtseg.errors import RtsegError, require
-from rtseg.formats.onnx_meta import read_onnx_meta
+from rtseg.formats import artifact_meta
 from rtseg.signals import keep_signal_stack
 
 __all__ = ["OpenVINOEngine", "PRECISIONS", "HINTS", "cpu_has_bf16", "new_core"]
@@ -110,7 +110,7 @@ class OpenVINOEngine(Engine):
                  precision: str = "auto", hint: str = "latency", threads: int = 0, streams: int = 1):
         ov = _ov()
         path = Path(path)
-        self.meta = read_onnx_meta(path)  # also: missing file, not ONNX, not rtseg -> one line
+        self.meta = artifact_meta(path, "onnx")  # also: missing file, not ONNX, not rtseg -> one line
         hint = _choice("hint", hint, HINTS)
         self.streams = check_streams(streams)
         if self.streams > 1:

@@ -19,10 +19,11 @@ from typing import Any
 import numpy as np
 
 from rtseg.engines.base import ONNX_NO_SCORES, Engine, PerThread, check_streams, engine_device
+from rtseg.engines.cache import cache_root
 from rtseg.errors import RtsegError
-from rtseg.formats.onnx_meta import read_onnx_meta
+from rtseg.formats import artifact_meta
 
-__all__ = ["OrtEngine", "ort_providers"]
+__all__ = ["OrtEngine", "ort_providers", "check_export_precision"]
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ def ort_providers(device: str | None, available: list[str]) -> tuple[str, list[A
     providers: list[Any] = []
     if "TensorrtExecutionProvider" in available:
         # ORT builds TensorRT engines for the graph on first run; cache them between runs.
-        cache = Path(os.environ.get("RTSEG_CACHE", Path.home() / ".cache" / "rtseg")) / "ort_trt"
+        cache = cache_root() / "ort_trt"
         providers.append(("TensorrtExecutionProvider", {"device_id": index, "trt_fp16_enable": True,
                                                          "trt_engine_cache_enable": True,
                                                          "trt_engine_cache_path": str(cache)}))
@@ -64,6 +65,13 @@ def _precision(asked: str, file_precision: str, device: str) -> str:
                      f"precision (rtseg export --precision {asked}, or give the .pt and rtseg exports it)")
 
 
+def check_export_precision(precision: str, cuda: bool) -> None:
+    """Before a ``.pt`` is exported for ONNX Runtime (its row's ``export_check`` in
+    :data:`rtseg.engines.runtimes.TABLE`): a precision it would refuse to run the export at is the
+    one-line error now, not after an export made for nothing."""
+    _precision(precision, precision if precision != "auto" else "fp32", "cuda" if cuda else "cpu")
+
+
 class OrtEngine(Engine):
     """An rtseg ONNX file run by ONNX Runtime. ``threads``: intra-op threads in all (0 = one per
     core). ``streams``: sessions run at once from different threads, each with threads/streams
@@ -76,7 +84,7 @@ class OrtEngine(Engine):
         import onnxruntime as ort
 
         path = Path(path)
-        self.meta = read_onnx_meta(path)  # also: missing file, not ONNX, not rtseg -> one line
+        self.meta = artifact_meta(path, "onnx")  # also: missing file, not ONNX, not rtseg -> one line
         self.device, providers = ort_providers(device, ort.get_available_providers())
         self.precision = _precision(precision, self.meta.extra.get("export", {}).get("precision") or "fp32",
                                     self.device)

@@ -324,15 +324,19 @@ def _probe(cands: list[Candidate], opener: Callable[[Candidate], Engine], prepar
                   about), export_s
 
 
-def choose(weights: Path, family: str, *, size: Sequence[int], device: str, cuda: bool, streams: int,
-           threads: int, precision: str, opener: Callable[[Candidate], Engine],
-           note: Callable[[str], None], prepare: Callable[[Candidate], None] = lambda c: None,
-           budget_s: float | None = None) -> Choice:
+def choose(weights: Path, family: str, *, size: Sequence[int], device: str, cuda: bool,
+           streams: int | Callable[[Candidate], int], threads: int, precision: str,
+           opener: Callable[[Candidate], Engine], note: Callable[[str], None],
+           prepare: Callable[[Candidate], None] = lambda c: None, budget_s: float | None = None) -> Choice:
     """auto's runtime and precision for ``weights`` here: the cached choice, else measured now
     and cached. ``prepare`` exports a candidate's artifact into the export cache (outside the
-    budget), ``opener`` opens its engine. ``note`` gets the one line that says what was chosen,
+    budget), ``opener`` opens its engine (with its streams). ``streams``: the streams asked for,
+    or each candidate's (``--streams 0``: the choice is keyed by the most any of them gets, what a
+    caller asking for that number keys). ``note`` gets the one line that says what was chosen,
     with the times."""
     cands = candidates(family, cuda, precision)
+    if callable(streams):
+        streams = max((streams(c) for c in cands), default=1)
     pool = [c for c in cands if precision in ("auto", c.precision)]
     if not pool:
         where = "this GPU" if cuda else f"this CPU ({machine.cpu_model()}; flags {' '.join(machine.cpu_flags())})"

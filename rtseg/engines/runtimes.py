@@ -12,7 +12,7 @@ runtime                   runs                   devices      streams    a ``.pt
 A ``.pt`` on another runtime is exported once into the cache (:mod:`rtseg.engines.cache`).
 ``auto`` runs the runtime measured fastest here (:mod:`rtseg.engines.probe`); :func:`resolve_runtime`
 is the fixed rule it falls back to (``RTSEG_AUTO_PROBE=0``) and what it asks before anything is
-measured (streams, a plan's runtime). The file
+measured (a plan's runtime). :func:`runtime_streams` says how many streams pay on a runtime. The file
 suffixes themselves are a format fact (:data:`rtseg.formats.SUFFIXES`); this table says who runs them.
 """
 from __future__ import annotations
@@ -30,8 +30,8 @@ from rtseg.errors import RtsegError
 from rtseg.formats import SUFFIXES
 
 __all__ = ["Runtime", "TABLE", "RUNTIMES", "ONNX_RUNTIMES", "PRECISIONS", "SUFFIXES", "artifact_family",
-           "known_suffixes", "check_precision", "resolve_runtime", "resolve_onnx_runtime", "runtime_reason",
-           "auto_streams"]
+           "known_suffixes", "check_precision", "runtime_device", "on_cuda", "resolve_runtime", "resolve_onnx_runtime",
+           "runtime_reason", "runtime_streams", "auto_streams"]
 
 # The values --precision takes, one name across runtimes (auto: the probe's or the runtime's own).
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -62,29 +62,51 @@ class Runtime:
     threads: bool  # takes --threads (CPU threads for the network)
     cache_suffix: str | None  # what a .pt is exported to for it (None: it runs the .pt itself)
     cache_fp16: bool = False  # that export is fp16 (TensorRT: the fp16 plan is the one worth running)
+    # --precision is a hint the runtime applies to the fp32 export (OpenVINO); False: it picks the
+    # export's own precision, fp32 or fp16 (rtseg exports no bf16 graph).
+    precision_hint: bool = False
+    # A function of the backend module, (precision, cuda: bool) -> None, that refuses a precision
+    # the runtime would not run, before a .pt is exported for it for nothing (None: no check).
+    export_check: str | None = None
     # Keywords its engine gets when --runtime auto picked it, unless the caller gave them.
     auto_kw: tuple[tuple[str, Any], ...] = ()
 
-    def engine_class(self) -> Any:
-        """The backend's Engine class, imported now; a missing backend module is one line."""
+    def backend(self) -> Any:
+        """The backend module, imported now; a missing backend module is one line."""
         name = f"rtseg.engines.{self.module}"
         try:
-            return getattr(importlib.import_module(name), self.cls)
+            return importlib.import_module(name)
         except ModuleNotFoundError as exc:
             if exc.name != name:  # the module is there but needs a package that is not: its own message
                 raise
             raise RtsegError(f"this rtseg has no {self.cls} ({name} is missing); reinstall rtseg") from None
+
+    def engine_class(self) -> Any:
+        """The backend's Engine class, imported now."""
+        return getattr(self.backend(), self.cls)
+
+    def export_fp16(self, precision: str, device: str | None) -> bool:
+        """Whether a ``.pt`` is exported in fp16 for this runtime at ``precision`` (one of
+        :data:`PRECISIONS`) on ``device``; a precision it would not run is a one-line error, said
+        before the export."""
+        if self.export_check is not None:
+            getattr(self.backend(), self.export_check)(precision, on_cuda(device))
+        if self.precision_hint:
+            return False  # one fp32 export; the runtime computes at the precision it is told
+        if precision == "bf16":
+            raise RtsegError(f"--precision bf16: rtseg exports fp32 or fp16 for {self.label}; use fp32, fp16 or auto")
+        return self.cache_fp16 if precision == "auto" else precision == "fp16"
 
 
 TABLE: dict[str, Runtime] = {row.name: row for row in (
     Runtime("pytorch", "PyTorch", (".pt", ".pth"), "torch_engine", "TorchEngine", ("cpu", "cuda"),
             streams=False, threads=True, cache_suffix=None),
     Runtime("onnxruntime", "ONNX Runtime", (".onnx",), "ort_engine", "OrtEngine", ("cpu", "cuda"),
-            streams=True, threads=True, cache_suffix=".onnx"),
+            streams=True, threads=True, cache_suffix=".onnx", export_check="check_export_precision"),
     # auto without probing runs OpenVINO at f32 (PyTorch's class ids); the probe weighs bf16 itself.
     # --runtime openvino keeps OpenVINO's own choice (bf16 where the CPU has it).
     Runtime("openvino", "OpenVINO", (".onnx",), "openvino_engine", "OpenVINOEngine", ("cpu", "GPU", "NPU"),
-            streams=True, threads=True, cache_suffix=".onnx", auto_kw=(("precision", "f32"),)),
+            streams=True, threads=True, cache_suffix=".onnx", precision_hint=True, auto_kw=(("precision", "f32"),)),
     Runtime("tensorrt", "TensorRT", (".plan", ".engine"), "trt_engine", "TensorRTEngine", ("cuda",),
             streams=False, threads=False, cache_suffix=".plan", cache_fp16=True),
 )}
@@ -116,17 +138,20 @@ def artifact_family(path: str | Path) -> str:
     return SUFFIXES[suffix]
 
 
-def _device(device: str | None) -> Device:
+def runtime_device(device: str | None) -> Device:
+    """``device`` as some runtime of the table takes it (cpu, cuda[:N], auto, OpenVINO's GPU...);
+    a one-line error for anything else. ``auto`` is left unresolved."""
     return engine_device(device, others=_OTHER_DEVICES)
 
 
-def _cuda(device: str | None) -> bool:
+def on_cuda(device: str | None) -> bool:
+    """Whether ``device`` means a CUDA GPU here (``auto``: when PyTorch sees one)."""
     def torch_cuda() -> bool:
         import torch
 
         return torch.cuda.is_available()
 
-    return _device(device).resolve(torch_cuda).is_cuda
+    return runtime_device(device).resolve(torch_cuda).is_cuda
 
 
 def resolve_onnx_runtime(runtime: str | None, device: str | None) -> str:
@@ -147,7 +172,7 @@ def resolve_onnx_runtime(runtime: str | None, device: str | None) -> str:
 
         return "CUDAExecutionProvider" in onnxruntime.get_available_providers()
 
-    if _device(device).resolve(ort_cuda).kind == "cpu" and importlib.util.find_spec("openvino") is not None:
+    if runtime_device(device).resolve(ort_cuda).kind == "cpu" and importlib.util.find_spec("openvino") is not None:
         return "openvino"
     return "onnxruntime"
 
@@ -174,14 +199,14 @@ def resolve_runtime(path: str | Path | None, runtime: str | None, device: str | 
         return resolve_onnx_runtime(choice, device)
     if choice != "auto":
         return choice
-    if _cuda(device):
+    if on_cuda(device):
         return "tensorrt" if importlib.util.find_spec("tensorrt") is not None else "pytorch"
     return "openvino" if importlib.util.find_spec("openvino") is not None else "onnxruntime"
 
 
 def runtime_reason(runtime: str, device: str | None) -> str:
     """Why ``auto`` picks ``runtime`` here, in a few words (rtseg doctor)."""
-    cuda = _cuda(device)
+    cuda = on_cuda(device)
     return {
         "openvino": "OpenVINO f32 on any CPU where it is installed (the same ids as PyTorch)",
         "onnxruntime": "OpenVINO is not installed" if not cuda else "for .onnx files on CUDA",
@@ -190,18 +215,28 @@ def runtime_reason(runtime: str, device: str | None) -> str:
     }.get(runtime, "")
 
 
-def auto_streams(engine: str | Path | None, device: str, *, live: bool, sequential: bool = False,
-                 runtime: str | None = None) -> int:
-    """--streams 0: two streams where they pay, one elsewhere.
+def runtime_streams(runtime: str, device: str | None, *, live: bool, sequential: bool = False) -> int:
+    """--streams 0 for ``runtime`` (a name in :data:`TABLE`) on ``device``: two streams where they
+    pay, one elsewhere.
 
     On a CPU the pipeline's own threads (decode, colour, encode) share the cores with the network:
     a one-stream network spreads each frame over every core and stalls whenever one of them is
     taken, while two single-threaded streams keep working (benchmarks/results/bench_*.json). A live
     source wants the lowest latency instead (one stream), and so do --sequential runs; runtimes
-    without streams in :data:`TABLE` have one. ``engine`` None is the bundled ``.pt``; ``runtime``
-    as for :func:`resolve_runtime`."""
-    if live or sequential or not TABLE[resolve_runtime(engine, runtime, device)].streams:
+    without streams in :data:`TABLE` have one."""
+    if live or sequential or not TABLE[runtime].streams:
         return 1
-    if _device(device).kind not in ("cpu", "auto"):
+    if runtime_device(device).kind not in ("cpu", "auto"):
         return 1
     return 2 if len(os.sched_getaffinity(0)) >= 2 else 1
+
+
+def auto_streams(engine: str | Path | None, device: str, *, live: bool, sequential: bool = False,
+                 runtime: str | None = None) -> int:
+    """--streams 0 by the fixed rule: :func:`runtime_streams` for the runtime
+    :func:`resolve_runtime` picks. ``engine`` None is the bundled ``.pt``; ``runtime`` as for
+    :func:`resolve_runtime`. ``open_engine(streams=0)`` needs none of this: it decides the streams
+    with the runtime it opens (the one ``auto`` measured fastest)."""
+    if live or sequential:
+        return 1
+    return runtime_streams(resolve_runtime(engine, runtime, device), device, live=live, sequential=sequential)

@@ -22,7 +22,7 @@ SIZE = (64, 96)  # small: an export takes about a second
 def cache_dir(tmp_path, monkeypatch) -> Path:
     folder = tmp_path / "cache"
     monkeypatch.setenv("RTSEG_CACHE", str(folder))
-    monkeypatch.setattr(cache, "_fallback", None)
+    monkeypatch.setattr(cache._fallback, "folder", None)
     return folder
 
 
@@ -82,7 +82,7 @@ def test_an_unwritable_cache_falls_back_to_a_temporary_folder_with_a_note(tiny_c
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
     monkeypatch.setenv("RTSEG_CACHE", str(blocker / "cache"))  # cannot be created, even by root
-    monkeypatch.setattr(cache, "_fallback", None)
+    monkeypatch.setattr(cache._fallback, "folder", None)
     notes = []
     path = cache.cached_artifact(tiny_checkpoint, "onnxruntime", SIZE, note=notes.append)
     assert path.is_file() and not str(path).startswith(str(blocker))

@@ -76,8 +76,8 @@ def test_openvino_streams_float_between_cores(onnx_file):
 def test_streams_is_refused_where_it_does_not_apply(weights, onnx_file):
     with pytest.raises(RtsegError, match=r"--streams 2 applies to ONNX Runtime and OpenVINO; .* runs on pytorch"):
         load_engine(weights, streams=2)  # a .pt on its own runtime
-    with pytest.raises(RtsegError, match="--streams must be >= 1; got 0"):
-        load_engine(onnx_file, runtime="onnxruntime", streams=0)
+    with pytest.raises(RtsegError, match="--streams must be >= 1, or 0 for as many as pay here; got -1"):
+        load_engine(onnx_file, runtime="onnxruntime", streams=-1)
 
 
 def test_auto_streams_is_two_only_on_onnx_runtimes_run_pipelined_on_a_multicore_cpu(monkeypatch):
