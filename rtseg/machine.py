@@ -100,3 +100,16 @@ def machine_key() -> str:
     record.pop("platform")
     record.pop("python")
     return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def since_process_start() -> float | None:
+    """Seconds since this process started (Linux: /proc; elsewhere None), what a user waits for
+    from typing the command: the interpreter's start and every import included."""
+    try:
+        with open("/proc/self/stat") as f:
+            started = int(f.read().rsplit(")", 1)[1].split()[19])  # field 22: start time, clock ticks after boot
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return round(uptime - started / os.sysconf("SC_CLK_TCK"), 3)
+    except (OSError, ValueError, IndexError):
+        return None

@@ -60,6 +60,7 @@ class LiveSource(Source):
         self._last = time.monotonic()  # when the last frame arrived
         self.grabbed = 0  # frames the device delivered
         self._frame_no = self._handed = -1  # number (in `grabbed`) of the newest frame, of the last handed out
+        self._stamp = self._handed_stamp = (None, None)  # (timestamp s, perf_counter) of the newest / last handed out
         self.dropped = 0
         self.outages = 0  # times the source was lost
         self.reconnects = 0  # times it came back
@@ -101,6 +102,8 @@ class LiveSource(Source):
                     if self._frame is not None:
                         self.dropped += 1  # newest wins: the one nobody took is stale now
                     self._frame, self._last, self._frame_no = frame, time.monotonic(), self.grabbed
+                    given = cap.timestamp() if hasattr(cap, "timestamp") else None  # frames handed in carry their own
+                    self._stamp = (time.time() if given is None else given, time.perf_counter())
                     self.grabbed += 1
                     self._cond.notify_all()
         except Exception as exc:  # handed to the reader, which reports it (or reconnects)
@@ -120,6 +123,7 @@ class LiveSource(Source):
                     self._cond.wait(timeout=0.1)  # wakes on a new frame; the timeout re-checks stop and stalls
                 if self._frame is not None:
                     frame, self._frame, self._handed = self._frame, None, self._frame_no
+                    self._handed_stamp = self._stamp
                     return frame
                 if self._closed:
                     return None
@@ -170,6 +174,12 @@ class LiveSource(Source):
                     return False
                 self._gen += 1  # no frame from this one either: its grabber lets go of it
         return False
+
+    def timestamp(self) -> float | None:
+        return self._handed_stamp[0]
+
+    def captured_at(self) -> float | None:
+        return self._handed_stamp[1]
 
     def position(self) -> int | None:
         """The number of the frame handed out last among every frame the device delivered (the

@@ -46,6 +46,8 @@ class Packet:
     timings: dict[str, float] = field(default_factory=dict)  # ms this frame spent in each stage so far
     source_index: int | None = None  # the source's own frame number (gaps: --stride, stale live frames); None: index
     epoch: int = 0  # the source's reconnect count when the frame was read (a change: a new connection)
+    timestamp: float | None = None  # s: the source's capture time (a file's PTS, the wall clock at a camera's grab, the caller's)
+    t_capture: float | None = None  # perf_counter when a live frame arrived (None: t_read); where latency starts
     scores: np.ndarray | None = None  # float16 (C, h', w') class scores at the network's resolution (--temporal on)
     _frame_ids: np.ndarray | None = field(default=None, repr=False)  # `ids` at the frame's size, once asked
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from rtseg.errors import RtsegError, redact
 
-__all__ = ["Source", "VideoFileSource", "ImageFolderSource", "open_source", "quiet_video_logs", "IMAGE_SUFFIXES"]
+__all__ = ["Source", "VideoFileSource", "ImageFolderSource", "quiet_video_logs", "capture_fps", "IMAGE_SUFFIXES"]
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,18 @@ class Source(ABC):
     def frame_name(self, index: int) -> str:
         """A file-name stem for frame ``index`` (used for the per-frame mask PNGs)."""
         return f"{index:06d}"
+
+    def timestamp(self) -> float | None:
+        """The capture time of the frame :meth:`read` gave last, in seconds: a file's presentation
+        time, the wall clock (``time.time()``) when a camera's frame arrived, the caller's for frames
+        handed in. None: the source has none."""
+        return None
+
+    def captured_at(self) -> float | None:
+        """When the frame :meth:`read` gave last arrived, on ``time.perf_counter()``'s clock, for
+        sources whose frames arrive on their own (cameras, streams, frames pushed in): where the
+        latency from capture to result starts. None: when the read began (files, folders)."""
+        return None
 
     def position(self) -> int | None:
         """The source's own number of the frame :meth:`read` gave last, counting the frames it
@@ -154,6 +166,9 @@ class VideoFileSource(Source):
         self._read += 1
         return frame
 
+    def timestamp(self) -> float | None:
+        return (self._read - 1) / self.fps if self._read else None  # the frame's presentation time (constant rate)
+
     def close(self) -> None:
         self._cap.release()
 
@@ -212,33 +227,3 @@ class ImageFolderSource(Source):
 
     def frame_name(self, index: int) -> str:
         return self._names[index] if index < len(self._names) else f"{index:06d}"
-
-
-def open_source(spec: str | int | Path, *, reconnect: int = 5, stall_timeout: float = 5.0) -> Source:
-    """SOURCE as the CLI takes it: a camera index ("0"), a URL (rtsp/rtmp/http/...), a video
-    file, an image folder, one image, or a glob of images. Live sources (cameras, stream URLs)
-    reconnect up to ``reconnect`` times (0: the run ends with the stream); files never do."""
-    from rtseg.pipeline.live import LiveSource, open_camera, reopener  # live.py builds on this module
-
-    if isinstance(spec, int) or (isinstance(spec, str) and spec.isdigit()):
-        return open_camera(int(spec), reconnect=reconnect, stall_timeout=stall_timeout)
-    text = str(spec)
-    if "://" in text:
-        scheme = text.split("://", 1)[0].lower()
-        if scheme not in ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt"):
-            raise RtsegError(f"unsupported URL scheme {scheme!r} in {redact(text)}; use rtsp, rtmp, http(s), udp, tcp or srt")
-        cap = cv2.VideoCapture(text, cv2.CAP_FFMPEG)  # the real URL: the only place it is used
-        if not cap.isOpened():
-            raise RtsegError(f"cannot open stream {redact(text)} (unreachable, or not a video stream)")
-        if cap.get(cv2.CAP_PROP_FRAME_COUNT) > 0:  # a file served over http: read every frame
-            return VideoFileSource.from_capture(cap, text)
-        return LiveSource(cap, name="stream", fps=capture_fps(cap), reopen=reopener(text), reconnect=reconnect,
-                          stall_timeout=stall_timeout)
-    path = Path(text)
-    is_glob = any(c in text for c in "*?[")
-    if not is_glob and not path.exists():
-        raise RtsegError(f"no such file or folder: {text} (SOURCE is a video file, an image folder or glob, "
-                         f"a camera index or a stream URL)")
-    if path.is_dir() or path.suffix.lower() in IMAGE_SUFFIXES or is_glob:
-        return ImageFolderSource(text)
-    return VideoFileSource(path)

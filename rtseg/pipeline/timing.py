@@ -46,16 +46,17 @@ class StageStats:
     def count(self) -> int:
         return self._n
 
-    def summary(self) -> dict[str, float]:
-        """{"mean", "p50", "p95"} in ms (NaN when there are no samples)."""
+    def summary(self, *more: int) -> dict[str, float]:
+        """{"mean", "p50", "p95"} in ms, and a "pNN" for each of ``more`` (NaN when there are no samples)."""
         with self._lock:
             n = self._n
             recent = self._ring[: min(n, len(self._ring))].copy()
             total = self._sum
+        keys = ["p50", "p95", *(f"p{q}" for q in more)]
         if n == 0:
-            return {"mean": float("nan"), "p50": float("nan"), "p95": float("nan")}
-        p50, p95 = np.percentile(recent, [50, 95])
-        return {"mean": total / n, "p50": float(p50), "p95": float(p95)}
+            return {"mean": float("nan"), **{k: float("nan") for k in keys}}
+        values = np.percentile(recent, [50, 95, *more])
+        return {"mean": total / n, **{k: float(v) for k, v in zip(keys, values)}}
 
 
 class Timings:

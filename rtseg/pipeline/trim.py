@@ -85,6 +85,12 @@ class Trimmed(Source):
                 self._original.append(index)
                 return frame
 
+    def timestamp(self) -> float | None:
+        return self.inner.timestamp()
+
+    def captured_at(self) -> float | None:
+        return self.inner.captured_at()
+
     def position(self) -> int | None:
         """The inner source's number of the last frame (its own, else the count of frames read)."""
         inner = self.inner.position()

@@ -8,7 +8,8 @@ import pytest
 from pipeline_fakes import write_video
 from rtseg.errors import RtsegError
 from rtseg.pipeline.live import LiveSource, open_camera
-from rtseg.pipeline.sources import ImageFolderSource, VideoFileSource, open_source
+from rtseg.pipeline.opener import open_source
+from rtseg.pipeline.sources import ImageFolderSource, VideoFileSource
 
 
 def _read_all(source) -> list[np.ndarray]:
