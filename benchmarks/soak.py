@@ -26,9 +26,9 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "pipeline"))
 
 from rtseg.bundled import BENCH_FRAME  # noqa: E402
-from rtseg.engines import open_engine  # noqa: E402
-from rtseg.pipeline.app import Outputs, segment  # noqa: E402
-from rtseg.pipeline.sources import Source, open_source, quiet_video_logs  # noqa: E402
+from rtseg.pipeline.app import segment  # noqa: E402
+from rtseg.pipeline.context import RunSpec, open_run  # noqa: E402
+from rtseg.pipeline.sources import Source, quiet_video_logs  # noqa: E402
 from results_json import write_json  # noqa: E402  (benchmarks/, beside this script)
 
 
@@ -101,9 +101,8 @@ def main() -> int:
     quiet_video_logs()  # FFmpeg's own lines about the dropped connections, as the CLI does
     result = {"date": time.strftime("%Y-%m-%d"), "cpu_cores": len(os.sched_getaffinity(0))}
     with tempfile.TemporaryDirectory(prefix="rtseg-soak-") as tmp:
-        engine = open_engine(frame_size=(360, 640))
-        src = Looping(args.frames)
-        written, samples = sampled(lambda: segment(src, engine, Outputs(output=Path(tmp) / "file.mp4")))
+        run = open_run(RunSpec.from_options(Looping(args.frames), output=Path(tmp) / "file.mp4"))
+        written, samples = sampled(lambda: segment(run))
         result["file"] = {"frames": written.result.frames, "fps": round(written.result.fps, 1), **flatness(samples),
                           "samples": samples}
         print(f"file-like: {written.result.frames} frames at {written.result.fps:.1f} fps; {flatness(samples)}", flush=True)
@@ -116,10 +115,10 @@ def main() -> int:
                 camera.outage(1.5)
 
         threading.Thread(target=flaky, daemon=True).start()
-        live = open_source(camera.url, reconnect=10, stall_timeout=3.0)
-        live_engine = open_engine(frame_size=tuple(live.size))
-        written, samples = sampled(lambda: segment(live, live_engine, Outputs(output=Path(tmp) / "live.mp4"),
-                                                   max_frames=args.live_frames))
+        live_run = open_run(RunSpec.from_options(camera.url, reconnect=10, stall_timeout=3.0,
+                                                 output=Path(tmp) / "live.mp4", max_frames=args.live_frames))
+        live = live_run.source
+        written, samples = sampled(lambda: segment(live_run))
         stop.set()
         camera.close()
         result["live"] = {"frames": written.result.frames, "outages": live.outages, "reconnects": live.reconnects,

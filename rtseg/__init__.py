@@ -1,13 +1,20 @@
-"""rtseg: real-time video semantic segmentation."""
+"""rtseg: real-time video semantic segmentation.
+
+The public API is imported when first used, so ``import rtseg`` (and ``rtseg --help``) stays
+quick and does not import PyTorch: only running a network in PyTorch, exporting one or training
+does (``create_model`` and friends import it when called)."""
 from __future__ import annotations
 
 from rtseg._version import __version__
 from rtseg.errors import RtsegError
-from rtseg.meta import ModelMeta
-from rtseg.nets import create_model, list_models, register_model
 
 __all__ = ["RtsegError", "ModelMeta", "create_model", "list_models", "register_model", "load_engine", "stream",
-           "VideoWriter", "Result", "batch", "__version__"]
+           "batch", "VideoWriter", "Result", "FrameFeed", "__version__"]
+
+# name -> the module that holds it, imported on first use
+_LAZY = {"ModelMeta": "rtseg.meta", "create_model": "rtseg.nets", "list_models": "rtseg.nets",
+         "register_model": "rtseg.nets", "VideoWriter": "rtseg.streaming", "Result": "rtseg.streaming",
+         "FrameFeed": "rtseg.pipeline.opener"}
 
 
 def load_engine(path=None, *, device: str = "cpu", runtime: str | None = None, **kwargs):
@@ -19,20 +26,23 @@ def load_engine(path=None, *, device: str = "cpu", runtime: str | None = None, *
     return open_engine(path, device=device, runtime=runtime, **kwargs)
 
 
-def stream(source=None, **kwargs):
+def stream(source=None, **options):
     """The pipelined app as an iterator of per-frame results (rtseg/streaming.py)."""
     from rtseg.streaming import stream as _stream
 
-    return _stream(source, **kwargs)
+    return _stream(source, **options)
+
+
+def batch(inputs, output_dir, **options):
+    """Segment many videos into ``output_dir``, here or on a Ray cluster (rtseg/fleet: ``rtseg.fleet.batch``)."""
+    from rtseg.fleet import batch as _batch
+
+    return _batch(inputs, output_dir, **options)
 
 
 def __getattr__(name: str):
-    if name in ("VideoWriter", "Result"):  # imported when first used: they pull in the video stack
-        import rtseg.streaming as _module
+    if name in _LAZY:
+        import importlib
 
-        return getattr(_module, name)
-    if name == "batch":  # rtseg.batch(inputs, output_dir, ...): the package is callable (run_batch)
-        import rtseg.batch as _batch
-
-        return _batch
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'rtseg' has no attribute {name!r}")

@@ -19,13 +19,13 @@ import queue
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator
 
 import numpy as np
 
 from rtseg.errors import RtsegError
 from rtseg.pipeline.packet import Look, Packet
-from rtseg.pipeline.runner import Sink, StopRun, engine_stages, run
+from rtseg.pipeline.runner import Sink, StopRun
 from rtseg.pipeline.sinks import VideoSink
 from rtseg.viz import Legend, draw, i420_to_bgr, palette_lut
 
@@ -46,6 +46,7 @@ class Result:
     palette: tuple[tuple[int, int, int], ...]  # RGB colour of each class
     fps: float  # the source's frame rate
     dropped: int  # live sources: stale frames skipped so far
+    timestamp: float | None  # s: capture time (a file's PTS, the wall clock at a camera's grab, the caller's)
     _packet: Packet = field(repr=False)
     _legend: Legend | None = field(default=None, repr=False)
 
@@ -80,6 +81,8 @@ class Result:
 class _Handoff(Sink):
     """The write stage of a stream: passes each packet to the caller's thread."""
 
+    takes_i420 = True  # the picture drawn ahead in I420, as H.264 (VideoWriter) takes it
+
     def __init__(self, cancel: threading.Event):
         self.queue: queue.Queue = queue.Queue(maxsize=2)
         self.cancel = cancel
@@ -101,70 +104,55 @@ class _Handoff(Sink):
 _END = object()
 
 
-def stream(source: str | int | Path | None = None, *, weights: str | Path | None = None, runtime: str = "auto",
-           device: str = "auto", size: str | Sequence[int] | None = None, streams: int = 0, queue_size: int = 0,
-           max_frames: int | None = None, view: str | None = "overlay", alpha: float = 0.5,
-           legend: bool = True, reconnect: int = 5, stall_timeout: float = 5.0, start: str | int | None = None,
-           end: str | int | None = None, stride: int = 1, fps: float | None = None, classes: str | None = None,
-           normalize: str | None = None, bgr: bool = False, input_name: str | None = None,
-           output_name: str | None = None, temporal: str | bool = "auto", precision: str = "auto") -> Iterator[Result]:
-    """Segment ``source`` (a video file, image folder or glob, camera index or stream URL; None:
-    the bundled demo clip) with ``weights`` (None: the bundled CamVid weights) on ``runtime`` and
-    ``device`` (auto: CUDA when PyTorch sees a GPU, else the CPU), yielding a :class:`Result` per
-    frame in order. Files and folders lose no frame; live sources drop stale frames (counted in
-    ``Result.dropped``). ``size``: the inference size (default: the weights' pixel count in the
-    frame's shape); ``streams``/``queue_size`` 0: as ``rtseg run`` chooses. ``view``, ``alpha``,
-    ``legend``: the picture a post stage draws in its own thread, as ``rtseg run`` does, for
-    ``Result.overlay`` and :class:`VideoWriter` (None: draw nothing ahead). ``reconnect``,
-    ``stall_timeout``: a camera or stream URL that stops or stalls is opened again, as in ``rtseg run``.
-    ``start``, ``end``, ``stride``, ``fps``: as ``rtseg run``'s --start and --end (a frame number
-    or a time: 120, "4.5s", "1:02"), --stride (every Nth frame) and --fps (an image folder's rate).
-    ``classes``, ``normalize``, ``bgr``, ``input_name``, ``output_name``: as ``rtseg run``'s flags,
-    for ``weights`` an ONNX file from another tool (wrapped once into the cache). ``temporal``:
-    as ``rtseg run --temporal``: "auto" (its default: the filter for a video, camera or stream when
-    the engine gives class scores), "on" (or True), "off" (or False). ``precision``:
-    as ``rtseg run``'s --precision, auto (the probe's pick or the runtime's own), fp32, bf16 or fp16;
-    one the runtime or the CPU cannot compute (bf16 on a CPU without AVX512-BF16 or AMX) raises
-    :class:`RtsegError`, one line, at the call."""
+def stream(source: Any = None, **options: Any) -> Iterator[Result]:
+    """Segment ``source`` (a video file, image folder or glob, camera index or stream URL; frames
+    the caller holds, as an iterable of BGR frames or of ``(frame, timestamp)`` pairs, or a
+    :class:`~rtseg.pipeline.opener.FrameFeed` pushed into; None: the bundled demo clip), yielding a
+    :class:`Result` per frame in order. Files, folders and iterables lose no frame; live sources
+    (cameras, URLs, a feed, an iterable with ``live=True``) drop stale frames (counted in
+    ``Result.dropped``). Each result carries its capture ``timestamp``.
+
+    ``options`` are ``rtseg run``'s, by the names of :class:`rtseg.pipeline.spec.RunSpec`'s fields
+    (``weights`` for --engine, ``runtime``, ``size``, ``stride``, ``temporal``, ``classes``, ...),
+    with the same defaults but ``device`` (auto: CUDA when PyTorch sees a GPU, else the CPU).
+    ``view``, ``alpha``, ``legend``: the picture a post stage draws in its own thread, as ``rtseg
+    run`` does, for ``Result.overlay`` and :class:`VideoWriter` (``view=None``: draw nothing ahead).
+    A bad option raises :class:`RtsegError`, one line naming it, at the call."""
+    from rtseg.pipeline.context import RunSpec, open_run
+
+    picture = options.get("view", "overlay") is not None
+    if not picture:
+        options.pop("view")
+    options["device"] = _device(options.get("device", "auto"))
+    run = open_run(RunSpec.from_options(source, **options))  # errors at the call, not at the first next()
+    return _iterate(run, picture=picture)
+
+
+def _device(device: str) -> str:
+    """auto as PyTorch sees it (for every runtime); other names pass through."""
+    if str(device).strip().lower() != "auto":
+        return device
+    import torch  # only for auto: which GPU PyTorch sees
+
     from rtseg.devices import parse_device
-    from rtseg.pipeline.context import EngineOptions, SourceOptions, open_run
-    from rtseg.pipeline.temporal import parse_temporal, resolve_temporal
 
-    look = Look(view=view, alpha=alpha, legend=legend) if view is not None else None
-    temporal_config = parse_temporal(temporal)
-    if str(device).strip().lower() == "auto":  # PyTorch's view, for every runtime (other names pass through)
-        import torch
-
-        device = str(parse_device(device).resolve(torch.cuda.is_available))
-    start, end = (None if v is None else str(v) for v in (start, end))  # positions as the CLI takes them
-    opened = open_run(SourceOptions(source, start=start, end=end, stride=stride, fps=fps, reconnect=reconnect,
-                                    stall_timeout=stall_timeout),
-                      EngineOptions(weights, runtime=runtime, device=device, size=size, streams=streams,
-                                    classes=classes, normalize=normalize, bgr=bgr, input_name=input_name,
-                                    output_name=output_name, precision=precision))
-    src = opened.source
-    temporal_config = resolve_temporal(temporal_config, source=src, engine=opened.engine)
-    try:  # errors at the call, not at the first next()
-        stages = engine_stages(opened.engine, look, i420=True, temporal=temporal_config)  # look None: no post stage
-    except BaseException:
-        src.close()
-        raise
-    return _iterate(src, opened.engine, queue_size or (1 if src.live else 4), max_frames, stages=stages)
+    return str(parse_device(device).resolve(torch.cuda.is_available))
 
 
-def _iterate(src, engine, queue_size: int, max_frames: int | None, look: Look | None = None, *,
-             stages=None) -> Iterator[Result]:
+def _iterate(run, *, picture: bool = True) -> Iterator[Result]:
     """The generator behind :func:`stream` (a separate function so that opening errors raise at
-    the call, not at the first ``next``). ``stages``: as made by ``engine_stages``; None: made for ``look``."""
-    if stages is None:
-        stages = engine_stages(engine, look, i420=True)  # look None: no post stage; else drawn in I420, as H.264 takes it
+    the call, not at the first ``next``): :func:`rtseg.pipeline.app.segment` into a hand-off
+    sink, the results read in the caller's thread."""
+    from rtseg.pipeline.app import segment
+
+    src, engine = run.source, run.engine
     cancel = threading.Event()
     handoff = _Handoff(cancel)
     outcome: dict[str, Any] = {}
 
     def work() -> None:
         try:
-            outcome["result"] = run(src, stages, handoff, queue_size=queue_size, max_frames=max_frames)
+            outcome["result"] = segment(run, handoff, picture=picture).result
         except BaseException as exc:  # handed to the caller's thread
             outcome["error"] = exc
         finally:
@@ -187,7 +175,7 @@ def _iterate(src, engine, queue_size: int, max_frames: int | None, look: Look | 
             if item is _END:
                 break
             yield Result(index=item.index, name=item.name, frame=item.frame, timings=dict(item.timings), classes=names,
-                         palette=palette, fps=src.fps, dropped=src.dropped, _packet=item)
+                         palette=palette, fps=src.fps, dropped=src.dropped, timestamp=item.timestamp, _packet=item)
         if "error" in outcome:
             raise outcome["error"]
     finally:

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from rtseg.batch import BatchOptions, find_inputs, plan, read_manifest, run_batch
+from rtseg.fleet import BatchOptions, find_inputs, plan, read_manifest, run_batch
 from rtseg.errors import RtsegError
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "assets" / "demo" / "camvid_0016E5_val_15fps.mp4"
 # PyTorch at a small size: no export into the cache, a fraction of a second a clip.
-OPTIONS = BatchOptions(runtime="pytorch", size="72x96", threads=1)
+OPTIONS = BatchOptions.of(runtime="pytorch", size="72x96", threads=1)
 CLI_OPTIONS = ["--runtime", "pytorch", "--size", "72x96", "--threads", "1", "-q"]
 FRAMES = {"a.mp4": 10, "b.mp4": 8, "sub/b.mp4": 12}
 
@@ -217,19 +217,47 @@ def test_no_ray_names_the_extra(clips, tmp_path, monkeypatch):
         run_batch([clips / "a.mp4"], tmp_path / "out", OPTIONS, cluster="ray")
 
 
+def _ray_task_pids() -> list[int]:
+    """Processes running a batch video as a Ray task (Ray titles a worker ``ray::process_one`` while it runs one)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and (proc / "cmdline").read_bytes().startswith(b"ray::process_one"):
+                pids.append(int(proc.name))
+        except OSError:
+            continue
+    return pids
+
+
+def _kill_a_worker_mid_video(out: Path, done: threading.Event, killed: list) -> None:
+    """SIGKILL the first Ray worker seen writing a video (a temporary output with bytes in it)."""
+    while not done.is_set() and not killed:
+        writing = [p for p in out.rglob("*.tmp*") if p.is_file() and p.stat().st_size > 0] if out.is_dir() else []
+        pids = _ray_task_pids() if writing else []
+        if pids:
+            os.kill(pids[0], signal.SIGKILL)
+            killed.append(pids[0])
+        done.wait(0.01)
+
+
 @pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="finds the Ray worker through /proc (Linux)")
 def test_ray_local_cluster_with_a_worker_killed(clips, tmp_path, monkeypatch):
-    """A local Ray instance (127.0.0.1, 2 CPUs); the first worker to reach frame 3 exits on the
-    spot: its task is run again, every output ends complete, the corrupt clip the only failure."""
+    """A local Ray instance (127.0.0.1, 2 CPUs); the first worker seen writing a video is killed
+    (SIGKILL): its task is run again, every output ends complete, the corrupt clip the only failure."""
     ray = pytest.importorskip("ray")
-    marker = tmp_path / "crash"
-    marker.mkdir()
-    monkeypatch.setenv("RTSEG_BATCH_TEST_CRASH", str(marker))  # the workers inherit it from ray.init
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     out = tmp_path / "out"
-    result = run_batch([clips], out, OPTIONS, cluster="ray", cpus=2, retries=2)
+    done, killed = threading.Event(), []
+    killer = threading.Thread(target=_kill_a_worker_mid_video, args=(out, done, killed), daemon=True)
+    killer.start()
+    try:
+        result = run_batch([clips], out, OPTIONS, cluster="ray", cpus=2, retries=2)
+    finally:
+        done.set()
+        killer.join(timeout=5)
     assert not ray.is_initialized()  # shut down at the end
-    assert (marker / "crashed").exists()  # a worker did die mid-video
+    assert killed  # a worker did die mid-video
     assert [r["status"] for r in result.records] == ["done", "done", "failed", "done"]
     assert [r["input"] for r in result.failed] == [str(clips / "bad.mp4")]
     _check_done(out, clips, read_manifest(out / "manifest.jsonl"))

@@ -20,6 +20,13 @@ from rtseg.pipeline.runner import StageError  # noqa: E402
 from rtseg.streaming import _iterate  # noqa: E402
 
 
+def _stream(source, engine, queue_size, look=None):
+    """The generator behind rtseg.stream over an opened run of ``source`` and ``engine`` (no picture without ``look``)."""
+    from pipeline_fakes import fake_run
+
+    return _iterate(fake_run(source, engine, queue_size, look), picture=look is not None)
+
+
 def _rtseg_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.startswith("rtseg-")]
 
@@ -35,7 +42,7 @@ def _wait_gone(seconds: float = 1.0) -> bool:
 
 def test_results_come_in_order_under_jitter_with_every_frame():
     engine = FakeEngine(delay={"preprocess": 0.004, "infer": 0.008}, streams=2)
-    got = [(r.index, frame_mark(r.frame), int(r.ids[0, 0])) for r in _iterate(ListSource(30), engine, 4, None)]
+    got = [(r.index, frame_mark(r.frame), int(r.ids[0, 0])) for r in _stream(ListSource(30), engine, 4)]
     assert [g[0] for g in got] == list(range(30)) and [g[1] for g in got] == list(range(30))
     assert all(ids == mark for _, mark, ids in got)  # each result's ids are its own frame's
     assert _wait_gone()
@@ -43,7 +50,7 @@ def test_results_come_in_order_under_jitter_with_every_frame():
 
 def test_leaving_the_loop_stops_every_thread_within_a_second():
     source = ListSource(10_000)
-    for r in _iterate(source, FakeEngine(), 4, None):
+    for r in _stream(source, FakeEngine(), 4):
         if r.index == 5:
             break
     assert _wait_gone(1.0) and source.closed and source.given < 100  # no reading on after the break
@@ -52,7 +59,7 @@ def test_leaving_the_loop_stops_every_thread_within_a_second():
 def test_an_exception_in_the_loop_body_stops_the_pipeline_and_propagates():
     source = ListSource(10_000)
     with pytest.raises(ZeroDivisionError):
-        for r in _iterate(source, FakeEngine(), 4, None):
+        for r in _stream(source, FakeEngine(), 4):
             if r.index == 3:
                 1 / 0
     assert _wait_gone(1.0) and source.closed
@@ -61,7 +68,7 @@ def test_an_exception_in_the_loop_body_stops_the_pipeline_and_propagates():
 def test_the_picture_drawn_ahead_is_the_one_overlay_would_draw():
     from rtseg.pipeline.packet import Look
 
-    results = list(_iterate(ListSource(3, size=(48, 64)), FakeEngine(), 4, None, Look(view="side-by-side", alpha=0.3)))
+    results = list(_stream(ListSource(3, size=(48, 64)), FakeEngine(), 4, Look(view="side-by-side", alpha=0.3)))
     for r in results:
         assert r._packet.picture_format == "i420" and "post" in r.timings
         ahead = r.overlay(view="side-by-side", alpha=0.3).astype(int)  # from the I420 picture drawn in the pipeline
@@ -72,7 +79,7 @@ def test_the_picture_drawn_ahead_is_the_one_overlay_would_draw():
 
 def test_a_failing_stage_raises_in_the_callers_thread_with_its_name():
     with pytest.raises(StageError, match="infer stage failed: Boom: injected fault in infer at frame 4"):
-        for _ in _iterate(ListSource(20), FakeEngine(fail={"infer": 4}), 4, None):
+        for _ in _stream(ListSource(20), FakeEngine(fail={"infer": 4}), 4):
             pass
     assert _wait_gone()
 
@@ -123,7 +130,7 @@ def test_a_live_source_drops_stale_frames_and_the_results_count_them():
     camera = SimulatedCamera(n=80, fps=200)
     source = LiveSource(camera, name="sim", fps=200)
     marks, dropped = [], []
-    for r in _iterate(source, FakeEngine(), 1, None):
+    for r in _stream(source, FakeEngine(), 1):
         time.sleep(0.02)  # a slow loop body: 50 frames a second from a 200 fps camera
         marks.append(frame_mark(r.frame))
         dropped.append(r.dropped)
@@ -137,7 +144,7 @@ def fake_engine(monkeypatch):
     """rtseg.stream on the fake engine: patched where every run opens its engine."""
     import rtseg.pipeline.context as context
 
-    monkeypatch.setattr(context, "open_engine", lambda *a, **k: FakeEngine(streams=k.get("streams", 1)))
+    monkeypatch.setattr(context, "open_engine", lambda *a, **k: FakeEngine(streams=k.get("streams") or 1))
 
 
 def test_stream_takes_start_end_and_stride_as_the_cli_does(tmp_path, fake_engine):

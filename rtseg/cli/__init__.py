@@ -37,7 +37,7 @@ _METAVARS = {"size": "HxW", "crop": "HxW", "val_size": "HxW", "scale": "MIN,MAX"
              "train_split": "SPLIT", "val_split": "SPLIT", "split": "SPLIT", "format": "FORMAT",
              "start": "POSITION", "end": "POSITION", "index": "INDEX", "max_frames": "N", "limit": "N", "lr": "LR",
              "weight_decay": "X", "fps": "FPS", "stall_timeout": "SECONDS", "model": "NAME", "aux_weight": "X"}
-_PATHS = {"engine", "weights", "output", "output_text", "json_path", "masks", "data_root", "out", "resume", "init",
+_PATHS = {"engine", "weights", "checkpoint", "trace_path", "output", "output_text", "json_path", "masks", "data_root", "out", "resume", "init",
           "calib", "stats"}
 
 

@@ -1,5 +1,5 @@
 """``rtseg batch``: segment many videos, here or on a Ray cluster, with a manifest that makes
-reruns pick up where a batch stopped (:mod:`rtseg.batch` does the work)."""
+reruns pick up where a batch stopped (:mod:`rtseg.fleet` does the work)."""
 from __future__ import annotations
 
 import shlex
@@ -16,8 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from rtseg.cli._app import app, console, console_err
-from rtseg.cli.run import (CODEC_HELP, ENGINE_HELP, PRECISION_HELP, RUNTIME_HELP, SIZE_HELP, STREAMS_HELP, TEMPORAL_HELP,
-                           THREADS_HELP)
+from rtseg.cli.options import run_options
 from rtseg.signals import EXIT_CODES as _EXIT  # 130 Ctrl-C, 143 SIGTERM, 129 SIGHUP (where the OS has it)
 
 CLUSTER_HELP = ('ray: a local Ray instance (or the cluster in RAY_ADDRESS); ray://HOST:PORT: that cluster. One task '
@@ -89,6 +88,7 @@ def _on_signals(stop: threading.Event) -> tuple[dict, dict]:
 
 
 @app.command("batch")
+@run_options("engine", "source:start,end,stride", "outputs:view,alpha,legend,codec", "run")
 def batch_command(
     inputs: list[str] = typer.Argument(..., help="Video files, folders (their videos, recursively), globs "
                                                  "('clips/**/*.mp4') or .txt files listing inputs, one a line."),
@@ -102,41 +102,19 @@ def batch_command(
     cpus_per_task: float = typer.Option(0, "--cpus-per-task", help="CPUs a Ray task takes on nodes without GPUs "
                                                                    "(0 = 2, or the node's all when fewer)."),
     retries: int = typer.Option(3, help="Times a Ray task is run again when its worker dies."),
-    engine: Optional[Path] = typer.Option(None, "--engine", "-e", help=ENGINE_HELP),
-    runtime: str = typer.Option("auto", help=RUNTIME_HELP),
-    device: str = typer.Option("cpu", help="cpu, cuda, cuda:N or auto."),
-    size: Optional[str] = typer.Option(None, help=SIZE_HELP),
-    threads: int = typer.Option(0, help=THREADS_HELP),
-    streams: int = typer.Option(0, help=STREAMS_HELP),
-    precision: str = typer.Option("auto", help=PRECISION_HELP),
-    temporal: str = typer.Option("auto", help=TEMPORAL_HELP),
-    view: str = typer.Option("overlay", help="overlay, mask or side-by-side."),
-    alpha: float = typer.Option(0.5, help="Weight of the class colours in the overlay, 0..1."),
-    legend: bool = typer.Option(True, "--legend/--no-legend", help="Draw the class colours with their names."),
+    # Per video, beside its output (rtseg run's --masks DIR / --stats FILE name one folder or file):
     masks: bool = typer.Option(False, "--masks", help="Also write class-id PNGs to DIR/.../<name>_masks/."),
     stats: bool = typer.Option(False, "--stats", help="Also keep each frame's class shares in <name>_stats.jsonl "
                                                       "(the manifest has each video's totals anyway)."),
-    start: Optional[str] = typer.Option(None, help="Begin each video at this frame number (120) or time (4.5s)."),
-    end: Optional[str] = typer.Option(None, help="Stop each video before this frame number or time."),
-    stride: int = typer.Option(1, help="Every Nth frame."),
-    max_frames: Optional[int] = typer.Option(None, "--max-frames", help="Stop each video after N frames."),
-    sequential: bool = typer.Option(False, "--sequential", help="Run each video's stages one after another."),
-    queue_size: int = typer.Option(0, "--queue-size", help="Frames each queue between stages holds (0 = 4)."),
-    codec: str = typer.Option("auto", help=CODEC_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or lines; the summary and failures only."),
+    *, options: dict,
 ) -> None:
     """Segment many videos into DIR, on this machine or a Ray cluster; exit 2 when some failed."""
-    from rtseg.batch import BatchOptions, run_batch
+    from rtseg.fleet import BatchOptions, run_batch
     from rtseg.pipeline.sources import quiet_video_logs
-    from rtseg.pipeline.temporal import parse_temporal
 
     quiet_video_logs()
-    parse_temporal(temporal)  # a bad value: one line before any video starts
-    options = BatchOptions(weights=str(engine) if engine is not None else None, runtime=runtime, device=device,
-                           size=size, threads=threads, streams=streams, view=view, alpha=alpha, legend=legend,
-                           codec=codec, masks=masks, stats=stats, start=start, end=end, stride=stride,
-                           max_frames=max_frames or None, sequential=sequential, queue_size=queue_size,
-                           precision=precision, temporal=temporal)
+    options = BatchOptions.of(masks=masks, stats=stats, **options)  # a bad value: one line before any video starts
     stop = threading.Event()
     got, previous = _on_signals(stop)
     board = _Board(quiet)

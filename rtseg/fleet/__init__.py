@@ -1,4 +1,4 @@
-"""Segment many videos: ``rtseg batch`` and ``rtseg.batch(...)``.
+"""Segment a fleet of videos: ``rtseg batch`` and ``rtseg.batch(...)`` (:func:`batch`).
 
 Every input goes through the pipeline ``rtseg run`` uses (:func:`process_one`), on this machine
 (one video after another, each pipelined) or as one Ray task per video on a local Ray instance
@@ -11,9 +11,8 @@ complete, and ``output_dir/manifest.jsonl`` (one line per input, replaced atomic
 one) says what is done, so a rerun skips those and redoes the rest.
 
     import rtseg
-    from rtseg.batch import BatchOptions
 
-    result = rtseg.batch(["clips/"], "out", BatchOptions(runtime="onnxruntime"))
+    result = rtseg.batch(["clips/"], "out", runtime="onnxruntime", classes="cityscapes")
     print([r["input"] for r in result.failed])
 """
 from __future__ import annotations
@@ -21,19 +20,17 @@ from __future__ import annotations
 import errno
 import json
 import os
-import sys
 import threading
 import time
-import types
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
-from rtseg.batch.inputs import VIDEO_SUFFIXES, Item, find_inputs, plan
-from rtseg.batch.worker import DISK_FULL, BatchOptions, process_one
 from rtseg.errors import RtsegError
+from rtseg.fleet.inputs import VIDEO_SUFFIXES, Item, find_inputs, plan
+from rtseg.fleet.worker import DISK_FULL, BatchOptions, process_one
 
-__all__ = ["BatchOptions", "BatchResult", "Item", "run_batch", "process_one", "find_inputs", "plan",
+__all__ = ["BatchOptions", "BatchResult", "Item", "batch", "run_batch", "process_one", "find_inputs", "plan",
            "read_manifest", "MANIFEST", "VIDEO_SUFFIXES"]
 
 MANIFEST = "manifest.jsonl"
@@ -132,9 +129,7 @@ def _drive(pool, todo: list[Item], finish: Callable[[dict], bool], stop: threadi
     return interrupted or (stop.is_set() and bool(left)), left
 
 
-def _check(cluster: str | None, jobs: int, retries: int, cpus_per_task: float, options: BatchOptions) -> None:
-    from rtseg.pipeline import Look
-
+def _check(cluster: str | None, jobs: int, retries: int, cpus_per_task: float) -> None:
     if cluster is not None and cluster != "ray" and not cluster.startswith("ray://"):
         raise RtsegError(f"--cluster {cluster!r} is not allowed; use ray (a local instance, or RAY_ADDRESS) "
                          "or ray://HOST:PORT")
@@ -142,9 +137,6 @@ def _check(cluster: str | None, jobs: int, retries: int, cpus_per_task: float, o
         raise RtsegError(f"--jobs {jobs} is not allowed; use >= 1")
     if retries < 0 or cpus_per_task < 0:
         raise RtsegError(f"--retries {retries} / --cpus-per-task {cpus_per_task}: use >= 0")
-    if options.max_frames is not None and options.max_frames < 1:
-        raise RtsegError(f"--max-frames {options.max_frames} is not allowed; use >= 1")
-    Look(view=options.view, alpha=options.alpha)
 
 
 def run_batch(inputs: Sequence[str | Path], output_dir: str | Path, options: BatchOptions = BatchOptions(), *,
@@ -161,7 +153,7 @@ def run_batch(inputs: Sequence[str | Path], output_dir: str | Path, options: Bat
     earlier run (by the manifest and their files) are ``skipped``. ``stop`` (set it from a signal
     handler) ends the batch keeping what is complete. ``on_start(inputs, to_do)``,
     ``on_frame(input, frames)`` (local runs only) and ``on_done(line)`` report progress."""
-    _check(cluster, jobs, retries, cpus_per_task, options)
+    _check(cluster, jobs, retries, cpus_per_task)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     items = plan(find_inputs(inputs, exclude=out), out, masks=options.masks, stats=options.stats)
@@ -194,11 +186,11 @@ def run_batch(inputs: Sequence[str | Path], output_dir: str | Path, options: Bat
     if on_start is not None:
         on_start(len(items), len(todo))
     if cluster is None:
-        from rtseg.batch.pools import LocalPool
+        from rtseg.fleet.pools import LocalPool
 
         pool = LocalPool(options, jobs=jobs, stop=stop, on_frame=on_frame)
     else:
-        from rtseg.batch.pools import RayPool
+        from rtseg.fleet.pools import RayPool
 
         pool = RayPool(options, cluster, cpus=cpus, cpus_per_task=cpus_per_task, retries=retries)
     try:
@@ -210,11 +202,12 @@ def run_batch(inputs: Sequence[str | Path], output_dir: str | Path, options: Bat
                        not_started=[i.input for i in left])
 
 
-class _CallableModule(types.ModuleType):
-    """``rtseg.batch(inputs, output_dir, ...)`` is :func:`run_batch`: the package is also the call."""
-
-    def __call__(self, *args, **kwargs) -> BatchResult:
-        return run_batch(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
+def batch(inputs: Sequence[str | Path], output_dir: str | Path, *, masks: bool = False, stats: bool = False,
+          cluster: str | None = None, jobs: int = 1, cpus: int | None = None, cpus_per_task: float = 0,
+          retries: int = 3, stop: threading.Event | None = None, **options: Any) -> BatchResult:
+    """``rtseg.batch(inputs, output_dir, **options)``: :func:`run_batch` with ``rtseg run``'s options
+    by name, as :func:`rtseg.stream` takes them (``weights``, ``runtime``, ``classes``, ``normalize``,
+    ``output_name``, ``stride``, ``temporal``, ...); ``masks``/``stats``: also each video's class-id
+    PNGs / per-frame class shares beside its output. A bad option raises one line at the call."""
+    return run_batch(inputs, output_dir, BatchOptions.of(masks=masks, stats=stats, **options), cluster=cluster,
+                     jobs=jobs, cpus=cpus, cpus_per_task=cpus_per_task, retries=retries, stop=stop)

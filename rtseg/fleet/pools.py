@@ -11,9 +11,9 @@ from dataclasses import replace
 from functools import partial
 from typing import Any, Callable
 
-from rtseg.batch.inputs import Item
-from rtseg.batch.worker import BatchOptions, process_one
 from rtseg.errors import RtsegError
+from rtseg.fleet.inputs import Item
+from rtseg.fleet.worker import BatchOptions, process_one
 
 __all__ = ["LocalPool", "RayPool", "RAY_EXTRA", "TASK_CPUS"]
 
@@ -80,12 +80,12 @@ class RayPool:
         total = ray.cluster_resources()
         gpu = total.get("GPU", 0) >= 1 and options.device.strip().lower() != "cpu"
         if gpu:  # Ray sets CUDA_VISIBLE_DEVICES to the task's GPU: it is cuda (cuda:0) inside the task
-            resources, task_options = {"num_gpus": 1, "num_cpus": 1}, replace(options, device="cuda")
+            resources, task_options = {"num_gpus": 1, "num_cpus": 1}, _engine(options, device="cuda")
             self.slots = int(total["GPU"])
         else:
             share = min(cpus_per_task or TASK_CPUS, total.get("CPU", 1))
             resources = {"num_cpus": share}
-            task_options = replace(options, threads=options.threads or max(1, int(share)))  # not the node's every core
+            task_options = _engine(options, threads=options.spec.engine.threads or max(1, int(share)))  # not every core
             self.slots = max(1, int(total.get("CPU", 1) // share))
         self.options = task_options
         self._remote = ray.remote(process_one).options(max_retries=retries, retry_exceptions=False, **resources)
@@ -98,7 +98,7 @@ class RayPool:
         return ready
 
     def result(self, handle: Any, item: Item) -> dict:
-        from rtseg.batch.worker import one_line
+        from rtseg.fleet.worker import one_line
 
         exceptions = self.ray.exceptions
         try:
@@ -117,3 +117,9 @@ class RayPool:
 
     def close(self) -> None:
         self.ray.shutdown()
+
+
+def _engine(options: BatchOptions, **changes: Any) -> BatchOptions:
+    """``options`` with its engine's ``changes`` (the device or threads a Ray task gets)."""
+    spec = options.spec
+    return replace(options, spec=replace(spec, engine=replace(spec.engine, **changes)))

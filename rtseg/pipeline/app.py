@@ -9,40 +9,26 @@ from pathlib import Path
 from typing import Callable
 
 from rtseg.engines.base import Engine
-from rtseg.errors import RtsegError
 from rtseg.pipeline.packet import Look
-from rtseg.pipeline.runner import RunResult, engine_stages, run
+from rtseg.pipeline.context import Run
+from rtseg.pipeline.runner import RunResult, Sink, engine_stages
+from rtseg.pipeline.runner import run as run_pipeline
 from rtseg.pipeline.sinks import ImageSink, MaskSink, MultiSink, StatsSink, VideoSink, encoder_threads
 from rtseg.pipeline.sources import IMAGE_SUFFIXES, Source
+from rtseg.pipeline.spec import Outputs
 from rtseg.pipeline.trace import Trace
-from rtseg.pipeline.temporal import TemporalConfig, resolve_temporal
-from rtseg.pipeline.timing import json_stages
+from rtseg.pipeline.timing import Timings, json_stages
 from rtseg.pipeline.window import WindowSink
 from rtseg.viz import Legend, classes_table, palette_lut
 
 __all__ = ["Outputs", "Written", "segment", "run_summary"]
 
 
-@dataclass(frozen=True)
-class Outputs:
-    """What a run writes and shows."""
-
-    output: Path | None = None  # a video, one image, or a folder of images (``images``)
-    images: str | None = None  # None: ``output`` is a video; "file": one image; "folder": an image per frame
-    masks: Path | None = None  # class-id PNGs and classes.json
-    stats: Path | None = None  # per-frame class shares (JSON Lines)
-    show: bool = False  # an OpenCV window
-    view: str = "overlay"
-    alpha: float = 0.5
-    legend: bool = True
-    codec: str = "auto"
-
-
 @dataclass
 class Written:
     """What a run wrote, for its report."""
 
-    result: RunResult
+    result: RunResult | None
     video: VideoSink | None
     images: ImageSink | None
     masks: MaskSink | None
@@ -56,52 +42,77 @@ def _image_suffix(source: Source, output: Path) -> str:
     return source.image_suffix or ".png"
 
 
-def segment(source: Source, engine: Engine, outputs: Outputs, *, sequential: bool = False, queue_size: int = 0,
-            max_frames: int | None = None, on_frame: Callable[[int, int], None] | None = None,
-            temporal: TemporalConfig | None = None, trace: Trace | None = None) -> Written:
-    """Run the pipeline over ``source`` with ``engine`` and write ``outputs``; the sinks are
-    closed (the video finalised) however the run ends. Raises as :func:`rtseg.pipeline.run`.
-    ``temporal``: the temporal filter's config (--temporal on, or auto: see resolve_temporal), None
-    for off. ``trace``: record the run there (rtseg.pipeline.trace; --trace)."""
-    temporal = resolve_temporal(temporal, source=source, engine=engine)
-    if temporal is not None and not engine.has_scores:  # before any output file is made
-        raise RtsegError(engine.no_scores_reason())
-    meta = engine.meta
-    lut = palette_lut(meta.palette)
-    o = outputs
-    sinks = []
-    video = images = masks = stats = None
+def _output_sinks(run: Run, lut, *, sequential: bool) -> tuple[list[Sink], Written, Look]:
+    """The sinks of the run's outputs (video or images, masks, class shares, a window), what
+    will report on them, and the look the post stage draws with."""
+    meta, o, source = run.engine.meta, run.outputs, run.source
+    sinks: list[Sink] = []
+    written = Written(None, None, None, None, None)
     if o.output is not None and o.images is not None:
-        images = ImageSink(o.output, folder=o.images == "folder", suffix=_image_suffix(source, o.output))
-        sinks.append(images)
+        written.images = ImageSink(o.output, folder=o.images == "folder", suffix=_image_suffix(source, o.output))
+        sinks.append(written.images)
     elif o.output is not None:
-        video = VideoSink(o.output, source.fps, codec=o.codec, threads=encoder_threads(pipelined=not sequential))
-        sinks.append(video)
+        written.video = VideoSink(o.output, source.fps, codec=o.codec, threads=encoder_threads(pipelined=not sequential))
+        sinks.append(written.video)
     if o.masks is not None:
-        masks = MaskSink(o.masks, classes_table(meta.class_names, meta.palette))
-        sinks.append(masks)
+        written.masks = MaskSink(o.masks, classes_table(meta.class_names, meta.palette))
+        sinks.append(written.masks)
     if o.stats is not None:
-        stats = StatsSink(o.stats, meta.class_names)
-        sinks.append(stats)
-    look = Look(view=o.view, alpha=o.alpha, legend=o.legend)
+        written.stats = StatsSink(o.stats, meta.class_names)
+        sinks.append(written.stats)
+    look = o.look()
     if o.show:
         # The window's keys change the look live; a file being written keeps the look it started with.
-        window_look = Look(view=o.view, alpha=o.alpha, legend=o.legend)
+        window_look = o.look()
         sinks.append(WindowSink(window_look, lut, title=f"rtseg - {source.name}",
                                 legend=Legend(meta.class_names, meta.palette)))
-        if video is None and images is None:
+        if written.video is None and written.images is None:
             look = window_look
-    sink = MultiSink(sinks)
-    queue_size = queue_size or (1 if source.live else 4)  # live: a short queue is a short latency
-    result = run(source, engine_stages(engine, look, lut=lut, i420=sink.takes_i420, temporal=temporal), sink,
-                 sequential=sequential, queue_size=queue_size, max_frames=max_frames, on_frame=on_frame, trace=trace)
-    return Written(result, video, images, masks, stats)
+    return sinks, written, look
 
 
-def run_summary(source: Source, engine: Engine, weights: str | Path, result: RunResult) -> dict:
-    """The ``rtseg run --json`` document (docs/architecture.md)."""
-    return {"source": source.name, "source_size": list(source.size), "weights": str(weights), "runtime": engine.name,
+def segment(run: Run, sink: Sink | None = None, *, engine: Engine | None = None, sequential: bool | None = None,
+            picture: bool = True, on_frame: Callable[[int, int], None] | None = None,
+            trace: Trace | None = None, timings: Timings | None = None) -> Written:
+    """The one path a run takes: the pipeline over ``run``'s source and engine, with the temporal
+    filter and queues ``open_run`` resolved, into ``sink`` (None: the sinks of the run's outputs,
+    closed, the video finalised, however the run ends). ``engine``, ``sequential``: instead of the
+    run's (``rtseg bench`` runs one source both ways). ``picture``: a post stage draws the picture
+    of the outputs' look (False: ids only, no post stage). Raises as :func:`rtseg.pipeline.run`."""
+    spec = run.spec
+    engine = engine or run.engine
+    sequential = spec.sequential if sequential is None else sequential
+    lut = palette_lut(engine.meta.palette)
+    if sink is None:
+        sinks, written, look = _output_sinks(run, lut, sequential=sequential)
+        sink = MultiSink(sinks)
+    else:
+        written, look = Written(None, None, None, None, None), run.outputs.look()
+    stages = engine_stages(engine, look if picture else None, lut=lut, i420=getattr(sink, "takes_i420", False), temporal=run.temporal)
+    written.result = run_pipeline(run.source, stages, sink, sequential=sequential, queue_size=run.queue_size,
+                                  max_frames=spec.max_frames, on_frame=on_frame, trace=trace, timings=timings)
+    return written
+
+
+def run_summary(run: Run, result: RunResult) -> dict:
+    """The ``rtseg run --json`` document (docs/architecture.md): what ran, what it resolved, and
+    how fast (``latency_ms``: from capture, or the read's start for files, to the frame written;
+    ``first_frame_s``: from the process's start to the first frame written)."""
+    from rtseg._version import __version__
+
+    source, engine = run.source, run.engine
+    return {"rtseg_version": __version__, "source": source.name, "source_size": list(source.size),
+            "weights": str(run.weights), "runtime": engine.name, "precision": getattr(engine, "precision", None),
             "device": engine.device, "input_size": list(engine.input_size), "streams": engine.streams,
+            "classes": classes_table(engine.meta.class_names, engine.meta.palette),
+            "temporal": {"state": "off" if run.temporal is None else "on", "asked": _asked(run),
+                         "why_off": run.temporal_why},
             "frames": result.frames, "wall_s": round(result.wall_s, 3), "fps": round(result.fps, 3),
-            "dropped": result.dropped, "latency_ms": result.latency_ms, **json_stages(result.stages_ms),
+            "dropped": result.dropped, "latency_ms": result.latency_ms, "first_frame_s": result.first_frame_s,
+            **json_stages(result.stages_ms),
             **({"outages": source.outages, "reconnects": source.reconnects} if source.live else {})}
+
+
+def _asked(run: Run) -> str:
+    t = run.spec.temporal
+    return "off" if t is None else "auto" if t.auto else "on"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -18,11 +19,10 @@ import numpy as np
 from rtseg import machine
 from rtseg.engines.base import Engine, infer_calls
 from rtseg.errors import RtsegError, redact
-from rtseg.pipeline.packet import Look
-from rtseg.pipeline.runner import engine_stages, run
+from rtseg.pipeline.app import segment
+from rtseg.pipeline.context import Run
 from rtseg.pipeline.sinks import VideoSink, encoder_threads
 from rtseg.pipeline.sources import Source
-from rtseg.pipeline.temporal import TemporalConfig, resolve_temporal
 from rtseg.pipeline.timing import STAGES, Timings, json_stages
 from rtseg.pipeline.trace import Trace
 
@@ -71,21 +71,21 @@ def _median(values: list[float]) -> float:
     return float(np.median(values))
 
 
-def bench(engine: Engine, open_source: Callable[[], Source], *, frames: int = 100, rounds: int = 3,
-          queue_size: int = 4, look: Look | None = None, warmup: int = 5, workdir: str | Path | None = None,
-          on_phase: Callable[[str], None] | None = None, pipelined_engine: Engine | None = None,
-          trace: Trace | None = None, temporal: TemporalConfig | None = None) -> dict:
-    """Measure one engine on the first ``frames`` frames of the source ``open_source()`` opens
-    (called once per run). Returns the ``rtseg bench --json`` dict (docs/architecture.md) with ``rounds``.
-    ``trace``: record the first round's sequential and pipelined runs there (--trace).
-    ``temporal``: the runs with the temporal filter (--temporal on, or auto: resolve_temporal;
-    "engine alone" stays ids only).
+def bench(run: Run, open_source: Callable[[], Source], *, frames: int = 100, rounds: int = 3,
+          engine: Engine | None = None, warmup: int = 5, workdir: str | Path | None = None,
+          on_phase: Callable[[str], None] | None = None, trace: Trace | None = None) -> dict:
+    """Measure the opened ``run`` on the first ``frames`` frames of the source ``open_source()``
+    opens (called once per measured run; the run's own source gives the frames "engine alone" is
+    timed on, and is closed). Returns the ``rtseg bench --json`` dict (docs/architecture.md) with
+    ``rounds``. ``trace``: record the first round's sequential and pipelined runs there (--trace).
+    The temporal filter and queues are the run's (resolved by ``open_run``); "engine alone" stays
+    ids only.
 
-    ``pipelined_engine``: the same network loaded with several streams (Engine.streams) for the
-    pipelined runs; the sequential runs and "engine alone" keep ``engine``, the one-stream
-    engine that puts every core on one frame (its fastest single frame). A fourth measurement
-    then gives the multi-stream engine alone with all its streams busy (``engine_streams``),
-    the ceiling the pipelined runs approach; the JSON reports both ratios.
+    ``engine``: the same network loaded with one stream, for the sequential runs and "engine
+    alone" when ``run.engine`` has several (Engine.streams) for the pipelined runs: the one-stream
+    engine puts every core on one frame (its fastest single frame). A fourth measurement then
+    gives the multi-stream engine alone with all its streams busy (``engine_streams``), the
+    ceiling the pipelined runs approach; the JSON reports both ratios.
 
     Each of ``rounds`` rounds runs the measurements (sequential, pipelined, engine alone, and
     the multi-stream engine alone) back to back, in an order that rotates from round to round, so
@@ -99,14 +99,14 @@ def bench(engine: Engine, open_source: Callable[[], Source], *, frames: int = 10
         raise RtsegError(f"--frames must be >= 1; got {frames}")
     if rounds < 1:
         raise RtsegError(f"--rounds must be >= 1; got {rounds}")
-    look = look or Look()
     say = on_phase or (lambda text: log.info(text))
-    piped = pipelined_engine or engine
-    streams = piped.streams
+    piped = run.engine
+    engine = engine or piped
+    streams, temporal = piped.streams, run.temporal
+    measured = replace(run, spec=replace(run.spec, max_frames=frames))
     with tempfile.TemporaryDirectory(prefix="rtseg-bench-", dir=workdir) as tmp:
-        src = open_source()
+        src = run.source
         batches, source_size, desc = [], src.size, src.describe()
-        temporal = resolve_temporal(temporal, source=src, engine=piped)
         try:
             while len(batches) < min(frames, 32) and (frame := src.read()) is not None:
                 batches.append(engine.preprocess([frame]))  # the same frames the runs start with
@@ -131,16 +131,14 @@ def bench(engine: Engine, open_source: Callable[[], Source], *, frames: int = 10
                     alone = engine if mode == "engine_only" else piped
                     fps[mode].append(_engine_alone(alone, batches, n or min(frames, 32)))
                     continue
-                src = open_source()
-                sink = VideoSink(Path(tmp) / f"{mode}.mp4", src.fps,
+                one = replace(measured, source=open_source())
+                sink = VideoSink(Path(tmp) / f"{mode}.mp4", one.source.fps,
                                  threads=encoder_threads(pipelined=mode == "pipelined"))
-                stages = engine_stages(engine if mode == "sequential" else piped, look, i420=sink.takes_i420,
-                                       temporal=temporal)
                 if trace is not None and r == 0:
                     trace.begin(f"{mode} run")
-                res = run(src, stages, sink, sequential=mode == "sequential",
-                          queue_size=queue_size, max_frames=frames,
-                          timings=seq_timings if mode == "sequential" else None, trace=trace if r == 0 else None)
+                res = segment(one, sink, engine=engine if mode == "sequential" else piped,
+                              sequential=mode == "sequential", trace=trace if r == 0 else None,
+                              timings=seq_timings if mode == "sequential" else None).result
                 n = res.frames
                 fps[mode].append(res.fps)
                 walls[mode].append(res.wall_s)

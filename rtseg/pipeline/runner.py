@@ -22,6 +22,7 @@ import numpy as np
 
 from rtseg.engines.base import Engine
 from rtseg.errors import RtsegError
+from rtseg.machine import since_process_start
 from rtseg.pipeline.packet import Look, Packet
 from rtseg.pipeline.sources import Source
 from rtseg.pipeline.temporal import PacketFilter, TemporalConfig
@@ -141,7 +142,8 @@ class RunResult:
     stopped_by_user: bool  # the window's q key
     dropped: int  # live sources: stale frames skipped
     stages_ms: dict[str, dict[str, float]]
-    latency_ms: dict[str, float] = field(default_factory=dict)  # read start -> written, mean/p50/p95
+    latency_ms: dict[str, float] = field(default_factory=dict)  # capture (or read start) -> written, mean/p50/p95/p99
+    first_frame_s: float | None = None  # s from the process's start to the first frame written (None: none written)
 
     @property
     def fps(self) -> float:
@@ -174,6 +176,7 @@ class _Run:
         self.source, self.stages, self.sink, self.trace = source, list(stages), sink, trace
         self.queue_size, self.max_frames, self.timings, self.on_frame = queue_size, max_frames, timings, on_frame
         self.latency = StageStats()
+        self.first_frame_s: float | None = None
         self.written = 0
         self.stop = threading.Event()
         self.failure: tuple[str, BaseException] | None = None
@@ -201,7 +204,8 @@ class _Run:
         if self.trace is not None:
             self.trace.slice("read", t0, t1, frame=index, cpu_ms=round((time.thread_time() - c0) * 1e3, 3))
         return Packet(index=index, name=self.source.frame_name(index), frame=frame, t_read=t0, timings={"read": ms},
-                      source_index=self.source.position(), epoch=self.source.reconnects)
+                      source_index=self.source.position(), epoch=self.source.reconnects,
+                      timestamp=self.source.timestamp(), t_capture=self.source.captured_at())
 
     def apply(self, stage: Stage, p: Packet) -> None:
         c0 = time.thread_time() if self.trace is not None else 0.0  # the thread's CPU time: see trace.py
@@ -222,7 +226,9 @@ class _Run:
         self.timings.add("write", (t1 - t0) * 1e3)
         if self.trace is not None:
             self.trace.slice("write", t0, t1, frame=p.index, cpu_ms=round((time.thread_time() - c0) * 1e3, 3))
-        self.latency.add((t1 - p.t_read) * 1e3)
+        self.latency.add((t1 - (p.t_capture if p.t_capture is not None else p.t_read)) * 1e3)
+        if self.written == 0:
+            self.first_frame_s = since_process_start()
         self.written += 1
         if self.on_frame is not None:
             self.on_frame(self.written, self.source.dropped)
@@ -254,7 +260,7 @@ class _Run:
             raise StageError(stage, exc) from exc
         return RunResult(frames=self.written, wall_s=wall, completed=completed, interrupted=interrupted,
                          stopped_by_user=by_user, dropped=self.source.dropped, stages_ms=self.timings.summary(),
-                         latency_ms=self.latency.summary())
+                         latency_ms=self.latency.summary(99), first_frame_s=self.first_frame_s)
 
     def body(self) -> bool:
         raise NotImplementedError
@@ -358,6 +364,8 @@ class _Pipelined(_Run):
     def shutdown(self) -> None:
         deadline = time.monotonic() + _JOIN_TIMEOUT
         for t in getattr(self, "threads", []):
+            if t.ident is None:  # never started (a bad stage found while they were being made)
+                continue
             t.join(timeout=max(0.0, deadline - time.monotonic()))
             if t.is_alive():
                 log.warning("thread %s did not stop within %.0f s (stuck in a long call); leaving it", t.name,

@@ -14,12 +14,11 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from rtseg.engines.base import Engine
 from rtseg.errors import RtsegError
+from rtseg.pipeline.app import segment
+from rtseg.pipeline.context import Run
 from rtseg.pipeline.packet import Packet
-from rtseg.pipeline.runner import Sink, engine_stages, run
-from rtseg.pipeline.sources import Source
-from rtseg.pipeline.temporal import TemporalConfig, resolve_temporal
+from rtseg.pipeline.runner import Sink
 from rtseg.train.data import IGNORE
 from rtseg.train.evaluate import eval_report
 from rtseg.train.video_metrics import FLOW_PRESET, VideoScore
@@ -67,18 +66,16 @@ class _ScoreSink(Sink):
         self.score.update(packet.frame, packet.ids, label)
 
 
-def evaluate_video(source: Source, engine: Engine, *, labels: list[Path | None] | None = None,
-                   temporal: TemporalConfig | None = None, max_frames: int | None = None,
+def evaluate_video(run: Run, *, labels: list[Path | None] | None = None,
                    on_frame: Callable[[int, int], None] | None = None) -> dict:
-    """Run ``engine`` over ``source`` through the pipeline (the temporal stage with ``temporal``)
-    and return the eval JSON for a clip: :func:`rtseg.train.evaluate.eval_report`'s fields over
-    the labelled frames (null without labels), plus ``tc``, ``flip_rate``, ``labelled``,
-    ``temporal`` and ``flow`` (the metric's optical flow). ``source`` is closed at the end."""
+    """Run the opened ``run`` (its engine, and its temporal filter as ``open_run`` resolved it)
+    through the pipeline and return the eval JSON for a clip: :func:`rtseg.train.evaluate.eval_report`'s
+    fields over the labelled frames (null without labels), plus ``tc``, ``flip_rate``, ``labelled``,
+    ``temporal`` and ``flow`` (the metric's optical flow). The run's source is closed at the end."""
+    source, engine, temporal = run.source, run.engine, run.temporal
     meta = engine.meta
-    temporal = resolve_temporal(temporal, source=source, engine=engine)  # --temporal auto
     score = VideoScore(meta.num_classes, IGNORE)
-    result = run(source, engine_stages(engine, None, temporal=temporal), _ScoreSink(score, labels, meta.num_classes),
-                 max_frames=max_frames, on_frame=on_frame)
+    result = segment(run, _ScoreSink(score, labels, meta.num_classes), picture=False, on_frame=on_frame).result
     if result.interrupted:
         raise KeyboardInterrupt
     out = score.compute()

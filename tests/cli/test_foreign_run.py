@@ -163,8 +163,8 @@ def test_webcam_passes_the_flags_to_the_engine(rtseg_cli, m19, monkeypatch):
 
     seen = {}
 
-    def fake_open_run(source, engine, **kw):
-        seen.update(engine.foreign())
+    def fake_open_run(spec, **kw):
+        seen.update(spec.engine.foreign())
         raise RtsegError("stopped here by the test")
 
     monkeypatch.setattr(run_cli, "require_display", lambda *a: None)
@@ -227,3 +227,71 @@ def test_a_foreign_model_of_quarter_size_ids_runs_and_temporal_on_is_one_line(rt
     assert code == 2 and len(errors) == 1 and "needs class scores" in errors[0] and "gives class ids" in errors[0], err
     assert "Traceback" not in err
     assert not (tmp_path / "on.mp4").exists() and not list(tmp_path.glob("on.partial*"))
+
+
+class _TwoHeads(nn.Module):
+    """A random net with two outputs, as exports with an auxiliary head have: 'aux' and 'seg'."""
+
+    def __init__(self, classes: int):
+        super().__init__()
+        self.body = _quarter(classes)
+        self.aux = nn.Conv2d(3, classes, 1, 4)
+
+    def forward(self, x):
+        return self.aux(x), self.body(x)
+
+
+@pytest.fixture
+def two_heads(tmp_path) -> Path:
+    path = tmp_path / "heads.onnx"
+    axes = {"input": {0: "batch", 2: "height", 3: "width"}, "aux": {0: "batch", 2: "h", 3: "w"},
+            "seg": {0: "batch", 2: "h2", 3: "w2"}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(_TwoHeads(19).eval(), (torch.zeros(1, 3, 64, 96),), str(path), input_names=["input"],
+                          output_names=["aux", "seg"], dynamic_axes=axes, opset_version=17, dynamo=False)
+    return path
+
+
+@pytest.fixture
+def two_clips(tmp_path) -> Path:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pipeline"))
+    from pipeline_fakes import write_video
+
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    write_video(folder / "a.mp4", 4, size=(48, 64))
+    write_video(folder / "b.mp4", 3, size=(48, 64))
+    return folder
+
+
+def test_batch_runs_a_foreign_file_over_a_folder_with_its_flags(rtseg_cli, two_heads, two_clips, tmp_path):
+    """rtseg batch takes rtseg run's foreign-model flags (--classes, --normalize, --output-name):
+    the file is wrapped once, every video is done with the preset's classes."""
+    code, out, err = rtseg_cli("batch", two_clips, "-d", tmp_path / "out", "--engine", two_heads, "--classes",
+                               "cityscapes", "--normalize", "unit", "--output-name", "seg", "--runtime", "onnxruntime",
+                               "--size", "64x96", "--masks", "-q")
+    assert code == 0, err
+    lines = [json.loads(line) for line in (tmp_path / "out" / "manifest.jsonl").read_text().splitlines()]
+    assert sorted((Path(r["input"]).name, r["status"], r["frames"]) for r in lines) == [("a.mp4", "done", 4),
+                                                                                        ("b.mp4", "done", 3)]
+    classes = json.loads((tmp_path / "out" / "a_masks" / "classes.json").read_text())["classes"]
+    assert [c["name"] for c in classes] == list(resolve_classes("cityscapes", 19).names)
+    assert len(list((tmp_path / "cache" / "foreign").glob("*.onnx"))) == 1  # wrapped once, for both videos
+
+
+def test_rtseg_batch_is_a_function_taking_the_run_options_by_name(two_heads, two_clips, tmp_path, monkeypatch):
+    import types
+
+    import rtseg
+    from rtseg.errors import RtsegError
+
+    monkeypatch.setenv("RTSEG_CACHE", str(tmp_path / "cache"))
+    assert isinstance(rtseg.batch, types.FunctionType)
+    result = rtseg.batch([two_clips], tmp_path / "out", weights=two_heads, classes="cityscapes", normalize="unit",
+                         output_name="seg", runtime="onnxruntime", size="64x96", temporal="off")
+    assert result.ok and [r["frames"] for r in result.records] == [4, 3]
+    with pytest.raises(RtsegError, match="unknown option 'colour'"):
+        rtseg.batch([two_clips], tmp_path / "out2", colour="red")

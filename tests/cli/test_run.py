@@ -31,7 +31,7 @@ sys.path.insert(0, {fakes!r})
 from pipeline_fakes import FakeEngine
 import rtseg.pipeline.context as context
 kw = json.loads(os.environ.get("FAKE_ENGINE", "{{}}"))
-context.open_engine = lambda *a, **k: FakeEngine(**kw, streams=k.get("streams", 1))
+context.open_engine = lambda *a, **k: FakeEngine(**kw, streams=k.get("streams") or 1)
 from rtseg.cli import main
 sys.argv = ["rtseg"] + sys.argv[1:]
 main()
@@ -62,7 +62,7 @@ def rtseg(monkeypatch, capfd, tmp_path):
 
     def call(*args, fake: dict | None = None) -> Result:
         monkeypatch.setattr(context, "open_engine",
-                            lambda *a, **k: FakeEngine(**(fake or {}), streams=k.get("streams", 1)))
+                            lambda *a, **k: FakeEngine(**(fake or {}), streams=k.get("streams") or 1))
         monkeypatch.setenv("COLUMNS", "120")
         monkeypatch.chdir(tmp_path)
         return Result(*run_main(args, monkeypatch, capfd))  # fd level: OpenCV's and FFmpeg's own messages too

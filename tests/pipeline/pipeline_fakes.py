@@ -230,3 +230,13 @@ def count_frames(path: Path) -> tuple[int, float, tuple[int, int]]:
         n, shape = n + 1, frame.shape[:2]
     cap.release()
     return n, fps, shape
+
+
+def fake_run(source, engine, queue_size: int = 4, look: Look | None = None, temporal=None, **spec):
+    """An opened run (rtseg.pipeline.context.Run) over a fake source and engine, as open_run makes
+    one: ``look`` the outputs' (None: the default look), ``temporal`` the resolved filter."""
+    from rtseg.pipeline.context import Outputs, Run, RunSpec
+
+    outputs = Outputs(view=look.view, alpha=look.alpha, legend=look.legend) if look is not None else Outputs()
+    outputs = Outputs(**{**outputs.__dict__, **spec.pop("outputs", {})})
+    return Run(RunSpec(outputs=outputs, **spec), source, engine, Path("fake.pt"), outputs, temporal, None, queue_size)

@@ -150,13 +150,18 @@ def test_auto_is_on_for_video_with_scores_and_off_elsewhere():
                        "a model from another tool; --temporal on runs it"]
 
 
-def test_auto_runs_the_filter_through_segment(tmp_path):
+def test_auto_runs_the_filter_through_segment(tmp_path, monkeypatch):
     """rtseg run's default (auto) on a video with a scores engine runs the temporal stage; on an
-    engine without scores it runs without one instead of failing."""
-    from rtseg.pipeline.app import Outputs, segment
+    engine without scores it runs without one instead of failing (resolved by open_run, once)."""
+    import rtseg.pipeline.context as context
+    from rtseg.pipeline.app import segment
+    from rtseg.pipeline.context import RunSpec, open_run
 
     for engine, calls in ((ScoresEngine(), 6), (FakeEngine(), 0)):
-        written = segment(ListSource(6), engine, Outputs(output=None, masks=tmp_path / f"m{calls}"),
-                          temporal=parse_temporal("auto"))
+        monkeypatch.setattr(context, "open_source", lambda *a, **k: ListSource(6))
+        monkeypatch.setattr(context, "open_engine", lambda *a, _e=engine, **k: _e)
+        run = open_run(RunSpec.from_options("clip.mp4", masks=tmp_path / f"m{calls}", temporal="auto"))
+        assert (run.temporal is not None) == (calls > 0)
+        written = segment(run)
         assert written.result.frames == 6
         assert getattr(engine, "scores_calls", 0) == calls
