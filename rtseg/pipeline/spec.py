@@ -113,6 +113,8 @@ class EngineOptions:
         "auto (what --runtime auto measured fastest with PyTorch's class ids, or the runtime's own: fp16 on CUDA, "
         "bf16 on OpenVINO where the CPU computes it), fp32, bf16 or fp16. One the runtime or the CPU cannot "
         "compute is an error."))
+    warmup: int = option(0, "--warmup", help="Inference calls on a blank frame as soon as the engine is open, so "
+                                             "that the first real frame is not the slow one (0 = none).")
     classes: Optional[str] = option(None, "--classes", help=_FOREIGN + (
         "its classes, camvid, cityscapes, ade20k, voc or a classes.json as --masks writes [default: guessed from "
         "the class count]."))
@@ -132,6 +134,8 @@ class EngineOptions:
             raise _refuse(EngineOptions, "threads", self.threads, "use >= 0 (0 = one per core)")
         if self.streams < 0:
             raise _refuse(EngineOptions, "streams", self.streams, "use >= 0 (0 = auto)")
+        if self.warmup < 0:
+            raise _refuse(EngineOptions, "warmup", self.warmup, "use >= 0 (0 = none)")
         check_precision(self.precision)
         if isinstance(self.size, list):  # hashable: the batch worker keys its engines by these options
             object.__setattr__(self, "size", tuple(self.size))

@@ -30,6 +30,7 @@ def test_flat_keywords_go_to_their_part():
     ({"stall_timeout": 0}, "--stall-timeout 0 is not allowed; use seconds > 0"),
     ({"threads": -2}, "--threads -2 is not allowed; use >= 0"),
     ({"streams": -1}, "--streams -1 is not allowed; use >= 0"),
+    ({"warmup": -1}, "--warmup -1 is not allowed; use >= 0"),
     ({"precision": "int4"}, "--precision 'int4' is not allowed; use one of auto, fp32, bf16, fp16"),
     ({"view": "x-ray"}, "--view must be one of overlay, mask, side-by-side"),
     ({"alpha": 1.5}, "--alpha must be in 0..1"),
@@ -70,20 +71,21 @@ def test_run_takes_every_flag_the_spec_declares():
 
 
 def test_a_spec_field_reaches_the_cli_and_the_python_api(monkeypatch, rtseg_cli, tmp_path):
-    """rtseg run --threads and rtseg.stream(threads=) set the same field, and open_run hands it to the engine."""
+    """rtseg run --threads/--warmup and rtseg.stream(threads=, warmup=) set the same fields, and open_run
+    hands them to the engine (--warmup was added as one spec field: no other change reached here)."""
     import rtseg.pipeline.context as context
 
     seen = []
 
     def fake_open_engine(*a, **k):
-        seen.append(k["threads"])
+        seen.append((k["threads"], k["warmup"]))
         raise RtsegError("stopped here by the test")
 
     monkeypatch.setattr(context, "open_engine", fake_open_engine)
-    code, _, err = rtseg_cli("run", "--threads", "1", "-o", tmp_path / "x.mp4")
+    code, _, err = rtseg_cli("run", "--threads", "1", "--warmup", "2", "-o", tmp_path / "x.mp4")
     assert code == 2 and "stopped here by the test" in err
     import rtseg
 
     with pytest.raises(RtsegError, match="stopped here"):
-        rtseg.stream(threads=1, device="cpu")
-    assert seen == [1, 1]
+        rtseg.stream(threads=1, warmup=2, device="cpu")
+    assert seen == [(1, 2), (1, 2)]
