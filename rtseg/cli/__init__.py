@@ -82,6 +82,13 @@ def main() -> None:
 
             console_err.print(f"[bold red]error:[/] {escape(redact(str(exc)))}", highlight=False, soft_wrap=True)
             sys.exit(2)
+        except ModuleNotFoundError as exc:
+            if (exc.name or "").split(".")[0] != "torch":
+                raise
+            console_err.print("[bold red]error:[/] this needs PyTorch, which is not installed here (pip install torch; "
+                              "see the README's install notes for a CPU-only build); ONNX models run on ONNX Runtime "
+                              "or OpenVINO without it", highlight=False, soft_wrap=True)
+            sys.exit(2)
         except KeyboardInterrupt as exc:
             console_err.print(str(exc) or "interrupted", highlight=False)
             sys.exit(getattr(exc, "exit_code", 130))

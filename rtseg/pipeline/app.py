@@ -104,7 +104,7 @@ def run_summary(run: Run, result: RunResult) -> dict:
     return {"rtseg_version": __version__, "source": source.name, "source_size": list(source.size),
             "weights": str(run.weights), "runtime": engine.name, "precision": getattr(engine, "precision", None),
             "device": engine.device, "input_size": list(engine.input_size), "streams": engine.streams,
-            "classes": classes_table(engine.meta.class_names, engine.meta.palette),
+            "classes": classes_table(engine.meta.class_names, engine.meta.palette)["classes"],
             "temporal": {"state": "off" if run.temporal is None else "on", "asked": _asked(run),
                          "why_off": run.temporal_why},
             "frames": result.frames, "wall_s": round(result.wall_s, 3), "fps": round(result.fps, 3),
