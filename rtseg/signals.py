@@ -15,10 +15,10 @@ import signal
 import sys
 import threading
 from contextlib import contextmanager
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
-__all__ = ["Interrupted", "interrupt_on_signals", "deferred", "received", "exit_code", "EXIT_CODES", "WORDS",
-           "keep_signal_stack"]
+__all__ = ["Interrupted", "interrupt_on_signals", "stop_on_signals", "deferred", "received", "exit_code",
+           "EXIT_CODES", "WORDS", "keep_signal_stack"]
 
 # 128 + the signal's number, as shells report a process a signal ended. Windows has no SIGHUP.
 _SIGHUP = getattr(signal, "SIGHUP", None)
@@ -68,6 +68,38 @@ def interrupt_on_signals(signals: Sequence[int] = tuple(EXIT_CODES)) -> Iterator
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+@contextmanager
+def stop_on_signals(stop: threading.Event, on_first: Callable[[int], None] | None = None,
+                    signals: Sequence[int] = tuple(EXIT_CODES)) -> Iterator[None]:
+    """Within the block the first stop signal only sets ``stop`` (the work finishes its step and
+    saves; ``on_first(signum)`` can say so) and a second one raises :class:`Interrupted` at once:
+    for work whose unit is too long to drop (a training step, a validation). :func:`received` and
+    :func:`exit_code` report the first. Outside the main thread it does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame) -> None:
+        if stop.is_set():
+            raise Interrupted(_state["received"] or signum)
+        _state["received"] = signum
+        stop.set()
+        if on_first is not None:
+            on_first(signum)
+
+    previous = {}
+    for sig in signals:
+        try:
+            previous[sig] = signal.signal(sig, handler)
+        except (OSError, ValueError):
+            pass
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 @contextmanager

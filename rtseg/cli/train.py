@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import os
 from pathlib import Path
 from typing import Optional
@@ -10,7 +11,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from rtseg.cli._app import app, console, parse_pair
+from rtseg.cli._app import app, console, console_err, parse_pair
 
 
 class _RichCallbacks:
@@ -124,7 +125,7 @@ def train(
         values["out_dir"] = values.pop("out")
         cfg = TrainConfig(**values)
     main_rank = int(os.environ.get("RANK", "0")) == 0
-    result = run_training(cfg, _RichCallbacks(quiet or not main_rank))
+    result = _train_until_stopped(cfg, _RichCallbacks(quiet or not main_rank), main_rank)
     if main_rank:
         out.mkdir(parents=True, exist_ok=True)
         (out / "history.json").write_text(json.dumps(result["history"], indent=1))
@@ -134,3 +135,30 @@ def train(
                 table.add_row(str(r["epoch"]), f"{r['train_loss']:.4f}", f"{r.get('val_miou', float('nan')):.4f}", str(r["seconds"]))
             console.print(table)
             console.print(f"best val mIoU {result['best_miou']:.4f} at epoch {result['best_epoch']}: {out / 'best.pt'}")
+
+
+def _train_until_stopped(cfg, callbacks, main_rank: bool) -> dict:
+    """The run, with Ctrl-C, SIGTERM and SIGHUP finishing the current step (or the validation under
+    way), saving a resumable last.pt and saying how to go on; a second signal stops at once."""
+    import threading
+
+    from rtseg import signals
+    from rtseg.train.loop import TrainingStopped, train as run_training
+
+    stop = threading.Event()
+
+    def first(signum: int) -> None:
+        console_err.print(f"{signals.WORDS.get(signum, 'stop')}: finishing this step (or the validation under way), "
+                          "then saving last.pt; again to stop at once", highlight=False, soft_wrap=True)
+
+    try:
+        with signals.stop_on_signals(stop, first if main_rank else None):
+            return run_training(cfg, callbacks, stop=stop)
+    except TrainingStopped as exc:
+        if main_rank:
+            again = ["rtseg", "train", "--resume", str(exc.checkpoint), "--data-root", cfg.data_root]
+            if cfg.device != "auto":
+                again += ["--device", cfg.device]
+            console_err.print(f"{exc}. Resume with: {shlex.join(again)}", highlight=False, soft_wrap=True,
+                              markup=False)
+        raise typer.Exit(signals.exit_code())

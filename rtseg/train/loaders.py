@@ -92,13 +92,26 @@ def build_data(cfg: TrainConfig, device: str, info: DistInfo, g: torch.Generator
     else:
         train_loader = DataLoader(train_set, cfg.batch_size, shuffle=sampler is None, sampler=sampler,
                                   num_workers=cfg.workers, drop_last=drop_last,
-                                  persistent_workers=cfg.workers > 0, generator=g, multiprocessing_context=context)
+                                  persistent_workers=cfg.workers > 0, generator=g, multiprocessing_context=context,
+                                  worker_init_fn=leave_stops_to_the_main_process)
     # Batch 1: frames of a folder data set may differ in size; on the CPU batching buys nothing.
     val_workers = min(cfg.workers, 1) if device_val is None else 0
     val_loader = DataLoader(val_set, 1, num_workers=val_workers, persistent_workers=val_workers > 0,
-                            multiprocessing_context=context if val_workers else None)
+                            multiprocessing_context=context if val_workers else None,
+                            worker_init_fn=leave_stops_to_the_main_process)
     return TrainData(train_ds, val_ds, aug, n_train, n_val, weights, drop_last, sampler, train_loader,
                  device_train, device_val, val_loader)
+
+
+def leave_stops_to_the_main_process(worker_id: int) -> None:
+    """A data worker ignores Ctrl-C, SIGTERM and SIGHUP: a terminal's Ctrl-C reaches the whole
+    process group, and a worker that died of it would fail the step the main process is finishing
+    before it saves (rtseg/train/stopping.py); the main process shuts the workers down itself."""
+    import signal
+
+    for sig in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+        if sig is not None:
+            signal.signal(sig, signal.SIG_IGN)
 
 
 def _class_pixel_counts(ds: SegDataset, indices: Iterable[int]) -> np.ndarray:

@@ -10,8 +10,10 @@ it; this module logs through ``logging`` only.
 """
 from __future__ import annotations
 
+import json
 import math
 import random
+import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -36,8 +38,9 @@ from rtseg.train.evaluate import evaluate_model
 from rtseg.train.loaders import TrainData, build_data
 from rtseg.train.losses import build_loss
 from rtseg.train.optim import amp_mode, autocast_and_scaler, build_optimizer, lr_at
+from rtseg.train.stopping import TrainingStopped, rng_state, set_rng_state, stop_agreed
 
-__all__ = ["TrainConfig", "TrainCallbacks", "TrainState", "train", "evaluate_model", "resolve_device", "CLASS_WEIGHTS"]
+__all__ = ["TrainConfig", "TrainCallbacks", "TrainState", "TrainingStopped", "train", "evaluate_model", "resolve_device", "CLASS_WEIGHTS"]
 
 
 @dataclass
@@ -50,11 +53,15 @@ class TrainState:
     best_epoch: int = 0  # the epoch that reached it (best.pt's)
     stale: int = 0  # validations since the best one, for --patience
     history: list[dict] = field(default_factory=list)  # one record an epoch: train_loss, steps, seconds, val_*
+    # A run stopped inside an epoch: the steps of epoch + 1 already taken (0: none), their summed loss and
+    # seconds, and the random streams at that point (stopping.rng_state), for --resume to go on from there.
+    step: int = 0
+    partial: dict = field(default_factory=dict)
 
     @classmethod
     def from_checkpoint(cls, t: dict[str, Any]) -> "TrainState":
         return cls(int(t["epoch"]), float(t["best_miou"]), int(t["best_epoch"]), int(t.get("stale", 0)),
-                   list(t.get("history", [])))
+                   list(t.get("history", [])), int(t.get("step", 0)), dict(t.get("partial", {})))
 
 
 def resolve_device(device: str) -> str:
@@ -65,8 +72,10 @@ def resolve_device(device: str) -> str:
     return dev.kind if dev.index == 0 else str(dev)  # "cpu", "cuda" or "cuda:N"
 
 
-def train(cfg: TrainConfig, callbacks: TrainCallbacks | None = None) -> dict[str, Any]:
-    """Train, validate and checkpoint; returns ``{"best_miou", "best_epoch", "history", "out_dir"}``."""
+def train(cfg: TrainConfig, callbacks: TrainCallbacks | None = None, stop: threading.Event | None = None) -> dict[str, Any]:
+    """Train, validate and checkpoint; returns ``{"best_miou", "best_epoch", "history", "out_dir"}``.
+    ``stop`` (set it from a signal handler) ends the run at the next step boundary, or after the
+    validation under way, with a resumable last.pt: raises :class:`TrainingStopped`."""
     cfg.validate()
     cb = callbacks or TrainCallbacks()
     device = resolve_device(cfg.device)
@@ -74,13 +83,17 @@ def train(cfg: TrainConfig, callbacks: TrainCallbacks | None = None) -> dict[str
     if info.enabled and device.startswith("cuda"):
         device = f"cuda:{info.local_rank}"
     try:
-        return _train(cfg, cb, device, info)
+        return _train(cfg, cb, device, info, stop)
     finally:
         cleanup(info)
 
 
-def _train(cfg: TrainConfig, cb: TrainCallbacks, device: str, info: DistInfo) -> dict[str, Any]:
+def _train(cfg: TrainConfig, cb: TrainCallbacks, device: str, info: DistInfo,
+           stop: threading.Event | None) -> dict[str, Any]:
     out = Path(cfg.out_dir)
+    if info.is_main:  # the folder and the run's settings exist from the first second, whatever stops it
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(cfg.to_json(), indent=1) + "\n")
     autocast, scaler = autocast_and_scaler(cfg.amp, device)  # first: a bad --amp fails before any work
     g = torch.Generator()
     _seed_epoch(cfg.seed, 0, 0, g)  # model initialisation: the same on every rank
@@ -101,16 +114,21 @@ def _train(cfg: TrainConfig, cb: TrainCallbacks, device: str, info: DistInfo) ->
                autocast=autocast, scaler=scaler, writer=writer, g=g, steps=steps,
                # Reading the loss back waits for the device; on a GPU that stalls the queue of launched
                # work, so it happens every sync_every steps there (the loss is summed on the device meanwhile).
-               sync_every=cfg.sync_every or (20 if device.startswith("cuda") else 1))
+               sync_every=cfg.sync_every or (20 if device.startswith("cuda") else 1), stop=stop)
     cb.on_message(_plan(run, aux_weights, state.epoch + 1))
     clock = _TimeLeft(state.epoch + 1, cfg.epochs, steps, run.sync_every)
     for epoch in range(state.epoch + 1, cfg.epochs + 1):
-        record = _train_epoch(run, epoch, clock)
-        if epoch % cfg.val_every == 0 or epoch == cfg.epochs:
-            _validate(run, state, epoch, record)
-        state.epoch = epoch
+        record = _train_epoch(run, epoch, clock, state)
+        state.epoch, state.step, state.partial = epoch, 0, {}
         state.history.append(record)
+        if epoch % cfg.val_every == 0 or epoch == cfg.epochs:
+            _save_last(run, state)  # the finished epoch is kept, whatever stops the validation
+            if stop_agreed(run.stop, info):
+                raise TrainingStopped(out / "last.pt", epoch, 0)
+            _validate(run, state, epoch, record)
         _save_last(run, state)
+        if stop_agreed(run.stop, info):
+            raise TrainingStopped(out / "last.pt", epoch, 0)
         if cfg.patience and state.stale >= cfg.patience:
             cb.on_message(f"early stop: no better val mIoU for {cfg.patience} validations "
                           f"(best {state.best_miou:.4f} at epoch {state.best_epoch})")
@@ -181,7 +199,8 @@ def _resume(cfg: TrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer
     if scaler is not None and "scaler" in t:
         scaler.load_state_dict(t["scaler"])
     state = TrainState.from_checkpoint(t)
-    cb.on_message(f"resumed from {cfg.resume} at epoch {state.epoch + 1} of {cfg.epochs}")
+    inside = f", step {state.step + 1} of its {t.get('steps', '?')}" if state.step else ""
+    cb.on_message(f"resumed from {cfg.resume} at epoch {state.epoch + 1} of {cfg.epochs}{inside}")
     if state.epoch + 1 > cfg.epochs:
         cb.on_message(f"nothing to do: {cfg.resume} finished epoch {state.epoch}; raise --epochs to train on")
     return state
@@ -210,6 +229,7 @@ class _Run:
     g: torch.Generator  # the DataLoader's (or on-device batches') generator, reseeded each epoch
     steps: int  # training steps an epoch
     sync_every: int  # read the loss back every N steps
+    stop: threading.Event | None = None  # set: stop at the next step boundary (stopping.py)
 
 
 def _plan(run: _Run, aux_weights: tuple[float, ...], start_epoch: int) -> str:
@@ -246,33 +266,36 @@ class _TimeLeft:
         return None
 
 
-def _train_epoch(run: _Run, epoch: int, clock: _TimeLeft) -> dict[str, Any]:
-    """One epoch of training steps; returns its history record (mean loss, steps, seconds)."""
+def _train_epoch(run: _Run, epoch: int, clock: _TimeLeft, state: TrainState) -> dict[str, Any]:
+    """One epoch of training steps; returns its history record (mean loss, steps, seconds). A run
+    stopped inside this epoch (``state.step``) goes on from there: the batches already trained on
+    are drawn again (the same random streams) but not trained on, then the saved streams are put
+    back. A stop asked for ends the epoch at a step boundary with a resumable last.pt."""
     cfg, info = run.cfg, run.info
     _seed_epoch(cfg.seed, epoch, info.rank, run.g)
     run.net.train()
     if run.data.train_sampler is not None:
         run.data.train_sampler.set_epoch(epoch)
     run.cb.on_epoch_start(epoch, cfg.epochs, run.steps)
-    t0, loss_sum = time.perf_counter(), torch.zeros((), device=run.device)
+    skip = state.step if epoch == state.epoch + 1 else 0
+    t0 = time.perf_counter() - (state.partial.get("seconds", 0.0) if skip else 0.0)
+    loss_sum = torch.full((), state.partial.get("loss_sum", 0.0) if skip else 0.0, device=run.device)
     total_steps, warmup_steps = cfg.epochs * run.steps, int(cfg.warmup_epochs * run.steps)
     for step, (images, labels) in enumerate(run.data.batches(cfg.batch_size, run.g, info)):
+        if step < skip:
+            if step + 1 == skip:
+                set_rng_state(state.partial["rng"], run.g, run.device)
+            continue
         gstep = (epoch - 1) * run.steps + step
         lr = lr_at(gstep, total_steps, optimizer=cfg.optimizer, peak=cfg.peak_lr,
                    warmup_steps=warmup_steps, poly_power=cfg.poly_power)
         loss = _train_step(run, images, labels, lr)
         loss_sum += loss
         if (step + 1) % run.sync_every == 0 or step + 1 == run.steps:
-            value = loss.item()  # syncs the device
-            if not math.isfinite(value):
-                raise RtsegError(f"loss became {value} at epoch {epoch} step {step}; lower --lr or set --clip-grad")
-            run.cb.on_step(epoch, step, value, lr)
-            said = clock.after(epoch, step)
-            if said is not None:
-                run.cb.on_message(said)
-            if run.writer is not None:
-                run.writer.add_scalar("train/loss", value, gstep)
-                run.writer.add_scalar("train/lr", lr, gstep)
+            _report_step(run, clock, epoch, step, loss, lr, gstep)
+        if step + 1 < run.steps and stop_agreed(run.stop, info):
+            _save_inside(run, state, epoch, step + 1, loss_sum.item(), time.perf_counter() - t0)
+            raise TrainingStopped(run.out / "last.pt", epoch, step + 1)
     loss_sum = loss_sum.item()
     seconds = time.perf_counter() - t0
     # The epoch's mean loss over every rank's steps (one tiny all-reduce per epoch).
@@ -281,6 +304,27 @@ def _train_epoch(run: _Run, epoch: int, clock: _TimeLeft) -> dict[str, Any]:
     if run.writer is not None:
         run.writer.add_scalar("train/epoch_loss", train_loss, epoch)
     return {"epoch": epoch, "train_loss": train_loss, "steps": run.steps, "seconds": round(seconds, 1)}
+
+
+def _report_step(run: _Run, clock: _TimeLeft, epoch: int, step: int, loss: torch.Tensor, lr: float,
+                 gstep: int) -> None:
+    value = loss.item()  # syncs the device
+    if not math.isfinite(value):
+        raise RtsegError(f"loss became {value} at epoch {epoch} step {step}; lower --lr or set --clip-grad")
+    run.cb.on_step(epoch, step, value, lr)
+    said = clock.after(epoch, step)
+    if said is not None:
+        run.cb.on_message(said)
+    if run.writer is not None:
+        run.writer.add_scalar("train/loss", value, gstep)
+        run.writer.add_scalar("train/lr", lr, gstep)
+
+
+def _save_inside(run: _Run, state: TrainState, epoch: int, steps: int, loss_sum: float, seconds: float) -> None:
+    """last.pt for a stop after ``steps`` steps of ``epoch``: the epochs before it finished, and where to go on."""
+    state.step = steps
+    state.partial = {"loss_sum": loss_sum, "seconds": seconds, "rng": rng_state(run.g, run.device)}
+    _save_last(run, state)
 
 
 def _train_step(run: _Run, images: torch.Tensor, labels: torch.Tensor, lr: float) -> torch.Tensor:
@@ -342,7 +386,7 @@ def _save_last(run: _Run, state: TrainState) -> None:
     extra = {"scaler": run.scaler.state_dict()} if run.scaler is not None else {}
     save_checkpoint(run.out / "last.pt", run.model, run.meta, epoch=state.epoch, optimizer=run.optimizer.state_dict(),
                     best_miou=state.best_miou, best_epoch=state.best_epoch, stale=state.stale, history=state.history,
-                    **extra)
+                    step=state.step, steps=run.steps, partial=state.partial, **extra)
 
 
 def _duration(seconds: float) -> str:

@@ -23,7 +23,7 @@ def test_two_process_gloo_run(cli, folder_data: Path, tmp_path: Path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     # rank 0 alone prints and writes
     assert proc.stdout.count("epoch 1: train loss") == 1 and proc.stdout.count("epoch 1: val mIoU") == 1
-    assert sorted(p.name for p in out.iterdir()) == ["best.pt", "history.json", "last.pt"]
+    assert sorted(p.name for p in out.iterdir()) == ["best.pt", "config.json", "history.json", "last.pt"]
     history = json.loads((out / "history.json").read_text())
     # 4 frames sharded over 2 ranks, batch 2: one step each (a single process takes two)
     assert history[0]["steps"] == 1
