@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import colorsys
 import json
+import re
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Any, Callable
 
 from rtseg.errors import RtsegError
 
-__all__ = ["CAMVID_CLASSES", "CAMVID_PALETTE", "CITYSCAPES_CLASSES", "CITYSCAPES_PALETTE", "ADE20K_CLASSES",
+__all__ = ["read_colors", "CLASSES_FORMATS", "CAMVID_CLASSES", "CAMVID_PALETTE", "CITYSCAPES_CLASSES", "CITYSCAPES_PALETTE", "ADE20K_CLASSES",
            "ADE20K_PALETTE", "VOC_CLASSES", "VOC_PALETTE", "DATASETS", "PRESETS_BY_COUNT", "ClassSet",
            "resolve_classes", "generated_palette"]
 
@@ -202,17 +203,81 @@ def _from_json(path: Path) -> ClassSet:
     return ClassSet(path.stem, tuple(e[1] for e in entries), palette, ignore)
 
 
-def resolve_classes(spec: str | Path | None, num_classes: int | None, *,
+def _lines(path: Path, flag: str) -> list[str]:
+    """A text file's lines, stripped, without blank lines and ``#`` comments (a ``#rrggbb`` colour is kept)."""
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RtsegError(f"{flag} {path} cannot be read as text ({exc})") from None
+    lines = [line.strip() for line in text.splitlines()]
+    return [line for line in lines if line and (not line.startswith("#") or _HEX.match(line))]
+
+
+_HEX = re.compile(r"^#([0-9a-fA-F]{6})$")
+
+
+def _from_text(path: Path) -> ClassSet:
+    """A one-name-a-line file (jetson-inference's classes.txt, a labels.txt): names, generated colours."""
+    names = _lines(path, "--classes")
+    if not names:
+        raise RtsegError(f"--classes {path} names no class (one name a line; # starts a comment)")
+    if len(names) > MAX_CLASSES:
+        raise RtsegError(f"--classes {path} lists {len(names)} classes; rtseg's ids are uint8 (at most {MAX_CLASSES})")
+    return ClassSet(path.stem, tuple(names), generated_palette(len(names)))
+
+
+def read_colors(path: str | Path) -> tuple[Colour, ...]:
+    """``--colors FILE``: a colour a line, ``R G B`` (0..255; a fourth value, alpha, is ignored:
+    jetson-inference's colors.txt) or ``#rrggbb``; ``#`` starts a comment."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise RtsegError(f"--colors {path}: file not found")
+    colours = []
+    for i, line in enumerate(_lines(path, "--colors")):
+        hexed = _HEX.match(line)
+        if hexed:
+            v = int(hexed.group(1), 16)
+            colours.append((v >> 16, (v >> 8) & 255, v & 255))
+            continue
+        parts = line.replace(",", " ").split()
+        try:
+            values = [int(v) for v in parts]
+        except ValueError:
+            values = []
+        if len(values) not in (3, 4) or not all(0 <= v <= 255 for v in values):
+            raise RtsegError(f"--colors {path}: colour {i} is {line!r}; write R G B (0..255) or #rrggbb, one a line")
+        colours.append((values[0], values[1], values[2]))
+    if not colours:
+        raise RtsegError(f"--colors {path} holds no colour (R G B or #rrggbb, one a line)")
+    return tuple(colours)
+
+
+CLASSES_FORMATS = (f"a preset ({', '.join(DATASETS)}), a classes.json (as --masks writes it, or a JSON list of "
+                   "names), or a text file with one name a line (jetson-inference's classes.txt, a labels.txt)")
+
+
+def resolve_classes(spec: str | Path | None, num_classes: int | None, *, colors: str | Path | None = None,
                     note: Callable[[str], None] = log.warning) -> ClassSet:
     """The classes of a model whose output has ``num_classes`` classes (None: the model does not
     say). ``spec``: a preset (camvid, cityscapes, ade20k, voc), a classes.json path, or None to
     guess by the count (11, 19, 150, 21 are the presets; any other count gets "class N" names and
     generated colours), the guess said in one line through ``note``. A ``spec`` whose count
-    differs from ``num_classes`` is an error."""
+    differs from ``num_classes`` is an error. ``colors``: a file of colours (:func:`read_colors`)
+    that replaces the palette, one per class."""
+    found = _resolve(spec, num_classes, note)
+    if colors is None:
+        return found
+    palette = read_colors(colors)
+    if len(palette) < found.num_classes:
+        raise RtsegError(f"--colors {colors} has {len(palette)} colours for {found.num_classes} classes")
+    return ClassSet(found.dataset, found.names, palette[:found.num_classes], found.ignore_index)
+
+
+def _resolve(spec: str | Path | None, num_classes: int | None, note: Callable[[str], None]) -> ClassSet:
     if spec is None:
         if num_classes is None:
             raise RtsegError("the model's output does not say how many classes it has; "
-                             f"pass --classes ({', '.join(DATASETS)} or a classes.json)")
+                             f"pass --classes: {CLASSES_FORMATS}")
         if num_classes in PRESETS_BY_COUNT:
             name = PRESETS_BY_COUNT[num_classes]
             note(f"note: the model has {num_classes} classes: using the {_TITLES[name]} names and colours "
@@ -227,13 +292,13 @@ def resolve_classes(spec: str | Path | None, num_classes: int | None, *,
     text = str(spec).strip()
     if text.lower() in DATASETS:
         found = _preset(text.lower())
-    elif text.lower().endswith(".json"):
+    elif Path(text).expanduser().is_file():
         path = Path(text).expanduser()
-        if not path.is_file():
-            raise RtsegError(f"--classes {text}: file not found")
-        found = _from_json(path)
+        found = _from_json(path) if path.suffix.lower() == ".json" else _from_text(path)
+    elif text.lower().endswith((".json", ".txt", ".names", ".labels")):
+        raise RtsegError(f"--classes {text}: file not found")
     else:
-        raise RtsegError(f"unknown --classes {text!r}; use one of {', '.join(DATASETS)} or a classes.json file")
+        raise RtsegError(f"unknown --classes {text!r}; use {CLASSES_FORMATS}")
     if num_classes is not None and found.num_classes != num_classes:
         raise RtsegError(f"--classes {text} has {found.num_classes} classes but the model's output has "
                          f"{num_classes}")

@@ -12,7 +12,7 @@ from rtseg.cli.options import run_options
 
 
 @app.command("import")
-@run_options("engine:classes,normalize,bgr,input_name,output_name")
+@run_options("engine:classes,colors,normalize,bgr,input_name,output_name")
 def import_(
     model: Path = typer.Argument(..., help="ONNX segmentation model without rtseg metadata (torch.onnx, mmdeploy's end2end.onnx, PaddleSeg, jetson-inference)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="The rtseg artifact to write [default: <model stem>_rtseg.onnx]."),
@@ -24,12 +24,13 @@ def import_(
     from rtseg.export.foreign import inspect_onnx, wrap_foreign
     from rtseg.formats.onnx_meta import read_onnx_meta
 
-    classes, normalize, bgr = options["classes"], options["normalize"], options["bgr"]
+    classes, colors, normalize, bgr = options["classes"], options["colors"], options["normalize"], options["bgr"]
     input_name, output_name = options["input_name"], options["output_name"]
     output = output if output is not None else model.with_name(f"{model.stem}_rtseg.onnx")
     graph = inspect_onnx(model, input_name, output_name)  # errors before anything is written
     console.print(f"found {graph.describe()}", highlight=False)
-    path = wrap_foreign(model, output, classes=classes, normalize=normalize, bgr=bgr, input_name=input_name,
+    path = wrap_foreign(model, output, classes=classes, colors=colors, normalize=normalize, bgr=bgr,
+                        input_name=input_name,
                         output_name=output_name, size=parse_size(size),
                         note=lambda line: console.print(line, highlight=False))
     meta = read_onnx_meta(path)

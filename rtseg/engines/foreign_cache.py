@@ -22,7 +22,7 @@ from rtseg.formats import artifact_meta
 __all__ = ["FOREIGN_FLAGS", "is_foreign_onnx", "foreign_key", "wrapped_artifact", "foreign_or_own"]
 
 # The engine keywords (and CLI flags, as --classes ...) that say what a foreign graph cannot.
-FOREIGN_FLAGS = ("classes", "normalize", "bgr", "input_name", "output_name")
+FOREIGN_FLAGS = ("classes", "colors", "normalize", "bgr", "input_name", "output_name")
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,8 @@ def _stored_key(path: Path) -> str | None:
         return None
 
 
-def wrapped_artifact(path: str | Path, *, classes: str | None = None, normalize: str | None = None,
+def wrapped_artifact(path: str | Path, *, classes: str | None = None, colors: str | None = None,
+                     normalize: str | None = None,
                      bgr: bool = False, input_name: str | None = None, output_name: str | None = None,
                      size: Sequence[int] | None = None, note: Callable[[str], None] = log.warning) -> Path:
     """The rtseg artifact that runs the foreign ONNX file ``path`` with these flags (see
@@ -71,8 +72,11 @@ def wrapped_artifact(path: str | Path, *, classes: str | None = None, normalize:
     flags = {"classes": str(classes) if classes is not None else None, "normalize": normalize, "bgr": bool(bgr),
              "input_name": input_name, "output_name": output_name,
              "size": list(size) if size is not None else None}
-    if classes is not None and str(classes).lower().endswith(".json") and Path(classes).is_file():
-        flags["classes_sha256"] = file_digest(Path(classes))  # an edited classes.json makes a new entry
+    if colors is not None:  # absent from the key otherwise: entries made before --colors stay valid
+        flags["colors"] = str(colors)
+    for flag, value in (("classes", classes), ("colors", colors)):
+        if value is not None and Path(value).is_file():
+            flags[f"{flag}_sha256"] = file_digest(Path(value))  # an edited file makes a new entry
     key = foreign_key(path, flags)
     name = f"{path.stem}-foreign-{hashlib.sha256(key.encode()).hexdigest()[:16]}.onnx"
     folder = cache_root() / "foreign"
@@ -88,7 +92,7 @@ def wrapped_artifact(path: str | Path, *, classes: str | None = None, normalize:
             log.info("cache hit: %s", dest)
             return dest
         note(f"note: cache entry {dest} is unreadable or stale; wrapping it again")
-    wrapped = wrap_foreign(path, dest, classes=classes, normalize=normalize, bgr=bgr, input_name=input_name,
+    wrapped = wrap_foreign(path, dest, classes=classes, colors=colors, normalize=normalize, bgr=bgr, input_name=input_name,
                            output_name=output_name, size=size, note=note, extra={"cache_key": key})
     # Said once it worked, so a file refused (not a segmentation model, ...) is the error line alone.
     note(f"wrapped {path.name} (an ONNX file without rtseg metadata) into an rtseg artifact "

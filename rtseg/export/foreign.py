@@ -321,13 +321,13 @@ def _upgrade(model: Any, path: Path) -> Any:
 
 
 def wrap_foreign(path: str | Path, out_path: str | Path, *, classes: str | Path | None = None,
-                 normalize: str | None = None, bgr: bool = False, input_name: str | None = None,
+                 colors: str | Path | None = None, normalize: str | None = None, bgr: bool = False, input_name: str | None = None,
                  output_name: str | None = None, size: Sequence[int] | None = None,
                  note: Callable[[str], None] = log.warning, extra: dict[str, Any] | None = None) -> Path:
     """Write the foreign segmentation model at ``path`` as an rtseg ONNX artifact at ``out_path``.
 
-    ``classes``: a preset name, a classes.json, or None to guess by the class count (said
-    through ``note``). ``normalize``: imagenet (default for float inputs), unit, symmetric or
+    ``classes``: a preset name, a classes.json, a one-name-a-line text file, or None to guess by
+    the class count (said through ``note``); ``colors``: a file of colours (R G B or #rrggbb a line). ``normalize``: imagenet (default for float inputs), unit, symmetric or
     none. ``bgr``: the model takes BGR rather than RGB. ``size`` (h, w): the default inference
     size of a dynamic-size graph. ``extra`` goes into the metadata's ``extra`` (e.g. a cache key).
     The graph's dynamic dimensions stay dynamic. Errors (one line each) come before anything is written."""
@@ -346,7 +346,7 @@ def wrap_foreign(path: str | Path, out_path: str | Path, *, classes: str | Path 
     if custom:
         raise RtsegError(f"{path} uses operators outside standard ONNX ({', '.join(custom[:4])}), which the runtimes "
                          "rtseg uses lack; re-export it without custom ops (mmdeploy: a plain ONNX backend config)")
-    cls = resolve_classes(classes, g.num_classes, note=note)
+    cls = resolve_classes(classes, g.num_classes, colors=colors, note=note)
     norm, mean, std = _normalisation(normalize, g)
     model = _upgrade(model, path)
     opset = _opset(model)

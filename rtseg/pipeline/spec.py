@@ -42,7 +42,7 @@ def _refuse(cls: type, name: str, value: Any, allowed: str) -> RtsegError:
 
 # Help texts shared by several fields.
 _FOREIGN = "Foreign .onnx (no rtseg metadata): "
-_FOREIGN_FIELDS = ("classes", "normalize", "bgr", "input_name", "output_name")  # an error for rtseg's own files
+_FOREIGN_FIELDS = ("classes", "colors", "normalize", "bgr", "input_name", "output_name")  # an error for rtseg's own files
 
 
 @dataclass(frozen=True)
@@ -116,8 +116,12 @@ class EngineOptions:
     warmup: int = option(0, "--warmup", help="Inference calls on a blank frame as soon as the engine is open, so "
                                              "that the first real frame is not the slow one (0 = none).")
     classes: Optional[str] = option(None, "--classes", help=_FOREIGN + (
-        "its classes, camvid, cityscapes, ade20k, voc or a classes.json as --masks writes [default: guessed from "
-        "the class count]."))
+        "its classes: camvid, cityscapes, ade20k, voc, a classes.json as --masks writes (or a JSON list of names), "
+        "or a text file with one name a line (jetson-inference's classes.txt, a labels.txt) [default: guessed "
+        "from the class count]."))
+    colors: Optional[str] = option(None, "--colors", help=_FOREIGN + (
+        "the classes' colours, one a line: R G B (0..255; jetson-inference's colors.txt) or #rrggbb [default: "
+        "the preset's, or generated]."))
     normalize: Optional[str] = option(None, "--normalize", help=_FOREIGN + (
         "what its input wants, imagenet (mean/std; torchvision, smp, mmseg), unit (x/255), symmetric (x/127.5-1) "
         "or none [default: imagenet; none for uint8 inputs]."))

@@ -295,3 +295,23 @@ def test_rtseg_batch_is_a_function_taking_the_run_options_by_name(two_heads, two
     assert result.ok and [r["frames"] for r in result.records] == [4, 3]
     with pytest.raises(RtsegError, match="unknown option 'colour'"):
         rtseg.batch([two_clips], tmp_path / "out2", colour="red")
+
+
+def test_jetson_label_files_name_and_colour_a_foreign_model(rtseg_cli, tmp_path):
+    """A jetson-inference-style model: classes.txt and colors.txt given with --classes/--colors; the
+    masks' classes.json has their names and colours; an edited colors.txt makes a new cache entry."""
+    model = _export(_quarter(3), tmp_path / "fcn.onnx", (1, 3, 64, 96))
+    (tmp_path / "classes.txt").write_text("# classes of the model\nvoid\nroad\ncar\n")
+    (tmp_path / "colors.txt").write_text("0 0 0 255\n128 64 128 255\n0 0 142 255\n")
+    args = ("run", DEMO_CLIP, "--engine", model, "--classes", tmp_path / "classes.txt", "--colors",
+            tmp_path / "colors.txt", "--runtime", "onnxruntime", "--max-frames", "2", "--size", "64x96")
+    code, _, err = rtseg_cli(*args, "-o", "a.mp4", "--masks", "m")
+    assert code == 0, err
+    classes = json.loads((tmp_path / "m" / "classes.json").read_text())["classes"]
+    assert [(c["name"], c["rgb"]) for c in classes] == [("void", [0, 0, 0]), ("road", [128, 64, 128]),
+                                                        ("car", [0, 0, 142])]
+    (tmp_path / "colors.txt").write_text("#000000\n#804080\n#ff0000\n")
+    code, _, err = rtseg_cli(*args, "-o", "b.mp4", "--masks", "m2")
+    assert code == 0, err
+    assert json.loads((tmp_path / "m2" / "classes.json").read_text())["classes"][2]["rgb"] == [255, 0, 0]
+    assert len(list((tmp_path / "cache" / "foreign").glob("*.onnx"))) == 2
