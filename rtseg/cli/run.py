@@ -89,6 +89,8 @@ def _run(run: "Run", *, quiet: bool, json_path: Optional[Path] = None, trace_pat
     from rtseg.pipeline.app import segment
 
     source, engine, spec = run.source, run.engine, run.spec
+    if not quiet and spec.engine.weights is None:
+        console.print(BUNDLED_NOTE, highlight=False, soft_wrap=True)
     if not quiet:
         console.print(f"[bold]source[/] {source.describe()}\n[bold]engine[/] {engine.describe()}"
                       f"{'  (sequential)' if spec.sequential else ''}; temporal filter {'on' if run.temporal else 'off'}"
@@ -159,6 +161,10 @@ def _report(run: "Run", written, *, quiet: bool, json_path: Optional[Path]) -> N
         console_err.print(f"{word} after {result.frames} frames", highlight=False)
 
 
+# What the bundled weights are for, said on the first line of every run that uses them.
+BUNDLED_NOTE = ("bundled weights: Fast-SCNN trained on CamVid (Cambridge streets, 2008, 360x480): 11 classes, no lane or "
+                "drivable-area class; CC BY-NC 4.0 (non-commercial). For highways or other cities, bring a Cityscapes or "
+                "ADE20K model (--engine model.onnx) or train on your own footage (rtseg train).")
 SOURCE_HELP = "Video file, image folder or glob, camera index (0) or stream URL [default: the bundled demo clip]."
 JSON_HELP = ("Write the run's summary here as JSON (what ran and what it resolved, fps, latency from capture p50/p95/p99, "
              "the time to the first frame, per-stage times).")
