@@ -19,6 +19,7 @@ from rtseg.cli import export as _export  # noqa: F401,E402
 from rtseg.cli import doctor as _doctor  # noqa: F401,E402
 from rtseg.cli import batch as _batch  # noqa: F401,E402
 from rtseg.cli import import_ as _import  # noqa: F401,E402
+from rtseg.cli import cache as _cache  # noqa: F401,E402
 
 __all__ = ["app", "main"]
 

@@ -20,6 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
+from rtseg.engines.cache_index import prune, touch
 from rtseg.engines.runtimes import TABLE
 from rtseg.errors import RtsegError
 from rtseg.formats import SUFFIXES, artifact_meta
@@ -158,6 +159,7 @@ def cached_artifact(weights: str | Path, runtime: str, size: tuple[int, int], *,
     if dest.is_file():
         if _stored_key(dest, runtime) == key:
             log.info("cache hit: %s", dest)
+            touch(dest)  # its last use, for pruning
             return dest
         note(f"note: cache entry {dest} is unreadable or stale; exporting it again")
     what = "a TensorRT plan" if _family(runtime) == "tensorrt" else "ONNX"
@@ -172,4 +174,6 @@ def cached_artifact(weights: str | Path, runtime: str, size: tuple[int, int], *,
              "for this run")
         dest = fallback / name
         _export(weights, runtime, size, fp16, key, dest)
+        return dest
+    prune(folder, keep=dest)  # over RTSEG_CACHE_MAX: the least recently used entries go
     return dest

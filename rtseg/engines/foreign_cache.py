@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Sequence
 
+from rtseg.engines.cache_index import prune, touch
 from rtseg.engines.cache import cache_root, file_digest  # the same content hash as the export cache
 from rtseg.errors import RtsegError
 from rtseg.formats import artifact_meta
@@ -40,6 +41,16 @@ def is_foreign_onnx(path: str | Path) -> bool:
 
 
 WRAP_FORMAT = 3  # what wrap_foreign writes (older entries are wrapped again); 2: the scores output; 3: ids enlarged to the input
+
+
+def _canonical(value: str | Path | None) -> str | None:
+    """A --classes/--colors value as what it names: ``file:<sha256>`` for a file, a preset lower-cased."""
+    if value is None:
+        return None
+    path = Path(str(value)).expanduser()
+    if path.is_file():
+        return f"file:{file_digest(path)}"
+    return str(value).strip().lower()
 
 
 def foreign_key(path: Path, flags: dict) -> str:
@@ -69,14 +80,13 @@ def wrapped_artifact(path: str | Path, *, classes: str | None = None, colors: st
     from rtseg.export.foreign import wrap_foreign
 
     path = Path(path)
-    flags = {"classes": str(classes) if classes is not None else None, "normalize": normalize, "bgr": bool(bgr),
-             "input_name": input_name, "output_name": output_name,
+    # The flags as what they mean, not as they were spelled: a preset in any case, a file by its
+    # content (wherever it lies, however its path is written), the normalisation's default named.
+    flags = {"classes": _canonical(classes), "normalize": (normalize or "").strip().lower() or None,
+             "bgr": bool(bgr), "input_name": input_name, "output_name": output_name,
              "size": list(size) if size is not None else None}
     if colors is not None:  # absent from the key otherwise: entries made before --colors stay valid
-        flags["colors"] = str(colors)
-    for flag, value in (("classes", classes), ("colors", colors)):
-        if value is not None and Path(value).is_file():
-            flags[f"{flag}_sha256"] = file_digest(Path(value))  # an edited file makes a new entry
+        flags["colors"] = _canonical(colors)
     key = foreign_key(path, flags)
     name = f"{path.stem}-foreign-{hashlib.sha256(key.encode()).hexdigest()[:16]}.onnx"
     folder = cache_root() / "foreign"
@@ -90,10 +100,12 @@ def wrapped_artifact(path: str | Path, *, classes: str | None = None, colors: st
     if dest.is_file():
         if _stored_key(dest) == key:
             log.info("cache hit: %s", dest)
+            touch(dest)  # its last use, for pruning
             return dest
         note(f"note: cache entry {dest} is unreadable or stale; wrapping it again")
     wrapped = wrap_foreign(path, dest, classes=classes, colors=colors, normalize=normalize, bgr=bgr, input_name=input_name,
                            output_name=output_name, size=size, note=note, extra={"cache_key": key})
+    prune(cache_root(), keep=wrapped)  # over RTSEG_CACHE_MAX: the least recently used entries go
     # Said once it worked, so a file refused (not a segmentation model, ...) is the error line alone.
     note(f"wrapped {path.name} (an ONNX file without rtseg metadata) into an rtseg artifact "
          f"(once; later runs reuse it): {wrapped}")

@@ -52,7 +52,7 @@ BUDGET_S = 5.0  # seconds of probing in all (loading and timing; exports are sep
 FRAMES = 3  # windows of the bundled street frame the candidates are timed on
 ROUNDS = 5  # timed rounds at most (each candidate once a round)
 BUSY = 0.25  # share of the CPUs other work may use during a probe for its choice to be final
-BUSY_PROBES = 3  # busy probes in a row after which the last one stays (a machine that is always busy)
+BUSY_PROBES = 2  # busy probes in a row after which the last one stays: one provisional re-probe at most
 _STAT = "/proc/stat"
 _FILE = "auto_runtime.json"
 _lock = threading.Lock()  # one probe at a time in this process (bench opens two engines)
@@ -87,8 +87,9 @@ class Choice:
         others = ", ".join(f"{k} {v:.1f}" for k, v in sorted(self.ms.items(), key=lambda kv: kv[1]) if k != mine)
         rejected = "".join(f"; {k}: {why}" for k, why in self.rejected.items())
         size = "x".join(map(str, self.about.get("size", ())))
+        skip = "" if cached else f"; --runtime {self.runtime} skips the measuring"
         return (f"auto: {mine}, {self.ms.get(mine, float('nan')):.1f} ms a frame at {size}"
-                f" ({others or 'no other candidate'}{rejected}; {self._how(cached)}; rtseg doctor lists it)")
+                f" ({others or 'no other candidate'}{rejected}; {self._how(cached)}; rtseg doctor lists it{skip})")
 
     @property
     def provisional(self) -> bool:

@@ -176,17 +176,18 @@ def test_a_probe_while_other_work_kept_the_cpus_busy_is_measured_again_on_a_late
     assert len(fake["opened"]) == (8 if again else 4) and "measured earlier on this machine;" in notes[2]
 
 
-def test_after_three_busy_probes_in_a_row_the_last_one_stays(fake, tiny_checkpoint):
+def test_after_two_busy_probes_in_a_row_the_last_one_stays(fake, tiny_checkpoint):
     fake["ms"] = {"pytorch fp32": 55.0, "onnxruntime fp32": 38.0, "openvino fp32": 48.0, "openvino bf16": 60.0}
     fake["busy"], notes = 0.6, []
     for n in range(1, probe.BUSY_PROBES + 1):
         fake["ms"]["openvino bf16"] = 30.0 - n  # each probe's pick replaces the one before
         choice = fake["choose"](tiny_checkpoint, notes=notes)
         assert len(fake["opened"]) == 4 * n and choice.about["busy_probes"] == n
-    assert choice.runtime == "openvino" and not choice.provisional and "3 busy probes in a row: kept" in notes[-1]
+    assert choice.runtime == "openvino" and not choice.provisional and "2 busy probes in a row: kept" in notes[-1]
     fake["ms"]["openvino bf16"] = 10.0
     kept = fake["choose"](tiny_checkpoint, notes=notes)
-    assert len(fake["opened"]) == 4 * probe.BUSY_PROBES and kept.ms["openvino bf16"] == 27.0
+    assert probe.BUSY_PROBES == 2  # one provisional re-probe at most (#37)
+    assert len(fake["opened"]) == 4 * probe.BUSY_PROBES and kept.ms["openvino bf16"] == 28.0
     assert "measured earlier on this machine while other work used 60% of the CPU" in notes[-1]
 
 
