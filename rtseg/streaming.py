@@ -51,6 +51,23 @@ class Result:
     _legend: Legend | None = field(default=None, repr=False)
 
     @property
+    def confidence(self) -> np.ndarray:
+        """float32 (H, W) in 0..1: the top class's probability at the frame's size (after the temporal
+        filter when it ran), computed when first asked. Needs ``rtseg.stream(..., scores=True)``
+        (or a confidence output) and a model that gives class scores."""
+        if self._packet.probs is None:
+            raise RtsegError("Result.confidence needs rtseg.stream(..., scores=True) and a model that gives class scores")
+        return self._packet.confidence()
+
+    @property
+    def scores(self) -> np.ndarray:
+        """float32 (C, h, w): each class's probability at the network's own resolution (a fraction of
+        the inference size), as the run kept them; see :attr:`confidence`."""
+        if self._packet.probs is None:
+            raise RtsegError("Result.scores needs rtseg.stream(..., scores=True) and a model that gives class scores")
+        return self._packet.probs.transpose(2, 0, 1)
+
+    @property
     def ids(self) -> np.ndarray:
         """uint8 class ids (H, W) at the frame's size, enlarged from the inference size when
         first asked (as ``engine.predict`` does)."""

@@ -11,7 +11,8 @@ import numpy as np
 __all__ = ["palette_lut", "colorize", "overlay", "VIEWS", "compose", "resize_nearest", "yuv_luts", "i420_planes",
            "compose_i420", "i420_to_bgr", "Legend", "draw", "classes_table"]
 
-VIEWS = ("overlay", "mask", "side-by-side")
+VIEWS = ("overlay", "mask", "side-by-side")  # the views of the class ids (compose draws them; the window's m cycles them)
+ALL_VIEWS = (*VIEWS, "confidence")  # and the top class's probability as a heat map (the post stage draws it)
 
 
 def resize_nearest(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -30,6 +31,12 @@ def palette_lut(palette: Sequence[Sequence[int]]) -> np.ndarray:
     for i, (r, g, b) in enumerate(palette[:256]):
         lut[i, 0] = (b, g, r)
     return lut
+
+
+def confidence_palette() -> tuple[tuple[int, int, int], ...]:
+    """256 RGB colours for confidence 0..255: OpenCV's inferno map (dark purple: unsure; yellow: sure)."""
+    bgr = cv2.applyColorMap(np.arange(256, dtype=np.uint8)[:, None], cv2.COLORMAP_INFERNO)[:, 0]
+    return tuple((int(c[2]), int(c[1]), int(c[0])) for c in bgr)
 
 
 def colorize(ids: np.ndarray, palette: Sequence[Sequence[int]] | np.ndarray, out: np.ndarray | None = None) -> np.ndarray:

@@ -13,7 +13,8 @@ from rtseg.pipeline.packet import Look
 from rtseg.pipeline.context import Run
 from rtseg.pipeline.runner import RunResult, Sink, engine_stages
 from rtseg.pipeline.runner import run as run_pipeline
-from rtseg.pipeline.sinks import ImageSink, MaskSink, MultiSink, StatsSink, VideoSink, encoder_threads
+from rtseg.pipeline.sinks import (ConfidenceSink, ImageSink, MaskSink, MultiSink, StatsSink, VideoSink,
+                                  encoder_threads)
 from rtseg.pipeline.sources import IMAGE_SUFFIXES, Source
 from rtseg.pipeline.spec import Outputs
 from rtseg.pipeline.trace import Trace
@@ -57,6 +58,8 @@ def _output_sinks(run: Run, lut, *, sequential: bool) -> tuple[list[Sink], Writt
     if o.masks is not None:
         written.masks = MaskSink(o.masks, classes_table(meta.class_names, meta.palette))
         sinks.append(written.masks)
+    if o.confidence is not None:
+        sinks.append(ConfidenceSink(o.confidence))
     if o.stats is not None:
         written.stats = StatsSink(o.stats, meta.class_names)
         sinks.append(written.stats)
@@ -88,7 +91,10 @@ def segment(run: Run, sink: Sink | None = None, *, engine: Engine | None = None,
         sink = MultiSink(sinks)
     else:
         written, look = Written(None, None, None, None, None), run.outputs.look()
-    stages = engine_stages(engine, look if picture else None, lut=lut, i420=getattr(sink, "takes_i420", False), temporal=run.temporal)
+    o = run.outputs
+    stages = engine_stages(engine, look if picture else None, lut=lut, i420=getattr(sink, "takes_i420", False),
+                           temporal=run.temporal, keep_scores=spec.scores or o.needs_scores(),
+                           min_confidence=o.min_confidence)
     written.result = run_pipeline(run.source, stages, sink, sequential=sequential, queue_size=run.queue_size,
                                   max_frames=spec.max_frames, on_frame=on_frame, trace=trace, timings=timings)
     return written

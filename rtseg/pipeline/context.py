@@ -158,6 +158,10 @@ def open_run(spec: RunSpec, *, note: Callable[[str], None] | None = None, engine
         eng = engines.get(key, opener) if engines is not None else opener()
         if spec.temporal is not None and not spec.temporal.auto and not eng.has_scores:  # before any output is made
             raise RtsegError(eng.no_scores_reason())
+        if (spec.scores or o.needs_scores()) and not eng.has_scores:
+            raise RtsegError(f"confidence needs class scores, and {eng.name} gives class ids only for "
+                             f"{spec.engine.weights_path().name} (--confidence, --min-confidence, --view confidence, "
+                             "Result.confidence)")
     except BaseException:
         src.close()
         raise

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 
 from rtseg.errors import RtsegError
-from rtseg.viz import VIEWS, resize_nearest
+from rtseg.viz import ALL_VIEWS, resize_nearest
 
 __all__ = ["Packet", "Look"]
 
@@ -21,8 +22,8 @@ class Look:
     legend: bool = True  # class colours with their names in a corner (viz.Legend)
 
     def __post_init__(self) -> None:
-        if self.view not in VIEWS:
-            raise RtsegError(f"--view must be one of {', '.join(VIEWS)}; got {self.view!r}")
+        if self.view not in ALL_VIEWS:
+            raise RtsegError(f"--view must be one of {', '.join(ALL_VIEWS)}; got {self.view!r}")
         if not 0.0 <= self.alpha <= 1.0:
             raise RtsegError(f"--alpha must be in 0..1; got {self.alpha}")
 
@@ -49,7 +50,9 @@ class Packet:
     timestamp: float | None = None  # s: the source's capture time (a file's PTS, the wall clock at a camera's grab, the caller's)
     t_capture: float | None = None  # perf_counter when a live frame arrived (None: t_read); where latency starts
     scores: np.ndarray | None = None  # float16 (C, h', w') class scores at the network's resolution (--temporal on)
+    probs: np.ndarray | None = None  # float32 (h', w', C) class probabilities at the network's resolution (kept when asked)
     _frame_ids: np.ndarray | None = field(default=None, repr=False)  # `ids` at the frame's size, once asked
+    _confidence: dict = field(default_factory=dict, repr=False)  # size -> the top probability there, once asked
 
     def frame_ids(self) -> np.ndarray:
         """The class ids at the frame's size (H, W), enlarged from ``ids`` on first use (aligned
@@ -59,3 +62,16 @@ class Packet:
             size = self.frame.shape[:2]
             self._frame_ids = self.ids if self.ids.shape == size else resize_nearest(self.ids, size)
         return self._frame_ids
+
+    def confidence(self, size: tuple[int, int] | None = None) -> np.ndarray:
+        """The top class's probability, float32 (h, w) in 0..1, at ``size`` (default: the frame's),
+        enlarged bilinearly from the network's resolution; needs ``probs`` (kept when asked)."""
+        size = tuple(size or self.frame.shape[:2])
+        if size not in self._confidence:
+            if self.probs is None:
+                raise RtsegError("no class scores were kept for this frame (the engine gives class ids only, "
+                                 "or the run was not asked for confidence)")
+            top = self.probs.max(axis=2)
+            h, w = size
+            self._confidence[size] = top if top.shape == size else cv2.resize(top, (w, h), interpolation=cv2.INTER_LINEAR)
+        return self._confidence[size]

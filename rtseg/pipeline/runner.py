@@ -12,26 +12,22 @@ the very same stage functions one after another in the calling thread.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-import numpy as np
 
-from rtseg.engines.base import Engine
 from rtseg.errors import RtsegError
 from rtseg.machine import since_process_start
-from rtseg.pipeline.packet import Look, Packet
+from rtseg.pipeline.packet import Packet
 from rtseg.pipeline.sources import Source
-from rtseg.pipeline.temporal import PacketFilter, TemporalConfig
+from rtseg.pipeline.stages import Stage, engine_stages, post_workers_for
 from rtseg.pipeline.threads import Channel, Stopped, Turns, get, put, switch_interval
 from rtseg.pipeline.timing import StageStats, Timings
 from rtseg.pipeline.trace import Trace
-from rtseg.viz import Legend, draw, palette_lut, yuv_luts
 
-__all__ = ["Stage", "engine_stages", "run", "RunResult", "StageError", "StopRun", "Sink"]
+__all__ = ["Stage", "engine_stages", "post_workers_for", "run", "RunResult", "StageError", "StopRun", "Sink"]
 
 log = logging.getLogger(__name__)
 
@@ -50,18 +46,6 @@ class StopRun(Exception):
     """Raised by a sink (the window's q key) to end the run early and cleanly."""
 
 
-@dataclass(frozen=True)
-class Stage:
-    """A named step on a packet. ``fn`` fills in the packet and may return the milliseconds to
-    record for this frame (an engine that times itself on the device); None = wall time.
-    ``workers``: threads running ``fn`` on successive packets at once when pipelined (``fn``
-    must then be thread-safe); the packets still leave in order."""
-
-    name: str
-    fn: Callable[[Packet], float | None]
-    workers: int = 1
-
-
 class Sink:
     """Where pictures go (the write stage). ``close`` runs once, however the run ended."""
 
@@ -72,65 +56,6 @@ class Sink:
 
     def close(self, *, completed: bool, interrupted: bool) -> None:
         pass
-
-
-def post_workers_for(cores: int) -> int:
-    """Workers of the post stage (colour and blend) on a machine with ``cores`` cores: 1 below 8
-    cores, where every core is already busy (the network's threads, decode, x264) and a second
-    worker would only take time from them; 2 from 8 cores, so that colouring large frames (or
-    side-by-side pictures) never paces a GPU run."""
-    return 1 if cores < 8 else 2
-
-
-def engine_stages(engine: Engine, look: Look | None, *, lut: np.ndarray | None = None, i420: bool = False,
-                  post_workers: int = 0, temporal: TemporalConfig | None = None) -> list[Stage]:
-    """transform (host resize to the inference size), infer (the engine: ``Packet.ids``, (h, w)
-    at the inference size) and post (the picture for ``look``, :func:`rtseg.viz.draw`). ``look``
-    None: no post stage, transform and infer only (a caller that draws for itself). The ids stay
-    at the inference size; ``Packet.frame_ids`` enlarges them for a sink that needs them.
-
-    ``post_workers``: threads colouring frames at once when pipelined (0 = by the core count,
-    :func:`post_workers_for`); frames still leave in order. The infer stage gets one worker per
-    engine stream.
-
-    ``i420``: draw the picture in I420 rather than BGR when the frame's sides are even (pass
-    ``sink.takes_i420``): it is what the H.264 writer encodes, and cheaper to draw, the writer's
-    conversion included (benchmarks/host_shortcuts.py).
-
-    ``temporal``: a temporal stage after infer (rtseg/pipeline/temporal.py, one worker: it needs
-    the frames in order), and the engine's scores from infer for it; None: neither."""
-    if temporal is not None and not engine.has_scores:
-        raise RtsegError(engine.no_scores_reason())
-
-    def transform(p: Packet) -> None:
-        p.batch = engine.preprocess([p.frame])
-
-    def infer(p: Packet) -> float | None:
-        if temporal is None:
-            p.ids = engine.infer(p.batch)[0]  # one frame a packet: (1, h, w) -> (h, w)
-        else:
-            ids, scores = engine.infer_scores(p.batch)
-            p.ids, p.scores = ids[0], scores[0]
-        p.batch = None
-        return engine.last_infer_ms  # None: timed by the wall clock; TensorRT: its CUDA-event time
-
-    stages = [Stage("transform", transform), Stage("infer", infer, workers=engine.streams)]
-    if temporal is not None:
-        stages.append(Stage("temporal", PacketFilter(temporal)))
-    if look is None:
-        return stages
-    lut = palette_lut(engine.meta.palette) if lut is None else lut
-    luts = yuv_luts(engine.meta.palette) if i420 else None
-    legend = Legend(engine.meta.class_names, engine.meta.palette)
-
-    def post(p: Packet) -> None:
-        p.look = look.key()  # read once, so the picture and its label agree if a key changes `look`
-        view, alpha, with_legend = p.look
-        p.picture, p.picture_format = draw(p.frame, p.ids, view, alpha, lut=lut, luts=luts,
-                                           legend=legend if with_legend else None)
-
-    post_workers = post_workers or post_workers_for(len(os.sched_getaffinity(0)))
-    return [*stages, Stage("post", post, workers=post_workers)]
 
 
 @dataclass

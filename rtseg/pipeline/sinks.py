@@ -27,7 +27,7 @@ from rtseg.pipeline.sources import IMAGE_SUFFIXES
 from rtseg.pipeline.video_writers import FRAGMENTED, CvWriter, H264Writer, playable_frames, remux_faststart
 from rtseg.viz import i420_to_bgr
 
-__all__ = ["VideoSink", "ImageSink", "MaskSink", "StatsSink", "MultiSink", "NullSink", "FOURCC", "h264_available",
+__all__ = ["VideoSink", "ImageSink", "MaskSink", "ConfidenceSink", "StatsSink", "MultiSink", "NullSink", "FOURCC", "h264_available",
            "encoder_threads", "write_image"]
 
 log = logging.getLogger(__name__)
@@ -301,6 +301,27 @@ class MaskSink(Sink):
         # Compression 1: PNG is lossless at any level, and 1 writes fastest.
         write_image(path, packet.frame_ids(), [cv2.IMWRITE_PNG_COMPRESSION, 1], flag="--masks",
                     kept=f"the {self.frames} masks before it are kept" if self.frames else "")
+        self.frames += 1
+
+
+class ConfidenceSink(Sink):
+    """The top class's probability, one 8-bit PNG per frame at the frame's size: ``DIR/<frame
+    name>.png``, 0..255 for probability 0..1 (``--confidence``)."""
+
+    takes_i420 = True  # it writes probabilities, not pictures
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RtsegError(f"--confidence {folder}: cannot create the folder ({exc.strerror})") from None
+        self.frames = 0
+
+    def write(self, packet: Packet) -> None:
+        level = np.clip(packet.confidence() * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        write_image(self.folder / f"{packet.name}.png", level, [cv2.IMWRITE_PNG_COMPRESSION, 1], flag="--confidence",
+                    kept=f"the {self.frames} images before it are kept" if self.frames else "")
         self.frames += 1
 
 

@@ -173,11 +173,18 @@ class Outputs:
         "(<name>_seg.png for one image); rtseg webcam writes none unless asked."))
     masks: Optional[Path] = option(None, "--masks", help=(
         "Also write lossless class-id PNGs, one per frame, to this folder, with classes.json (id, name, colour)."))
+    confidence: Optional[Path] = option(None, "--confidence", help=(
+        "Also write the top class's probability, one 8-bit PNG per frame (255 = probability 1), to this folder. "
+        "Needs a model that gives class scores."))
+    min_confidence: float = option(0.0, "--min-confidence", help=(
+        "Paint pixels whose top class is less probable than P as unknown (black in the overlay, 255 in --masks), "
+        "0..1 (0 = off)."))
     stats: Optional[Path] = option(None, "--stats", help=(
         "Write each frame's class pixel shares here as JSON Lines, and print a per-class summary at the end."))
     show: bool = option(False, "--show/--no-show", help="Also show a window (q quit, space pause, m view, +/- alpha, "
                                                         "l legend).")
-    view: str = option("overlay", "--view", help="overlay, mask or side-by-side (m cycles it in the window).")
+    view: str = option("overlay", "--view", help="overlay, mask, side-by-side (m cycles them in the window) or "
+                                                 "confidence (the top class's probability as a heat map).")
     alpha: float = option(0.5, "--alpha", help="Weight of the class colours in the overlay, 0..1 (+/- in the window).")
     legend: bool = option(True, "--legend/--no-legend", help=(
         "Draw the class colours with their names in a corner of the picture (l toggles it in the window)."))
@@ -189,11 +196,17 @@ class Outputs:
 
     def __post_init__(self) -> None:
         Look(view=self.view, alpha=self.alpha)  # one line naming --view or --alpha
+        if not 0.0 <= self.min_confidence <= 1.0:
+            raise _refuse(Outputs, "min_confidence", self.min_confidence, "use a probability 0..1 (0 = off)")
         if self.codec not in ("auto", "h264", "opencv"):
             raise _refuse(Outputs, "codec", repr(self.codec), "use auto, h264 or opencv")
 
     def look(self) -> Look:
         return Look(view=self.view, alpha=self.alpha, legend=self.legend)
+
+    def needs_scores(self) -> bool:
+        """Whether the outputs read the class probabilities (not only the ids)."""
+        return self.confidence is not None or self.min_confidence > 0 or self.view == "confidence"
 
 
 @dataclass(frozen=True)
@@ -213,6 +226,7 @@ class RunSpec:
     sequential: bool = option(False, "--sequential", help="Run the stages one after another in one thread (for "
                                                           "comparison).")
     max_frames: Optional[int] = option(None, "--max-frames", help="Stop after N frames (0 = all, as eval's --limit).")
+    scores: bool = False  # rtseg.stream: keep each frame's class probabilities (Result.scores, Result.confidence)
 
     def __post_init__(self) -> None:
         if self.queue_size < 0:

@@ -236,6 +236,7 @@ class TemporalFilter:
         if cfg.memory > 0:
             self._probs, self._gray = probs, gray
         self._index = index
+        self.last_probs = probs  # (h, w, C): this frame's filtered probabilities (kept by PacketFilter when asked)
         # Enlarged as -log p, not p: closer to the network's own ids (its logits are enlarged), which
         # on the CamVid clip are more accurate and steadier than enlarged probabilities.
         return upsample_argmax(-np.log(np.maximum(probs, 1e-12)), tuple(size or frame.shape[:2]), smallest=True)
@@ -271,9 +272,10 @@ class PacketFilter:
     gaps (a gap over ``max_gap`` resets it); a new connection of a live source (``packet.epoch``)
     resets it too. Nothing is kept before the first frame. One thread, packets in order."""
 
-    def __init__(self, config: TemporalConfig | None = None):
+    def __init__(self, config: TemporalConfig | None = None, *, keep: bool = False):
         self.filter = TemporalFilter(config)
         self._epoch: int | None = None
+        self.keep = keep  # leave the filtered probabilities on the packet (confidence outputs)
 
     def __call__(self, packet) -> None:
         if packet.epoch != self._epoch:
@@ -282,3 +284,5 @@ class PacketFilter:
         index = packet.source_index if packet.source_index is not None else packet.index
         packet.ids = self.filter(packet.frame, packet.scores, size=packet.ids.shape, index=index)
         packet.scores = None
+        if self.keep:
+            packet.probs = self.filter.last_probs

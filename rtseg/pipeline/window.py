@@ -9,7 +9,7 @@ import numpy as np
 
 from rtseg.pipeline.packet import Look, Packet
 from rtseg.pipeline.runner import Sink, StopRun
-from rtseg.viz import VIEWS, Legend, draw
+from rtseg.viz import VIEWS, Legend, draw, i420_to_bgr
 
 __all__ = ["WindowSink", "handle_key"]
 
@@ -25,7 +25,8 @@ def handle_key(key: int, look: Look) -> str | None:
     if ch == " ":
         return "pause"
     if ch in ("m", "M"):
-        look.view = VIEWS[(VIEWS.index(look.view) + 1) % len(VIEWS)]
+        views = VIEWS + (("confidence",) if look.view == "confidence" else ())
+        look.view = views[(views.index(look.view) + 1) % len(views)]
     elif ch in ("l", "L"):
         look.legend = not look.legend
     elif ch in ("+", "="):
@@ -65,6 +66,9 @@ class WindowSink(Sink):
     def _draw(self, packet: Packet) -> np.ndarray:
         if packet.look == self.look.key() and packet.picture_format == "bgr":
             picture = packet.picture.copy()  # other sinks may hold it; the read-out is the window's own
+        elif self.look.view == "confidence" and packet.picture is not None:
+            # The heat map is the post stage's (from the class probabilities): shown as it drew it.
+            picture = i420_to_bgr(packet.picture) if packet.picture_format == "i420" else packet.picture.copy()
         else:
             picture, _ = draw(packet.frame, packet.ids, self.look.view, self.look.alpha, lut=self.lut,
                               legend=self.legend if self.look.legend else None)

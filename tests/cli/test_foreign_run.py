@@ -52,7 +52,7 @@ def _wrap_lines(err: str) -> list[str]:
 
 
 def test_run_writes_the_overlay_with_the_presets_legend_and_reuses_the_cache(rtseg_cli, m19, tmp_path, monkeypatch):
-    import rtseg.pipeline.runner as runner
+    import rtseg.pipeline.stages as runner
 
     legends: list[list[str]] = []
 

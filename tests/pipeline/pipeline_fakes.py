@@ -160,6 +160,7 @@ class RecordingSink(Sink):
 
     def __init__(self, *, fail_at=None, delay=0.0, interrupt_at=None, source: ListSource | None = None):
         self.seen: list[tuple[int, int, int]] = []
+        self.packets: list[Packet] = []  # the packets themselves, for the few-frame tests that look inside
         self.fail_at, self.delay, self.interrupt_at, self.source = fail_at, delay, interrupt_at, source
         self.in_flight_max = 0  # frames read but not yet written, at its largest
         self.formats: set[str] = set()  # picture formats seen
@@ -177,6 +178,8 @@ class RecordingSink(Sink):
             time.sleep(self.delay)
         self.seen.append((p.index, frame_mark(p.frame), int(p.ids[0, 0])))
         self.formats.add(p.picture_format)
+        if len(self.packets) < 16:
+            self.packets.append(p)
 
     def close(self, *, completed, interrupted):
         self.closed_with = {"completed": completed, "interrupted": interrupted}
