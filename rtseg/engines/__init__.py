@@ -25,8 +25,8 @@ from typing import Any, Callable, Sequence
 
 from rtseg.engines.base import Engine, aspect_distortion, aspect_size, check_streams, parse_size
 from rtseg.engines.runtimes import (ONNX_RUNTIMES, PRECISIONS, RUNTIMES, SUFFIXES, TABLE, artifact_family,
-                                    auto_streams, check_precision, on_cuda, resolve_onnx_runtime, resolve_runtime,
-                                    runtime_device, runtime_reason, runtime_streams)
+                                    auto_streams, check_precision, on_cuda, reduced_default, resolve_onnx_runtime,
+                                    resolve_runtime, runtime_device, runtime_reason, runtime_streams)
 from rtseg.errors import RtsegError
 from rtseg.formats import artifact_meta
 
@@ -119,6 +119,12 @@ def _load(path: Path, *, device: str, size: tuple[int, int] | None, runtime: str
     else:
         name = resolve_runtime(path, runtime, device) if runtime is not None or family != "pytorch" else "pytorch"
         streams = streams or streams_of(name)  # one given is kept as it is (refused where it does not apply)
+        reduced = reduced_default(name, device) if precision == "auto" and runtime is not None else None
+        if reduced and family != "tensorrt" and os.environ.get("RTSEG_AUTO_PROBE", "1") != "0":
+            # A forced runtime's own default precision (OpenVINO's bf16) passes auto's check, or the run is fp32.
+            size = size or tuple(artifact_meta(path).input_size)
+            precision = _forced_precision(path, family, name, reduced, device=device, size=size, threads=threads,
+                                          streams=streams, note=note)
     if auto and precision == "auto":
         kw = {**dict(TABLE[name].auto_kw), **kw}
     return _open_as(path, name, device=device, size=size, threads=threads, streams=streams, precision=precision,
@@ -146,6 +152,28 @@ def _auto_choice(path: Path, family: str, *, device: str, size: tuple[int, int],
     return probe.choose(path, family, size=size, device=where, cuda=cuda, threads=threads, precision=precision,
                         streams=streams or (lambda cand: streams_of(cand.runtime)), opener=opener,
                         prepare=prepare, note=note)
+
+
+def _forced_precision(path: Path, family: str, name: str, reduced: str, *, device: str, size: tuple[int, int],
+                      threads: int, streams: int, note: Callable[[str], None]) -> str:
+    """The precision forced runtime ``name`` runs at by default: ``reduced`` when its ids pass auto's
+    acceptance rule against the same runtime at fp32 (rtseg.engines.agreement; measured once, cached
+    with auto's choices) and it is faster, else fp32, the line saying why."""
+    from rtseg.engines import probe
+
+    def opener(cand: probe.Candidate) -> Engine:
+        return _open_as(path, cand.runtime, device=device, size=size, threads=threads, streams=streams,
+                        precision=cand.precision, note=note)
+
+    def prepare(cand: probe.Candidate) -> None:
+        if path.suffix.lower() not in TABLE[cand.runtime].suffixes:
+            _exported(path, cand.runtime, device=device, size=size, precision=cand.precision, note=note)
+
+    cands = [probe.Candidate(name, "fp32"), probe.Candidate(name, reduced)]
+    choice = probe.choose(path, family, size=size, device=str(runtime_device(device).resolve(lambda: False)),
+                          cuda=False, threads=threads, precision="auto", streams=streams, opener=opener,
+                          prepare=prepare, note=note, only=cands, title=f"--runtime {name} --precision auto")
+    return choice.precision
 
 
 def _open_as(path: Path, name: str, *, device: str, size: tuple[int, int] | None, threads: int, streams: int,

@@ -39,15 +39,16 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from rtseg import machine
+from rtseg.engines.agreement import (AGREEMENT, SURE_AGREEMENT, SURE_MARGIN, agreement, ids_and_margins,
+                                    refusal)
 from rtseg.engines.base import Engine, infer_calls
 from rtseg.errors import RtsegError
 
-__all__ = ["AGREEMENT", "BUDGET_S", "BUSY", "BUSY_PROBES", "Candidate", "Choice", "candidates", "probe_key",
+__all__ = ["AGREEMENT", "SURE_AGREEMENT", "SURE_MARGIN", "BUDGET_S", "BUSY", "BUSY_PROBES", "Candidate", "Choice", "candidates", "probe_key",
            "choices_file", "cached_choices", "choose", "cpu_mark", "busy_other", "probe_frames"]
 
 log = logging.getLogger(__name__)
 
-AGREEMENT = 0.97  # share of pixels whose id must match the reference's for a candidate to count
 BUDGET_S = 5.0  # seconds of probing in all (loading and timing; exports are separate)
 FRAMES = 3  # windows of the bundled street frame the candidates are timed on
 ROUNDS = 5  # timed rounds at most (each candidate once a round)
@@ -87,8 +88,10 @@ class Choice:
         others = ", ".join(f"{k} {v:.1f}" for k, v in sorted(self.ms.items(), key=lambda kv: kv[1]) if k != mine)
         rejected = "".join(f"; {k}: {why}" for k, why in self.rejected.items())
         size = "x".join(map(str, self.about.get("size", ())))
-        skip = "" if cached else f"; --runtime {self.runtime} skips the measuring"
-        return (f"auto: {mine}, {self.ms.get(mine, float('nan')):.1f} ms a frame at {size}"
+        forced = self.about.get("title", "auto") != "auto"
+        skip = "" if cached else (f"; --precision {self.precision} skips the check" if forced
+                                  else f"; --runtime {self.runtime} skips the measuring")
+        return (f"{self.about.get('title', 'auto')}: {mine}, {self.ms.get(mine, float('nan')):.1f} ms a frame at {size}"
                 f" ({others or 'no other candidate'}{rejected}; {self._how(cached)}; rtseg doctor lists it{skip})")
 
     @property
@@ -96,7 +99,7 @@ class Choice:
         """Measured while other work used over :data:`BUSY` of the CPUs, and not yet
         :data:`BUSY_PROBES` times in a row, or cached by an rtseg that did not measure the load
         (no ``busy_other``): a later run measures again."""
-        if "busy_other" not in self.about:  # cached by an rtseg before the check: its load unknown, measure again
+        if "busy_other" not in self.about or "rule" not in self.about:  # cached by an older rtseg: measure again
             return True
         busy = self.about.get("busy_other")
         return busy is not None and busy > BUSY and self.about.get("busy_probes", 0) < BUSY_PROBES
@@ -211,6 +214,7 @@ class _Opened:
     engine: Engine
     batches: list[np.ndarray]
     ids: list[np.ndarray]
+    margins: list[np.ndarray] | None = None  # the reference's top-1 minus top-2 probability (it gives scores)
 
     @property
     def calls(self) -> int:  # a round: every frame on every stream
@@ -237,7 +241,10 @@ def _open_all(cands: list[Candidate], opener: Callable[[Candidate], Engine], pre
         one = _Opened(cand, engine, [], [])
         opened.append(one)
         one.batches = [engine.preprocess([f]) for f in frames]
-        one.ids = [engine.infer(b)[0] for b in one.batches]
+        if i == 0 and getattr(engine, "has_scores", False):  # the reference: how sure it is, pixel by pixel
+            one.ids, one.margins = ids_and_margins(engine, one.batches)
+        else:
+            one.ids = [engine.infer(b)[0] for b in one.batches]
     return export_s
 
 
@@ -291,10 +298,6 @@ def busy_other(since: Mark | None, now: Mark | None = None) -> float | None:
     return min(1.0, max(0.0, other / ((now[2] - since[2]) * since[3])))
 
 
-def _agreement(ids: list[np.ndarray], ref: list[np.ndarray]) -> float:
-    return float(np.mean([np.mean(a == b) for a, b in zip(ids, ref)]))
-
-
 def _probe(cands: list[Candidate], opener: Callable[[Candidate], Engine], prepare: Callable[[Candidate], None],
            size: Sequence[int], budget_s: float, precision: str) -> tuple[Choice, float]:
     """Open every candidate, then time them taking turns; the reference (the first) sets the ids
@@ -306,9 +309,10 @@ def _probe(cands: list[Candidate], opener: Callable[[Candidate], Engine], prepar
     try:
         export_s = _open_all(cands, opener, prepare, frames, opened, rejected)
         for o in opened:
-            agree[o.cand.label] = round(_agreement(o.ids, opened[0].ids), 5)
-            if agree[o.cand.label] < AGREEMENT:
-                rejected[o.cand.label] = f"ids agree on {100 * agree[o.cand.label]:.1f}% < {100 * AGREEMENT:.0f}%"
+            agree[o.cand.label] = round(agreement(o.ids, opened[0].ids, opened[0].margins), 5)
+            why = refusal(agree[o.cand.label], opened[0].margins is not None)
+            if why is not None:
+                rejected[o.cand.label] = why
         mark = cpu_mark()
         ms = _rounds(opened, budget_s - (time.perf_counter() - t0 - export_s))
         busy = busy_other(mark)
@@ -320,7 +324,8 @@ def _probe(cands: list[Candidate], opener: Callable[[Candidate], Engine], prepar
     pool = [c for c in cands if c.label in ms and c.label not in rejected
             and (precision == "auto" or c.precision == precision or len(cands) == 1)]
     best = min(pool or cands[:1], key=lambda c: ms.get(c.label, float("inf")))
-    about = {"busy_other": None if busy is None else round(busy, 2)}
+    about = {"busy_other": None if busy is None else round(busy, 2),
+             "rule": "sure pixels" if opened and opened[0].margins is not None else "all pixels"}
     return Choice(best.runtime, best.precision, {k: round(v, 2) for k, v in ms.items()}, agree, rejected,
                   about), export_s
 
@@ -328,14 +333,15 @@ def _probe(cands: list[Candidate], opener: Callable[[Candidate], Engine], prepar
 def choose(weights: Path, family: str, *, size: Sequence[int], device: str, cuda: bool,
            streams: int | Callable[[Candidate], int], threads: int, precision: str,
            opener: Callable[[Candidate], Engine], note: Callable[[str], None],
-           prepare: Callable[[Candidate], None] = lambda c: None, budget_s: float | None = None) -> Choice:
+           prepare: Callable[[Candidate], None] = lambda c: None, budget_s: float | None = None,
+           only: list[Candidate] | None = None, title: str = "auto") -> Choice:
     """auto's runtime and precision for ``weights`` here: the cached choice, else measured now
     and cached. ``prepare`` exports a candidate's artifact into the export cache (outside the
     budget), ``opener`` opens its engine (with its streams). ``streams``: the streams asked for,
     or each candidate's (``--streams 0``: the choice is keyed by the most any of them gets, what a
     caller asking for that number keys). ``note`` gets the one line that says what was chosen,
     with the times."""
-    cands = candidates(family, cuda, precision)
+    cands = only or candidates(family, cuda, precision)  # only: a forced runtime's fp32 and its default precision
     if callable(streams):
         streams = max((streams(c) for c in cands), default=1)
     pool = [c for c in cands if precision in ("auto", c.precision)]
@@ -347,7 +353,8 @@ def choose(weights: Path, family: str, *, size: Sequence[int], device: str, cuda
         return Choice(pool[0].runtime, pool[0].precision, about={"size": list(size), "single": True})
     budget_s = BUDGET_S if budget_s is None else budget_s  # read now: tests shorten it
     with _lock:
-        key = probe_key(weights, size=size, device=device, streams=streams, threads=threads, precision=precision)
+        key = probe_key(weights, size=size, device=device, streams=streams, threads=threads,
+                        precision=precision if only is None else "+".join(c.label for c in only))
         hit = cached_choices().get(key)
         if hit is not None and not hit.provisional:
             note(hit.line(cached=True))
@@ -361,6 +368,7 @@ def choose(weights: Path, family: str, *, size: Sequence[int], device: str, cuda
                         "threads": threads, "precision": precision, "machine": machine.cpu_model(), "machine_key": machine.machine_key(),
                         "flags": machine.cpu_flags(), "probe_s": round(time.perf_counter() - t0 - export_s, 2),
                         "export_s": round(export_s, 2), "busy_other": busy, "busy_probes": busy_probes,
+                        "rule": choice.about.get("rule"), "title": title,
                         "when": time.strftime("%Y-%m-%d %H:%M:%S")}
         _store(key, choice)
     note(choice.line(cached=False))

@@ -31,7 +31,7 @@ from rtseg.formats import SUFFIXES
 
 __all__ = ["Runtime", "TABLE", "RUNTIMES", "ONNX_RUNTIMES", "PRECISIONS", "SUFFIXES", "artifact_family",
            "known_suffixes", "check_precision", "runtime_device", "on_cuda", "resolve_runtime", "resolve_onnx_runtime",
-           "runtime_reason", "runtime_streams", "auto_streams"]
+           "runtime_reason", "runtime_streams", "auto_streams", "reduced_default"]
 
 # The values --precision takes, one name across runtimes (auto: the probe's or the runtime's own).
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -240,3 +240,15 @@ def auto_streams(engine: str | Path | None, device: str, *, live: bool, sequenti
     if live or sequential:
         return 1
     return runtime_streams(resolve_runtime(engine, runtime, device), device, live=live, sequential=sequential)
+
+
+def reduced_default(runtime: str, device: str) -> str | None:
+    """The precision below fp32 that ``runtime`` computes by default on ``device`` when asked for
+    none (``--precision auto``): bf16 for OpenVINO on a CPU that computes it natively; None where its
+    default is fp32 (or it cannot be checked here: fp16 on a GPU)."""
+    from rtseg.machine import native_bf16
+
+    row = TABLE.get(runtime)
+    if row is not None and row.precision_hint and str(device).strip().lower() in ("cpu", "auto") and native_bf16():
+        return "bf16"  # a runtime that takes the precision as a hint computes bf16 where the CPU does
+    return None

@@ -43,6 +43,9 @@ class _Fake:
     def close(self):
         self.closed.append(self.cand.label)
 
+    def warm_up(self, calls=1):  # open_engine's --warmup
+        pass
+
 
 @pytest.fixture
 def fake(monkeypatch, tmp_path):
@@ -324,3 +327,67 @@ def test_an_error_in_a_timing_worker_reaches_the_caller():
     with pytest.raises(RtsegError, match="the engine broke"):
         infer_calls(Broken(), [None], 8, name="test-probe")
     assert not [t for t in threading.enumerate() if t.name.startswith("test-probe")]
+
+
+class _Sure(_Fake):
+    """A reference with scores: sure of every pixel but the top ``UNSURE`` share of the rows, where two
+    classes tie."""
+
+    has_scores = True
+    UNSURE = 0.1
+
+    def infer_scores(self, batch):
+        ids = self.infer(batch)
+        scores = np.zeros((len(batch), 3, *SIZE), np.float32)
+        scores[:, 0] = 10.0  # class 0 (the ids' all-zero reference), sure
+        rows = int(round(self.UNSURE * SIZE[0]))
+        scores[:, 1, :rows] = 10.0  # a tie on the top rows: unsure
+        return ids, scores
+
+
+@pytest.mark.parametrize("rows_share, taken", [(0.05, True), (0.2, False)])
+def test_flips_where_the_reference_is_unsure_do_not_count(fake, tiny_checkpoint, monkeypatch, rows_share, taken):
+    """#37: bf16 moves the ids the network is unsure of (95% raw agreement, 0.16 mIoU points); the rule
+    counts the pixels the reference is sure of, so a candidate whose flips all lie there passes, and
+    one that flips sure pixels too (int8's kind of loss) does not."""
+    fake["ms"] = {"pytorch fp32": 55.0, "onnxruntime fp32": 38.0, "openvino fp32": 48.0, "openvino bf16": 20.0}
+    fake["agree"] = {"openvino bf16": 1 - rows_share}  # the top rows_share of the rows differ
+    plain = _Fake
+
+    def engine(cand, agree, closed):  # the reference (pytorch fp32) gives scores
+        return (_Sure if cand.label == "pytorch fp32" else plain)(cand, agree, closed)
+
+    monkeypatch.setitem(globals(), "_Fake", engine)  # what the fixture's opener makes
+    choice = fake["choose"](tiny_checkpoint)
+    assert choice.about["rule"] == "sure pixels"
+    assert (choice.runtime, choice.precision) == (("openvino", "bf16") if taken else ("onnxruntime", "fp32"))
+    if not taken:
+        assert "of the pixels the reference is sure of" in choice.rejected["openvino bf16"]
+
+
+def test_a_forced_runtime_checks_its_default_precision_and_falls_back_saying_why(tiny_checkpoint, tmp_path,
+                                                                                  monkeypatch):
+    """--runtime openvino at --precision auto is bf16 where the CPU computes it: the same rule as auto's
+    decides, against OpenVINO fp32; a bf16 that fails it runs fp32, the line saying why."""
+    import rtseg.engines as engines
+    import rtseg.engines.runtimes as runtimes
+
+    monkeypatch.setenv("RTSEG_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr("rtseg.machine.native_bf16", lambda: True)
+    assert runtimes.reduced_default("openvino", "cpu") == "bf16" and runtimes.reduced_default("onnxruntime", "cpu") is None
+    opened, notes = [], []
+
+    def fake_open_as(path, name, *, precision, **kw):
+        opened.append(f"{name} {precision}")
+        return _Fake(Candidate(name, precision), 0.8 if precision == "bf16" else 1.0, [])
+
+    monkeypatch.setattr(engines, "_open_as", fake_open_as)
+    monkeypatch.setattr(probe, "_timed", lambda engine, batches, calls: 0.01 if engine.cand.precision == "bf16" else 0.02)
+    engines.open_engine(tiny_checkpoint, runtime="openvino", size=SIZE, note=notes.append)
+    assert opened[:2] == ["openvino fp32", "openvino bf16"] and opened[-1] == "openvino fp32"
+    line = [n for n in notes if n.startswith("--runtime openvino")]
+    assert len(line) == 1 and line[0].startswith("--runtime openvino --precision auto: openvino fp32")
+    assert "openvino bf16: ids agree on 79.7% < 97%" in line[0] and "--precision fp32 skips the check" in line[0]
+    opened.clear()
+    engines.open_engine(tiny_checkpoint, runtime="openvino", size=SIZE, precision="bf16", note=notes.append)
+    assert opened == ["openvino bf16"]  # asked for by name: no check
