@@ -222,16 +222,22 @@ class _Opened:
 
 
 def _open_all(cands: list[Candidate], opener: Callable[[Candidate], Engine], prepare: Callable[[Candidate], None],
-              frames: list[np.ndarray], opened: list[_Opened], rejected: dict[str, str]) -> float:
+              frames: list[np.ndarray], opened: list[_Opened], rejected: dict[str, str], budget_s: float) -> float:
     """Open every candidate into ``opened`` (the caller closes them), each with one pass over the
     frames (its ids; also the warm-up); one that cannot open goes into ``rejected``, except the
-    reference (the first), whose error is raised. Returns the seconds spent exporting."""
-    export_s = 0.0
+    reference (the first), whose error is raised. The budget holds here too: once loading has used
+    it, the candidates left are not opened, and one whose loading and first frames took longer
+    than what was left loses (a large model on a busy machine). Returns the seconds spent exporting."""
+    export_s, spent = 0.0, 0.0
     for i, cand in enumerate(cands):
+        if i and spent >= budget_s:
+            rejected[cand.label] = f"not measured: loading the others used the probe's {budget_s:g} s"
+            continue
         t0 = time.perf_counter()
         try:
             prepare(cand)
-            export_s += time.perf_counter() - t0
+            exported = time.perf_counter() - t0
+            export_s += exported
             engine = opener(cand)
         except Exception as exc:  # a runtime that is installed but cannot run this: not a candidate
             rejected[cand.label] = f"cannot open ({str(exc).splitlines()[0][:80]})"
@@ -245,6 +251,10 @@ def _open_all(cands: list[Candidate], opener: Callable[[Candidate], Engine], pre
             one.ids, one.margins = ids_and_margins(engine, one.batches)
         else:
             one.ids = [engine.infer(b)[0] for b in one.batches]
+        took = time.perf_counter() - t0 - exported
+        if i and took > budget_s - spent:
+            rejected[cand.label] = f"too slow: loading and its first {len(frames)} frames took {took:.1f} s"
+        spent += took
     return export_s
 
 
@@ -307,7 +317,7 @@ def _probe(cands: list[Candidate], opener: Callable[[Candidate], Engine], prepar
     agree, rejected, opened = {}, {}, []
     t0 = time.perf_counter()
     try:
-        export_s = _open_all(cands, opener, prepare, frames, opened, rejected)
+        export_s = _open_all(cands, opener, prepare, frames, opened, rejected, budget_s)
         for o in opened:
             agree[o.cand.label] = round(agreement(o.ids, opened[0].ids, opened[0].margins), 5)
             why = refusal(agree[o.cand.label], opened[0].margins is not None)

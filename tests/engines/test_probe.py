@@ -68,7 +68,7 @@ def fake(monkeypatch, tmp_path):
     def choose(weights, precision="auto", notes=None, budget_s=None, open_s=0.0):
         def opener(cand):
             plan["opened"].append(cand.label)
-            time.sleep(open_s)  # loading
+            time.sleep(open_s.get(cand.label, 0.0) if isinstance(open_s, dict) else open_s)  # loading
             return _Fake(cand, plan["agree"].get(cand.label, 1.0), plan["closed"])
 
         return probe.choose(weights, "pytorch", size=SIZE, device="cpu", cuda=False, streams=2, threads=0,
@@ -391,3 +391,17 @@ def test_a_forced_runtime_checks_its_default_precision_and_falls_back_saying_why
     opened.clear()
     engines.open_engine(tiny_checkpoint, runtime="openvino", size=SIZE, precision="bf16", note=notes.append)
     assert opened == ["openvino bf16"]  # asked for by name: no check
+
+
+def test_a_candidate_too_slow_to_load_loses_and_the_probe_keeps_its_budget(fake, tiny_checkpoint):
+    """#37: a 130 MB model on a busy machine took 30 s to probe against a 5 s budget. A candidate
+    whose loading and first frames outlast what is left of the budget loses, and once loading has
+    used the budget the candidates left are not opened."""
+    fake["ms"] = {"pytorch fp32": 55.0, "onnxruntime fp32": 38.0, "openvino fp32": 20.0, "openvino bf16": 10.0}
+    t0 = time.perf_counter()
+    choice = fake["choose"](tiny_checkpoint, budget_s=0.6, open_s={"onnxruntime fp32": 0.8})
+    took = time.perf_counter() - t0
+    assert fake["opened"] == ["pytorch fp32", "onnxruntime fp32"]  # the others: not opened
+    assert choice.rejected["onnxruntime fp32"].startswith("too slow: loading and its first")
+    assert choice.rejected["openvino bf16"].startswith("not measured: loading the others used the probe's 0.6 s")
+    assert (choice.runtime, choice.precision) == ("pytorch", "fp32") and took < 1.5
