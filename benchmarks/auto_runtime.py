@@ -34,6 +34,8 @@ from rtseg.bundled import DEFAULT_WEIGHTS
 from results_json import write_json  # benchmarks/results_json.py, beside this script
 
 FORCED = (("pytorch", "fp32"), ("onnxruntime", "fp32"), ("openvino", "fp32"))
+if __import__("rtseg.machine", fromlist=["native_bf16"]).native_bf16():  # an AMX / AVX512-BF16 CPU
+    FORCED += (("openvino", "bf16"),)  # the fastest forced runtime there, which auto must now keep (#37)
 
 
 def engine_alone(size: tuple[int, int], rounds: int, calls: int) -> dict:
@@ -124,6 +126,7 @@ def main() -> None:
     ap.add_argument("--calls", type=int, default=20, help="infer calls per engine per round")
     ap.add_argument("--bench-frames", type=int, default=100)
     ap.add_argument("--turns", type=int, default=5, help="rounds of the before/after pipelined comparison")
+    ap.add_argument("--engine-alone-only", action="store_true", help="part 1 only (auto against each forced runtime)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     meta = load_checkpoint(DEFAULT_WEIGHTS)["meta"]
@@ -137,6 +140,10 @@ def main() -> None:
         print(f"{size[0]}x{size[1]}: auto picked {row['auto_pick']} (first open {row['first_open_s']} s: exports "
               f"{row['export_s']} s, probe {row['probe_s']} s); engine alone fps {row['engine_alone_fps']}; "
               f"auto / fastest forced ({row['fastest_forced']}) = {row['auto_vs_fastest_forced']}")
+    if args.engine_alone_only:
+        if args.json:
+            write_json(args.json, result)
+        return
     with tempfile.TemporaryDirectory(prefix="rtseg-auto-bench-") as cache:
         env = {**os.environ, "RTSEG_CACHE": cache}
         frames = ["--frames", str(args.bench_frames), "--temporal", "off"]  # runtimes alone (the old defaults had no filter)
