@@ -101,7 +101,8 @@ def _run(run: "Run", *, quiet: bool, json_path: Optional[Path] = None, trace_pat
     trace = new_trace(trace_path, f"rtseg run {source.name}")
     try:
         with _Status(total, source.live, quiet) as status:
-            written = segment(run, on_frame=status.update, trace=trace)
+            written = segment(run, on_frame=status.update, trace=trace,
+                              say=lambda text: console.print(text, highlight=False, soft_wrap=True, markup=False))
     except StageError as exc:
         from rtseg.errors import redact
 
@@ -191,7 +192,8 @@ def run_command(
 
 
 @app.command("webcam")
-@run_options("source:reconnect,stall_timeout", "engine", "outputs:output,view,alpha,legend,codec", "run:temporal,queue_size")
+@run_options("source:reconnect,stall_timeout", "engine", "outputs:output,view,alpha,legend,codec,serve,serve_token",
+             "run:temporal,queue_size")
 def webcam_command(
     index: str = typer.Argument("0", help="Camera index, or a live stream URL."),
     *, options: dict,
@@ -201,8 +203,14 @@ def webcam_command(
     from rtseg.pipeline.sources import quiet_video_logs
 
     quiet_video_logs()
-    spec = RunSpec.from_options(index, **options, camera=True, show=True)  # -o: a recording beside the window
-    require_display("rtseg webcam", f"record the overlay without a window with: rtseg run {index} -o live.mp4")
+    import os
+
+    headless = options.get("serve") is not None and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    spec = RunSpec.from_options(index, **options, camera=True, show=not headless)  # -o: a recording beside it
+    if not headless:
+        require_display("rtseg webcam", f"watch it in a browser with: rtseg webcam {index} --serve 8080 (or record "
+                                        f"it: rtseg run {index} -o live.mp4)")
     run = open_run(spec, note=note)
-    console.print("keys: q quit, space pause, m view, +/- alpha, l legend", highlight=False)
+    if spec.outputs.show:
+        console.print("keys: q quit, space pause, m view, +/- alpha, l legend", highlight=False)
     _run(run, quiet=False)

@@ -4,11 +4,13 @@ over them, and the run's summary. The CLI parses options, calls :func:`segment` 
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from rtseg.engines.base import Engine
+from rtseg.errors import redact
 from rtseg.pipeline.packet import Look
 from rtseg.pipeline.context import Run
 from rtseg.pipeline.runner import RunResult, Sink, engine_stages
@@ -24,6 +26,8 @@ from rtseg.viz import Legend, classes_table, palette_lut
 
 __all__ = ["Outputs", "Written", "segment", "run_summary"]
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class Written:
@@ -34,6 +38,7 @@ class Written:
     images: ImageSink | None
     masks: MaskSink | None
     stats: StatsSink | None
+    serve: Sink | None = None  # --serve's (its url, port)
 
 
 def _image_suffix(source: Source, output: Path) -> str:
@@ -74,9 +79,22 @@ def _output_sinks(run: Run, lut, *, sequential: bool) -> tuple[list[Sink], Writt
     return sinks, written, look
 
 
+def _serve_sink(run: Run, engine: Engine, look, say: Callable[[str], None]):
+    """--serve: the live view's sink (rtseg/pipeline/live_server.py), its server started."""
+    from rtseg.pipeline.live_server import ServeSink
+    from rtseg.pipeline.live_view import LiveState
+
+    o, src = run.outputs, run.source
+    describe = {"source": redact(src.describe()), "runtime": engine.name, "precision": getattr(engine, "precision", None),
+                "device": engine.device, "input_size": list(engine.input_size)}
+    state = LiveState(meta=engine.meta, describe=describe, look=look, live=src.live, total=src.frame_count)
+    return ServeSink(o.serve, state, src, token=o.serve_token, linger=o.serve_linger, say=say)
+
+
 def segment(run: Run, sink: Sink | None = None, *, engine: Engine | None = None, sequential: bool | None = None,
             picture: bool = True, on_frame: Callable[[int, int], None] | None = None,
-            trace: Trace | None = None, timings: Timings | None = None) -> Written:
+            trace: Trace | None = None, timings: Timings | None = None,
+            say: Callable[[str], None] = log.warning) -> Written:
     """The one path a run takes: the pipeline over ``run``'s source and engine, with the temporal
     filter and queues ``open_run`` resolved, into ``sink`` (None: the sinks of the run's outputs,
     closed, the video finalised, however the run ends). ``engine``, ``sequential``: instead of the
@@ -91,6 +109,10 @@ def segment(run: Run, sink: Sink | None = None, *, engine: Engine | None = None,
         sink = MultiSink(sinks)
     else:
         written, look = Written(None, None, None, None, None), run.outputs.look()
+    if run.outputs.serve is not None:  # one more sink: the live view (the caller's sink and the outputs' alike)
+        served = _serve_sink(run, engine, look, say)
+        written.serve = served
+        sink = MultiSink([sink, served])
     o = run.outputs
     stages = engine_stages(engine, look if picture else None, lut=lut, i420=getattr(sink, "takes_i420", False),
                            temporal=run.temporal, keep_scores=spec.scores or o.needs_scores(),

@@ -191,6 +191,14 @@ class Outputs:
     codec: str = option("auto", "--codec", help=(
         "auto: H.264 through PyAV for .mp4/.mov/.mkv (browsers play it), OpenCV's codec otherwise; h264 or opencv "
         "to insist."))
+    serve: Optional[str] = option(None, "--serve", help=(
+        "Also serve a live view over HTTP at [HOST:]PORT (0: any free port): a page with the overlay, legend, "
+        "figures and buttons; /stream.mjpg, /snapshot.jpg, /stats.json, /metrics. 127.0.0.1 unless a host is "
+        "given; any other host needs the token the printed URL carries."))
+    serve_token: Optional[str] = option(None, "--serve-token", help="The token --serve asks for (default: a random "
+                                                                    "one for a non-loopback host; none on 127.0.0.1).")
+    serve_linger: float = option(0.0, "--serve-linger", help="Seconds the live view stays up after a file's last "
+                                                             "frame, to read the end.")
     default_output: bool = False  # no --output: write <source name>_seg.mp4 (rtseg run); False: no file
     images: Optional[str] = None  # set by open_run: None a video, "file" one image, "folder" an image per frame
 
@@ -198,6 +206,12 @@ class Outputs:
         Look(view=self.view, alpha=self.alpha)  # one line naming --view or --alpha
         if not 0.0 <= self.min_confidence <= 1.0:
             raise _refuse(Outputs, "min_confidence", self.min_confidence, "use a probability 0..1 (0 = off)")
+        if self.serve is not None:
+            from rtseg.pipeline.live_view import parse_serve
+
+            parse_serve(self.serve)  # one line naming --serve, before anything opens
+        if self.serve_linger < 0:
+            raise _refuse(Outputs, "serve_linger", self.serve_linger, "use seconds >= 0")
         if self.codec not in ("auto", "h264", "opencv"):
             raise _refuse(Outputs, "codec", repr(self.codec), "use auto, h264 or opencv")
 
