@@ -3,7 +3,7 @@ thread, a box per frame per stage coloured by frame (the same frame has the same
 lane, so the overlap reads at a glance), queue waits as thin grey bars.
 
     rtseg run --trace trace.json -o /tmp/o.mp4
-    python benchmarks/trace_png.py trace.json assets/docs/trace_cpu.png --ms 400
+    python benchmarks/trace_png.py trace.json docs/images/trace_cpu.png --ms 400
 """
 from __future__ import annotations
 
