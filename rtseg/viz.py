@@ -157,7 +157,8 @@ class Legend:
 
     @staticmethod
     def _row(frame_h: int) -> int:
-        return int(np.clip(round(frame_h / 30), 12, 32))  # pixels per class row
+        # pixels per class row: 16 on a 360-line frame (11 CamVid rows fit in half of it), 36 from 864 lines
+        return int(np.clip(round(frame_h / 24), 16, 36))
 
     def fits(self, frame_h: int) -> int:
         """How many class rows fit on a frame ``frame_h`` high."""
@@ -178,7 +179,7 @@ class Legend:
     def _make(self, frame_h: int, classes: list[int]) -> tuple[np.ndarray, np.ndarray]:
         row = self._row(frame_h)
         pad = max(2, row // 4)
-        scale = 0.55 * row / 22  # FONT_HERSHEY_SIMPLEX is about 22 px tall at scale 1
+        scale = 0.68 * row / 22  # FONT_HERSHEY_SIMPLEX is about 22 px tall at scale 1: letters ~2/3 of a row
         thick = 1 if row < 24 else 2
         names = [self.names[c] for c in classes] or [""]
         text_w = max(cv2.getTextSize(n, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)[0][0] for n in names)
@@ -187,15 +188,19 @@ class Legend:
         h = 2 * pad + row * len(classes)
         w, h = w + w % 2, h + h % 2
         img = np.zeros((h, w, 3), np.uint8)
-        alpha = np.full((h, w), 0.55, np.float32)  # a dark, see-through background
+        alpha = np.full((h, w), 0.6, np.float32)  # a dark, see-through background
+        outline = np.zeros((h, w), np.uint8)
         for i, (name, (r, g, b)) in enumerate(zip(names, (self.colours[c] for c in classes))):
             y = pad + i * row
             y0, y1 = y + (row - sw) // 2, y + (row - sw) // 2 + sw
             img[y0:y1, pad:pad + sw] = (b, g, r)
             alpha[y0:y1, pad:pad + sw] = 1.0
             base = (pad + sw + pad, y + (row + int(16 * scale)) // 2)
+            # a black outline under white letters: legible over any colour the panel lets through
+            cv2.putText(img, name, base, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thick + 2, cv2.LINE_AA)
             cv2.putText(img, name, base, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thick, cv2.LINE_AA)
-        ink = img.max(axis=2).astype(np.float32) / 255  # text and swatches opaque, the rest 0.55
+            cv2.putText(outline, name, base, cv2.FONT_HERSHEY_SIMPLEX, scale, 255, thick + 2, cv2.LINE_AA)
+        ink = np.maximum(img.max(axis=2), outline).astype(np.float32) / 255  # letters, outline, swatches opaque
         return img, np.maximum(alpha, ink)
 
     def _place(self, picture_h: int, picture_w: int, frame_w: int, panel_hw: tuple[int, int]) -> tuple[int, int, int, int]:

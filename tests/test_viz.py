@@ -128,7 +128,8 @@ def test_the_legend_shows_each_class_colour_and_leaves_the_rest_alone(fmt):
     assert 11 * 12 < h < 540 / 2 and w < 960 / 4  # small: it hides little
     margin = 540 // 60 // 2 * 2
     # every class's swatch is drawn in its palette colour (BGR), to within I420's chroma rounding
-    row, pad = round(540 / 30), max(2, round(540 / 30) // 4)
+    row = Legend._row(540)  # the legend's own row height (it scales with the frame)
+    pad = max(2, row // 4)
     sw = row - 2 * pad // 2
     for i, (r, g, b) in enumerate(CAMVID_PALETTE):
         y = margin + pad + i * row + (row - sw) // 2 + sw // 2
@@ -149,3 +150,19 @@ def test_with_more_classes_than_fit_the_legend_lists_those_in_the_frame():
     panel, _ = legend.panel(240, [3, 77, 149])
     assert panel.shape[0] < 240 / 2  # three rows, not 150
     assert legend.fits(240) < 150 and legend.fits(1080) >= 19  # Cityscapes' 19 classes fit a 1080p frame
+
+
+@pytest.mark.parametrize("frame_h, min_letters", [(360, 9), (1024, 20)])
+def test_the_legend_is_readable_on_small_and_large_frames(frame_h, min_letters):
+    """#38: at 360x480 the names were about 7 px tall. Letters (a capital's height, measured on the
+    panel) are at least 9 px on a 360-line frame and grow with the frame; every CamVid class fits."""
+    from rtseg.classes import CAMVID_CLASSES, CAMVID_PALETTE
+    from rtseg.viz import Legend
+
+    legend = Legend(CAMVID_CLASSES, CAMVID_PALETTE)
+    assert legend.fits(frame_h) >= len(CAMVID_CLASSES)
+    panel, _ = legend.panel(frame_h, [1])  # "Building": its capital B and the l, d stand as tall as letters go
+    white = (panel.min(axis=2) > 200)
+    white[:, : panel.shape[0]] = False  # not the swatch
+    rows = np.flatnonzero(white.any(axis=1))
+    assert rows.size and rows[-1] - rows[0] + 1 >= min_letters
