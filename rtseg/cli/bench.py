@@ -24,6 +24,8 @@ def bench_command(
     rounds: int = typer.Option(3, help="Rounds of the measurements; the figures are medians over them."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the results here as JSON."),
     trace_path: Optional[Path] = typer.Option(None, "--trace", help=TRACE_HELP + " Of the first round's runs."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Draw the first round's pipelined run as a per-stage "
+                                                              "timeline PNG here: a lane per stage thread, a box per frame."),
     *, options: dict,
 ) -> None:
     """Measure read/transform/infer/post/write, pipelined vs sequential fps, and the engine alone.
@@ -37,6 +39,12 @@ def bench_command(
 
     quiet_video_logs()
     trace = new_trace(trace_path, "rtseg bench")
+    if plot is not None:
+        from rtseg.pipeline.trace import Trace
+        from rtseg.plots import check_png_path
+
+        check_png_path(plot, "--plot")  # a bad path: one line, before any work
+        trace = trace or Trace("rtseg bench")
     spec = RunSpec.from_options(source, **options)  # a bad option: one line before any work
     with tempfile.TemporaryDirectory(prefix="rtseg-bench-src-") as tmp:
         if source is None:
@@ -54,7 +62,12 @@ def bench_command(
         with console.status("measuring") as status:
             result = bench(run, lambda: open_source_of(spec.source), frames=frames, rounds=rounds, engine=eng,
                            on_phase=lambda text: status.update(f"measuring: {text}"), trace=trace)
-    save_trace(trace, trace_path)
+    save_trace(trace if trace_path is not None else None, trace_path)
+    if plot is not None:
+        from rtseg.plots import timeline, write_png
+
+        write_png(plot, timeline(trace.events(), start_ms=None, span_ms=400.0), "--plot")
+        console.print(f"wrote the timeline {plot}", highlight=False)
     if source is None:
         result["source"] = f"{BENCH_FRAME.name} panned, {result['frames']} frames (mp4v)"
     _print(result, piped.streams)

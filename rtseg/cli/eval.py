@@ -35,6 +35,9 @@ def eval_command(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or table."),
     video: Optional[str] = typer.Option(None, "--video", help="Evaluate a clip (video, image folder) instead of a dataset split, through the run pipeline: temporal consistency (TC) and flip rate, mIoU where --labels give labels."),
     labels: Optional[Path] = typer.Option(None, "--labels", help="With --video: the folder of the clip's label images (class ids)."),
+    plots: Optional[Path] = typer.Option(None, "--plots", help="Also draw the normalised confusion matrix "
+                                                              "(confusion.png) and the per-class IoU (iou.png) of a dataset "
+                                                              "split in this folder."),
     order: Optional[Path] = typer.Option(None, "--order", help="With --labels: each frame's label file name, one a line in frame order ('-': none) [default: <clip>.frames.txt]."),
     *, options: dict,
 ) -> None:
@@ -73,6 +76,8 @@ def eval_command(
         cm = evaluate(predictor, data, limit=n, on_frame=lambda i, total: progress.update(task, completed=i))
     names = predictor.meta.class_names
     report = eval_report(cm, names, dataset=dataset, split=split, frames=n)
+    if plots is not None:
+        _plots(plots, cm.mat.numpy(), report, predictor.meta.palette, f"{dataset} {split}, {n} frames", quiet)
     if not quiet:
         dice = cm.compute(names)["per_class_dice"]
         table = Table("class", "IoU %", "Dice %", title=f"{dataset} {split}, {n} frames")
@@ -88,6 +93,20 @@ def eval_command(
         json_path.write_text(json.dumps(report, indent=1))
         if not quiet:
             console.print(f"wrote {json_path}")
+
+
+def _plots(folder: Path, matrix, report: dict, palette, title: str, quiet: bool) -> None:
+    """--plots: confusion.png (rows normalised) and iou.png in ``folder``."""
+    from rtseg.plots import confusion_png, iou_bars_png, write_png
+
+    folder.mkdir(parents=True, exist_ok=True)
+    names = list(report["per_class_iou"])
+    if matrix is not None:
+        write_png(folder / "confusion.png", confusion_png(matrix, names, f"{title}: rows truth, columns prediction"),
+                  "--plots")
+    write_png(folder / "iou.png", iou_bars_png(report["per_class_iou"], palette, title), "--plots")
+    if not quiet:
+        console.print(f"wrote {'confusion.png and ' if matrix is not None else ''}iou.png to {folder}", highlight=False)
 
 
 def _eval_video(spec, labels: Optional[Path], order: Optional[Path], *, json_path: Optional[Path],
