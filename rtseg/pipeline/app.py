@@ -133,12 +133,33 @@ def run_summary(run: Run, result: RunResult) -> dict:
             "weights": str(run.weights), "runtime": engine.name, "precision": getattr(engine, "precision", None),
             "device": engine.device, "input_size": list(engine.input_size), "streams": engine.streams,
             "classes": classes_table(engine.meta.class_names, engine.meta.palette)["classes"],
+            "options": _options(run),
             "temporal": {"state": "off" if run.temporal is None else "on", "asked": _asked(run),
                          "why_off": run.temporal_why},
             "frames": result.frames, "wall_s": round(result.wall_s, 3), "fps": round(result.fps, 3),
             "dropped": result.dropped, "latency_ms": result.latency_ms, "first_frame_s": result.first_frame_s,
             **json_stages(result.stages_ms),
             **({"outages": source.outages, "reconnects": source.reconnects} if source.live else {})}
+
+
+def _options(run: Run) -> dict:
+    """The run's options as given (the spec's flat names), secrets out: what reproduces it."""
+    from dataclasses import asdict, fields
+
+    spec = run.spec
+    out = {}
+    for part in (spec.source, spec.engine, spec.outputs):
+        for f in fields(part):
+            value = getattr(part, f.name)
+            if isinstance(value, (int, float, bool, type(None))):
+                out[f.name] = value
+            elif isinstance(value, (str, Path, tuple)):
+                out[f.name] = redact(str(value)) if not isinstance(value, tuple) else list(value)
+            else:  # frames handed in, a feed: named by kind
+                out[f.name] = f"<{type(value).__name__}>"
+    out.update(temporal=_asked(run), queue_size=spec.queue_size, sequential=spec.sequential, max_frames=spec.max_frames)
+    out.pop("serve_token", None)
+    return out
 
 
 def _asked(run: Run) -> str:
