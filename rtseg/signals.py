@@ -57,17 +57,24 @@ def interrupt_on_signals(signals: Sequence[int] = tuple(EXIT_CODES)) -> Iterator
         yield
         return
     _state["received"] = None
+    with _handling(signals, _handler):
+        yield
+
+
+@contextmanager
+def _handling(signals: Sequence[int], handler: Callable) -> Iterator[None]:
+    """``handler`` for ``signals`` within the block, the previous handlers back after it."""
     previous = {}
     for sig in signals:
         try:
-            previous[sig] = signal.signal(sig, _handler)
+            previous[sig] = signal.signal(sig, handler)
         except (OSError, ValueError):  # a signal this platform lacks (SIGHUP on Windows)
             pass
     try:
         yield
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 @contextmanager
@@ -89,17 +96,8 @@ def stop_on_signals(stop: threading.Event, on_first: Callable[[int], None] | Non
         if on_first is not None:
             on_first(signum)
 
-    previous = {}
-    for sig in signals:
-        try:
-            previous[sig] = signal.signal(sig, handler)
-        except (OSError, ValueError):
-            pass
-    try:
+    with _handling(signals, handler):
         yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
 
 
 @contextmanager

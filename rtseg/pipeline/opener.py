@@ -125,9 +125,7 @@ class _IterCapture:
         return self._last
 
     def release(self) -> None:
-        close = getattr(self._it, "close", None)
-        if callable(close):
-            close()
+        _close(self._it)
 
 
 class FramesSource(Source):
@@ -163,9 +161,14 @@ class FramesSource(Source):
         return self._stamp
 
     def close(self) -> None:
-        close = getattr(self._it, "close", None)
-        if callable(close):
-            close()
+        _close(self._it)
+
+
+def _close(frames: Any) -> None:
+    """Close the caller's generator, if it is one (its ``finally`` runs: a camera released)."""
+    close = getattr(frames, "close", None)
+    if callable(close):
+        close()
 
 
 def open_frames(frames: Any, *, fps: float | None = None, live: bool | None = None) -> Source:
