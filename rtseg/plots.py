@@ -13,7 +13,7 @@ import numpy as np
 
 from rtseg.errors import RtsegError
 
-__all__ = ["timeline", "confusion_png", "iou_bars_png", "write_png", "check_png_path"]
+__all__ = ["timeline", "confusion_png", "iou_bars_png", "curves_png", "write_png", "check_png_path"]
 
 LANE, LABEL, PAD = 46, 190, 12  # px: lane height, label column, margin
 
@@ -130,4 +130,29 @@ def iou_bars_png(per_class: dict[str, float | None], palette: Sequence[Sequence[
     x = label + int((0 if math.isnan(mean) else mean) * width)
     cv2.line(img, (x, 6), (x, 10 + len(names) * row), (0, 0, 200), 1)
     _text(img, (title + "  " if title else "") + f"IoU per class; red line: mean {100 * mean:.1f}", (6, img.shape[0] - 20), 0.5)
+    return img
+
+
+def curves_png(series: dict[str, Sequence[float]], title: str = "", *, width: int = 900, height: int = 320) -> np.ndarray:
+    """Lines over the frame index, each series on the same 0..1 scale (TC and flip rate per frame)."""
+    colours = [(180, 90, 20), (40, 40, 200), (30, 150, 30), (150, 40, 150)]
+    left, top, bottom = 50, 16, 48
+    img = np.full((height, width, 3), 255, np.uint8)
+    h, w = height - top - bottom, width - left - 16
+    cv2.rectangle(img, (left, top), (left + w, top + h), (200, 200, 200), 1)
+    for v in (0.0, 0.25, 0.5, 0.75, 1.0):
+        y = top + int((1 - v) * h)
+        cv2.line(img, (left - 4, y), (left + w, y), (235, 235, 235), 1)
+        _text(img, f"{v:.2f}", (6, y + 4), 0.4)
+    n = max((len(v) for v in series.values()), default=0)
+    for k, (name, values) in enumerate(series.items()):
+        if len(values) < 1:
+            continue
+        xs = left + (np.arange(len(values)) * (w / max(1, n - 1))).astype(int)
+        ys = top + ((1 - np.clip(np.asarray(values, float), 0, 1)) * h).astype(int)
+        cv2.polylines(img, [np.stack([xs, ys], axis=1).astype(np.int32)], False, colours[k % len(colours)], 2,
+                      cv2.LINE_AA)
+        _text(img, f"{name} (mean {np.mean(values):.3f})", (left + 10 + 260 * k, height - 26), 0.45,
+              colours[k % len(colours)])
+    _text(img, (title + ": " if title else "") + f"per frame pair, {n} pairs", (left, height - 8), 0.45)
     return img

@@ -36,8 +36,8 @@ def eval_command(
     video: Optional[str] = typer.Option(None, "--video", help="Evaluate a clip (video, image folder) instead of a dataset split, through the run pipeline: temporal consistency (TC) and flip rate, mIoU where --labels give labels."),
     labels: Optional[Path] = typer.Option(None, "--labels", help="With --video: the folder of the clip's label images (class ids)."),
     plots: Optional[Path] = typer.Option(None, "--plots", help="Also draw the normalised confusion matrix "
-                                                              "(confusion.png) and the per-class IoU (iou.png) of a dataset "
-                                                              "split in this folder."),
+                                                              "(confusion.png) and the per-class IoU (iou.png) in this folder; "
+                                                              "with --video, TC and flip rate per frame (tc.png)."),
     order: Optional[Path] = typer.Option(None, "--order", help="With --labels: each frame's label file name, one a line in frame order ('-': none) [default: <clip>.frames.txt]."),
     *, options: dict,
 ) -> None:
@@ -61,7 +61,7 @@ def eval_command(
     spec = RunSpec.from_options(video, **{**options, "weights": artifact}, temporal=temporal,
                                 max_frames=limit or None)  # checks every option once, here
     if video is not None or labels is not None or order is not None or temporal not in ("off", "auto"):
-        return _eval_video(spec, labels, order, json_path=json_path, quiet=quiet)
+        return _eval_video(spec, labels, order, json_path=json_path, quiet=quiet, plots=plots)
     e = spec.engine
     data = build_dataset(dataset, data_root, split)  # layout errors before the model loads
     predictor = load_predictor(artifact, device=e.device, size=parse_size(e.size), runtime=e.runtime, note=note,
@@ -110,7 +110,7 @@ def _plots(folder: Path, matrix, report: dict, palette, title: str, quiet: bool)
 
 
 def _eval_video(spec, labels: Optional[Path], order: Optional[Path], *, json_path: Optional[Path],
-                quiet: bool) -> None:
+                quiet: bool, plots: Optional[Path] = None) -> None:
     """``rtseg eval --video``: the clip through the pipeline, scored by rtseg.train.video_eval."""
     from rtseg.errors import RtsegError
     from rtseg.pipeline.context import open_run
@@ -138,6 +138,16 @@ def _eval_video(spec, labels: Optional[Path], order: Optional[Path], *, json_pat
         console.print(f"temporal filter {report['temporal']}; {report['frames']} frames: TC {_pct(report['tc'])}%, flip rate {_pct(report['flip_rate'])}% "
                       f"of pixels a frame, mIoU {_pct(report['miou'])}% ({report['labelled']} labelled frames)",
                       highlight=False)
+    if plots is not None:
+        from rtseg.plots import curves_png, write_png
+
+        plots.mkdir(parents=True, exist_ok=True)
+        write_png(plots / "tc.png", curves_png({"TC": report["tc_per_frame"], "flip rate": report["flip_rate_per_frame"]},
+                                               f"{source.name}, temporal {report['temporal']}"), "--plots")
+        if report["labelled"]:
+            _plots(plots, None, report, engine.meta.palette, f"{source.name}, {report['labelled']} labelled frames", True)
+        if not quiet:
+            console.print(f"wrote tc.png{' and iou.png' if report['labelled'] else ''} to {plots}", highlight=False)
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(report, indent=1))

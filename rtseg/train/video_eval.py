@@ -85,4 +85,6 @@ def evaluate_video(run: Run, *, labels: list[Path | None] | None = None,
                   "per_class_iou": {name: None for name in meta.class_names}}
     return {**report, "miou": out["miou"], "tc": out["tc"], "flip_rate": out["flip_rate"],
             "labelled": out["labelled"], "temporal": "on" if temporal is not None else "off",
-            "flow": f"OpenCV DIS {FLOW_PRESET}"}
+            "flow": f"OpenCV DIS {FLOW_PRESET}",
+            "tc_per_frame": [round(tc, 4) for tc, _ in score.tc.per_pair],  # frame k: TC of frames k and k+1
+            "flip_rate_per_frame": [round(flip, 5) for _, flip in score.tc.per_pair]}

@@ -37,6 +37,7 @@ class TemporalConsistency:
         self._changed = 0
         self._compared = 0
         self.frames = 0
+        self.per_pair: list[tuple[float, float]] = []  # (TC, flip rate) of each pair of consecutive frames
 
     def reset(self) -> None:
         """Start a new clip (what was pooled so far stays)."""
@@ -56,8 +57,10 @@ class TemporalConsistency:
             valid = inside(mx, my)  # pixels that leave the frame have nothing to compare with
             a, b = prev_ids[valid], warped[valid]
             self._pairs.update(b, a)
-            self._changed += int(np.count_nonzero(a != b))
+            changed = int(np.count_nonzero(a != b))
+            self._changed += changed
             self._compared += int(a.size)
+            self.per_pair.append((_pair_miou(a, b), changed / max(1, a.size)))
         self._prev = (gray, ids)
 
     def compute(self) -> dict[str, float | int | None]:
@@ -66,6 +69,14 @@ class TemporalConsistency:
             return {"tc": None, "flip_rate": None, "frames": self.frames}
         return {"tc": self._pairs.compute()["miou"], "flip_rate": self._changed / self._compared,
                 "frames": self.frames}
+
+
+def _pair_miou(a: np.ndarray, b: np.ndarray) -> float:
+    """mIoU between two predictions (classes present in either), for one pair's TC."""
+    cm = np.bincount(a.astype(np.int64) * _ALL_IDS + b, minlength=_ALL_IDS * _ALL_IDS).reshape(_ALL_IDS, _ALL_IDS)
+    tp, union = np.diag(cm), cm.sum(0) + cm.sum(1) - np.diag(cm)
+    present = union > 0
+    return float(np.mean(tp[present] / union[present])) if present.any() else 1.0
 
 
 class VideoScore:

@@ -30,10 +30,13 @@ def test_eval_video_on_the_bundled_clip(cli, shared_data: Path, tmp_path: Path):
     assert on["tc"] > off["tc"] and on["flip_rate"] < off["flip_rate"]  # the masks hold stiller
     assert on["miou"] > off["miou"] - 0.01  # and are not worse (shipped weights: the clip is not held out)
 
-    code, out, err = cli("eval", "--video", DEMO_CLIP, "--runtime", "pytorch", "--limit", 3, "--json", tmp_path / "n.json")
+    code, out, err = cli("eval", "--video", DEMO_CLIP, "--runtime", "pytorch", "--limit", 3, "--json", tmp_path / "n.json",
+                         "--plots", tmp_path / "plots")
     assert code == 0, err
     doc = json.loads((tmp_path / "n.json").read_text())
     assert doc["miou"] is None and doc["labelled"] == 0 and doc["tc"] is not None and doc["frames"] == 3
+    assert len(doc["tc_per_frame"]) == len(doc["flip_rate_per_frame"]) == 2  # a value per pair of frames
+    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == ["tc.png"]  # no labels: no IoU bars
 
 
 @pytest.mark.parametrize("args,message", [
