@@ -123,11 +123,11 @@ def _train(cfg: TrainConfig, cb: TrainCallbacks, device: str, info: DistInfo,
         state.history.append(record)
         if epoch % cfg.val_every == 0 or epoch == cfg.epochs:
             _save_last(run, state)  # the finished epoch is kept, whatever stops the validation
-            if stop_agreed(run.stop, info):
+            if stop_agreed(run.stop, info, device):
                 raise TrainingStopped(out / "last.pt", epoch, 0)
             _validate(run, state, epoch, record)
         _save_last(run, state)
-        if stop_agreed(run.stop, info):
+        if stop_agreed(run.stop, info, device):
             raise TrainingStopped(out / "last.pt", epoch, 0)
         if cfg.patience and state.stale >= cfg.patience:
             cb.on_message(f"early stop: no better val mIoU for {cfg.patience} validations "
@@ -293,13 +293,15 @@ def _train_epoch(run: _Run, epoch: int, clock: _TimeLeft, state: TrainState) -> 
         loss_sum += loss
         if (step + 1) % run.sync_every == 0 or step + 1 == run.steps:
             _report_step(run, clock, epoch, step, loss, lr, gstep)
-        if step + 1 < run.steps and stop_agreed(run.stop, info):
+        # Asked at the steps that read the loss back anyway (each step on a CPU): no extra GPU sync.
+        if step + 1 < run.steps and (step + 1) % run.sync_every == 0 and stop_agreed(run.stop, info, run.device):
             _save_inside(run, state, epoch, step + 1, loss_sum.item(), time.perf_counter() - t0)
             raise TrainingStopped(run.out / "last.pt", epoch, step + 1)
     loss_sum = loss_sum.item()
     seconds = time.perf_counter() - t0
     # The epoch's mean loss over every rank's steps (one tiny all-reduce per epoch).
-    train_loss = all_reduce_sum(torch.tensor([loss_sum]), info).item() / (run.steps * info.world_size)
+    summed = all_reduce_sum(torch.tensor([loss_sum], device=run.device), info).item()  # NCCL: a tensor on the GPU
+    train_loss = summed / (run.steps * info.world_size)
     run.cb.on_epoch_end(epoch, train_loss, seconds)
     if run.writer is not None:
         run.writer.add_scalar("train/epoch_loss", train_loss, epoch)
@@ -316,8 +318,7 @@ def _report_step(run: _Run, clock: _TimeLeft, epoch: int, step: int, loss: torch
     if said is not None:
         run.cb.on_message(said)
     if run.writer is not None:
-        run.writer.add_scalar("train/loss", value, gstep)
-        run.writer.add_scalar("train/lr", lr, gstep)
+        run.writer.add_scalar("train/loss", value, gstep), run.writer.add_scalar("train/lr", lr, gstep)
 
 
 def _save_inside(run: _Run, state: TrainState, epoch: int, steps: int, loss_sum: float, seconds: float) -> None:

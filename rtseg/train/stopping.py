@@ -27,13 +27,14 @@ class TrainingStopped(Exception):
         self.checkpoint, self.epoch, self.step = checkpoint, epoch, step
 
 
-def stop_agreed(stop: threading.Event | None, info: DistInfo) -> bool:
-    """Whether to stop now: this process's request, or any rank's under DDP (one tiny all-reduce,
-    so that every rank leaves at the same step and none waits on a collective forever)."""
+def stop_agreed(stop: threading.Event | None, info: DistInfo, device: str = "cpu") -> bool:
+    """Whether to stop now: this process's request, or any rank's under DDP (one tiny all-reduce
+    on ``device``, NCCL's kind of tensor on CUDA, so that every rank leaves at the same step and
+    none waits on a collective forever)."""
     asked = stop is not None and stop.is_set()
     if not info.enabled:
         return asked
-    return all_reduce_sum(torch.tensor([1.0 if asked else 0.0]), info).item() > 0
+    return all_reduce_sum(torch.tensor([1.0 if asked else 0.0], device=device), info).item() > 0
 
 
 def rng_state(g: torch.Generator, device: str) -> dict[str, Any]:
