@@ -149,8 +149,10 @@ def _device(device: str) -> str:
     """auto as PyTorch sees it (for every runtime); other names pass through."""
     if str(device).strip().lower() != "auto":
         return device
-    import torch  # only for auto: which GPU PyTorch sees
-
+    try:
+        import torch  # only for auto: which GPU PyTorch sees (1 s to import; device="cpu" skips it)
+    except ImportError:  # no PyTorch (an ONNX-only install): no CUDA through it either
+        return "cpu"
     from rtseg.devices import parse_device
 
     return str(parse_device(device).resolve(torch.cuda.is_available))

@@ -80,3 +80,11 @@ def test_the_bundled_pt_without_torch_says_what_to_install(no_torch_env, tmp_pat
     proc = _run(no_torch_env, "-m", "rtseg.cli", "run", "--runtime", "pytorch", "--max-frames", "1", "-q", cwd=tmp_path)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "torch" in proc.stderr.lower() and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_stream_of_an_onnx_model_without_torch(no_torch_env, rtseg_onnx, tmp_path):
+    """rtseg.stream's device="auto" asks PyTorch which GPU it sees; without PyTorch it is the CPU."""
+    code = (f"import sys, rtseg; n = sum(1 for _ in rtseg.stream(max_frames=3, weights={str(rtseg_onnx)!r}, "
+            "runtime='onnxruntime', size='64x96', view=None)); assert n == 3 and 'torch' not in sys.modules; print(n)")
+    proc = _run({**no_torch_env, "RTSEG_CACHE": str(tmp_path / "cache")}, "-c", code, cwd=tmp_path)
+    assert proc.returncode == 0 and proc.stdout.strip() == "3", proc.stderr
