@@ -48,32 +48,35 @@ def _image_suffix(source: Source, output: Path) -> str:
     return source.image_suffix or ".png"
 
 
-def _output_sinks(run: Run, lut, *, sequential: bool) -> tuple[list[Sink], Written, Look]:
-    """The sinks of the run's outputs (video or images, masks, class shares, a window), what
-    will report on them, and the look the post stage draws with."""
+def _output_sinks(run: Run, lut, *, sequential: bool, made: list[Sink]) -> tuple[list[Sink], Written, Look]:
+    """The sinks of the run's outputs (video or images, masks, confidence, class shares, a window),
+    what will report on them, and the look the post stage draws with. Each is also added to
+    ``made`` as it is made (for the caller to close when a later one fails)."""
     meta, o, source = run.engine.meta, run.outputs, run.source
     sinks: list[Sink] = []
+
+    def add(sink):
+        sinks.append(sink)
+        made.append(sink)
+        return sink
+
     written = Written(None, None, None, None, None)
     if o.output is not None and o.images is not None:
-        written.images = ImageSink(o.output, folder=o.images == "folder", suffix=_image_suffix(source, o.output))
-        sinks.append(written.images)
+        written.images = add(ImageSink(o.output, folder=o.images == "folder", suffix=_image_suffix(source, o.output)))
     elif o.output is not None:
-        written.video = VideoSink(o.output, source.fps, codec=o.codec, threads=encoder_threads(pipelined=not sequential))
-        sinks.append(written.video)
+        written.video = add(VideoSink(o.output, source.fps, codec=o.codec,
+                                      threads=encoder_threads(pipelined=not sequential)))
     if o.masks is not None:
-        written.masks = MaskSink(o.masks, classes_table(meta.class_names, meta.palette))
-        sinks.append(written.masks)
+        written.masks = add(MaskSink(o.masks, classes_table(meta.class_names, meta.palette)))
     if o.confidence is not None:
-        sinks.append(ConfidenceSink(o.confidence))
+        add(ConfidenceSink(o.confidence))
     if o.stats is not None:
-        written.stats = StatsSink(o.stats, meta.class_names)
-        sinks.append(written.stats)
+        written.stats = add(StatsSink(o.stats, meta.class_names))
     look = o.look()
     if o.show:
         # The window's keys change the look live; a file being written keeps the look it started with.
         window_look = o.look()
-        sinks.append(WindowSink(window_look, lut, title=f"rtseg - {source.name}",
-                                legend=Legend(meta.class_names, meta.palette)))
+        add(WindowSink(window_look, lut, title=f"rtseg - {source.name}", legend=Legend(meta.class_names, meta.palette)))
         if written.video is None and written.images is None:
             look = window_look
     return sinks, written, look
@@ -100,23 +103,30 @@ def segment(run: Run, sink: Sink | None = None, *, engine: Engine | None = None,
     closed, the video finalised, however the run ends). ``engine``, ``sequential``: instead of the
     run's (``rtseg bench`` runs one source both ways). ``picture``: a post stage draws the picture
     of the outputs' look (False: ids only, no post stage). Raises as :func:`rtseg.pipeline.run`."""
-    spec = run.spec
+    spec, o = run.spec, run.outputs
     engine = engine or run.engine
     sequential = spec.sequential if sequential is None else sequential
     lut = palette_lut(engine.meta.palette)
-    if sink is None:
-        sinks, written, look = _output_sinks(run, lut, sequential=sequential)
-        sink = MultiSink(sinks)
-    else:
-        written, look = Written(None, None, None, None, None), run.outputs.look()
-    if run.outputs.serve is not None:  # one more sink: the live view (the caller's sink and the outputs' alike)
-        served = _serve_sink(run, engine, look, say)
-        written.serve = served
-        sink = MultiSink([sink, served])
-    o = run.outputs
-    stages = engine_stages(engine, look if picture else None, lut=lut, i420=getattr(sink, "takes_i420", False),
-                           temporal=run.temporal, keep_scores=spec.scores or o.needs_scores(),
-                           min_confidence=o.min_confidence)
+    made: list[Sink] = []
+    try:  # a sink that cannot be made (a port in use, a folder refused): what was made is closed, the source too
+        # The live view first: its port is the likeliest refusal, and then no output file exists yet.
+        served = _serve_sink(run, engine, o.look(), say) if o.serve is not None else None
+        made += [served] if served is not None else []
+        if sink is None:
+            sinks, written, look = _output_sinks(run, lut, sequential=sequential, made=made)
+            sink = MultiSink(sinks)
+        else:
+            written, look = Written(None, None, None, None, None), o.look()
+        if served is not None:  # one more sink: the caller's sink and the outputs' alike
+            written.serve, sink = served, MultiSink([sink, served])
+        stages = engine_stages(engine, look if picture else None, lut=lut, i420=getattr(sink, "takes_i420", False),
+                               temporal=run.temporal, keep_scores=spec.scores or o.needs_scores(),
+                               min_confidence=o.min_confidence)
+    except BaseException:
+        for part in made:
+            part.close(completed=False, interrupted=True)
+        run.source.close()
+        raise
     written.result = run_pipeline(run.source, stages, sink, sequential=sequential, queue_size=run.queue_size,
                                   max_frames=spec.max_frames, on_frame=on_frame, trace=trace, timings=timings)
     return written

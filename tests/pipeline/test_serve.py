@@ -153,3 +153,16 @@ def test_hostile_clients_change_nothing_the_run_does():
     assert len(got) == 3 and all(n >= 1 for n in got)
     state = holder["written"].serve.state
     assert state.encoded <= state.seq  # each frame shown encoded once at most, for every viewer
+
+
+def test_a_port_in_use_is_one_line_before_any_output_file(tmp_path):
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    port = busy.getsockname()[1]
+    source = _Paced(5)
+    run = fake_run(source, FakeEngine(), outputs={"serve": f"127.0.0.1:{port}", "output": tmp_path / "o.mp4"})
+    with pytest.raises(RtsegError, match=f"--serve 127.0.0.1:{port}: cannot listen on 127.0.0.1:{port}"):
+        segment(run)
+    busy.close()
+    assert not list(tmp_path.iterdir()) and source.closed  # nothing written, the source let go
