@@ -40,7 +40,8 @@ def is_foreign_onnx(path: str | Path) -> bool:
     return False
 
 
-WRAP_FORMAT = 3  # what wrap_foreign writes (older entries are wrapped again); 2: the scores output; 3: ids enlarged to the input
+WRAP_FORMAT = 4  # what wrap_foreign writes (older entries are wrapped again); 2: the scores output; 3: ids enlarged
+# to the input; 4: the scores before a final ArgMax
 
 
 def _canonical(value: str | Path | None) -> str | None:

@@ -18,6 +18,7 @@ from typing import Any, Callable, Sequence
 
 from rtseg.classes import ClassSet, resolve_classes
 from rtseg.errors import RtsegError
+from rtseg.export.foreign_argmax import scores_before_argmax
 from rtseg.export.foreign_nodes import affine, splice
 from rtseg.formats.onnx_meta import META_KEY, write_onnx_meta
 from rtseg.meta import IMAGENET_MEAN, IMAGENET_STD, ModelMeta
@@ -339,6 +340,14 @@ def wrap_foreign(path: str | Path, out_path: str | Path, *, classes: str | Path 
     model = _load(path)
     if any(p.key == META_KEY for p in model.metadata_props):
         raise RtsegError(f"{path} is already an rtseg artifact (it has rtseg metadata): run it as it is")
+    def full_size(m: Any, scores: str) -> bool:  # the scores at the input's size (else keep the ids as they are)
+        g = _inspect(m, path, input_name, scores)
+        return g.output == "scores" and _same_size(g, m)
+
+    model, output_name, surgery = scores_before_argmax(model, output_name, full_size)  # ids only: the scores before
+    if surgery:
+        note(f"note: {path.name} ends in an ArgMax: reading the scores before it ('{output_name}'), so the temporal "
+             "filter and the confidence outputs work; the ids are the same")
     g = _inspect(model, path, input_name, output_name)
     if len([v for v in model.graph.input if v.name not in {t.name for t in model.graph.initializer}]) > 1:
         raise RtsegError(f"{path} has other inputs besides '{g.input_name}' that rtseg cannot feed")

@@ -365,7 +365,8 @@ class SoftmaxTiny(nn.Module):
 def test_the_scores_output_agrees_with_the_ids(made, frames, tmp_path, name):
     """A wrapped model with scores gets rtseg's second output for the temporal filter: fp16 scores
     at 1/8 of the input whose enlarged argmax is the ids (logits, or the log of probabilities, so
-    that the filter's softmax gives them back); a model of ids gets none."""
+    that the filter's softmax gives them back); a model of ids at the input size gets the scores
+    its ArgMax read (#39)."""
     from tests.engines.test_scores import enlarged_argmax
 
     if name == "probs":
@@ -374,10 +375,7 @@ def test_the_scores_output_agrees_with_the_ids(made, frames, tmp_path, name):
     else:
         raw, wrapped = made(name)
     sess = ort.InferenceSession(str(wrapped), providers=["CPUExecutionProvider"])
-    if name == "ids_int32":
-        assert [o.name for o in sess.get_outputs()] == ["ids"]
-        return
-    assert [o.name for o in sess.get_outputs()] == ["ids", "scores"]
+    assert [o.name for o in sess.get_outputs()] == ["ids", "scores"]  # ids_int32 too: the scores before its ArgMax
     h, w = 256, 320
     small = cv2.resize(frames[0], (w, h), interpolation=cv2.INTER_AREA)
     ids, scores = sess.run(["ids", "scores"], {"images": small[None]})
