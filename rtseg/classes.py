@@ -289,6 +289,13 @@ def _resolve(spec: str | Path | None, num_classes: int | None, note: Callable[[s
              f"'class {num_classes - 1}' with generated colours (--classes FILE.json names them)")
         names = tuple(f"class {i}" for i in range(num_classes))
         return ClassSet("unknown", names, generated_palette(num_classes))
+    if isinstance(spec, (list, tuple)):  # names read from the files of the tool that made the model
+        if not spec or len(spec) > MAX_CLASSES:
+            raise RtsegError(f"{len(spec)} class names; rtseg takes 1..{MAX_CLASSES}")
+        found = ClassSet("names", tuple(str(n) for n in spec), generated_palette(len(spec)))
+        if num_classes is not None and found.num_classes != num_classes:
+            raise RtsegError(f"the model's files name {found.num_classes} classes but its output has {num_classes}")
+        return found
     text = str(spec).strip()
     if text.lower() in DATASETS:
         found = _preset(text.lower())

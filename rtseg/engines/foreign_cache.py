@@ -48,6 +48,8 @@ def _canonical(value: str | Path | None) -> str | None:
     """A --classes/--colors value as what it names: ``file:<sha256>`` for a file, a preset lower-cased."""
     if value is None:
         return None
+    if isinstance(value, (list, tuple)):  # names read from a tool's own files
+        return "names:" + json.dumps(list(value))
     path = Path(str(value)).expanduser()
     if path.is_file():
         return f"file:{file_digest(path)}"
@@ -122,7 +124,12 @@ def foreign_or_own(path: Path, flags: dict, *, note: Callable[[str], None] = log
     if not path.is_file():
         return path  # the engine says "not found"
     if is_foreign_onnx(path):
-        return wrapped_artifact(path, note=note, **given)
+        from rtseg.export.foreign_tools import tool_defaults
+
+        found, said = tool_defaults(path, given)  # the files of the tool that made it (ultralytics, Hugging Face, ...)
+        if said:
+            note(f"note: {path.name}: {said} (flags override it)")
+        return wrapped_artifact(path, note=note, **{**found, **given})
     if given:
         names = ", ".join(f"--{k.replace('_', '-')}" for k in given)
         raise RtsegError(f"{names} apply to ONNX files without rtseg metadata; {path.name} is an rtseg artifact "

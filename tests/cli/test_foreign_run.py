@@ -315,3 +315,52 @@ def test_jetson_label_files_name_and_colour_a_foreign_model(rtseg_cli, tmp_path)
     assert code == 0, err
     assert json.loads((tmp_path / "m2" / "classes.json").read_text())["classes"][2]["rgb"] == [255, 0, 0]
     assert len(list((tmp_path / "cache" / "foreign").glob("*.onnx"))) == 2
+
+
+def _with_props(path: Path, props: dict) -> Path:
+    model = onnx.load(str(path))
+    for k, v in props.items():
+        model.metadata_props.add(key=k, value=v)
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.mark.parametrize("tool", ["ultralytics", "huggingface", "jetson"])
+def test_a_tools_own_files_configure_the_run_with_no_flags(rtseg_cli, tmp_path, tool):
+    """#39: ultralytics' metadata in the file, Hugging Face's config.json / preprocessor_config.json
+    or jetson-inference's classes.txt / colors.txt beside it: the names (and normalisation, size,
+    colours) come from there, and one line says so. (Files made here with those tools' keys and
+    layouts, not by the tools themselves.)"""
+    model = _export(_quarter(3), tmp_path / "m.onnx", (1, 3, 64, 96), dynamic=tool != "ultralytics")
+    names = ["road", "car", "sky"]
+    if tool == "ultralytics":
+        _with_props(model, {"author": "Ultralytics", "task": "semantic", "imgsz": "[64, 96]",
+                            "names": "{0: 'road', 1: 'car', 2: 'sky'}"})
+        said = "classes, normalize, size from the file's ultralytics metadata"
+    elif tool == "huggingface":
+        (tmp_path / "config.json").write_text(json.dumps({"id2label": {str(i): n for i, n in enumerate(names)}}))
+        (tmp_path / "preprocessor_config.json").write_text(json.dumps(
+            {"image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225], "size": {"height": 64, "width": 96}}))
+        said = "classes, normalize, size from Hugging Face's config.json and preprocessor_config.json"
+    else:
+        (tmp_path / "classes.txt").write_text("road\ncar\nsky\n")
+        (tmp_path / "colors.txt").write_text("128 64 128\n0 0 142\n70 130 180\n")
+        said = "classes, colors from jetson-inference's classes.txt and colors.txt"
+    code, out, err = rtseg_cli("run", DEMO_CLIP, "--engine", model, "--runtime", "onnxruntime", "--max-frames", "2",
+                               "-o", "o.mp4", "--masks", "m")
+    assert code == 0, err
+    assert said in " ".join(err.split())
+    classes = json.loads((tmp_path / "m" / "classes.json").read_text())["classes"]
+    assert [c["name"] for c in classes] == names
+    if tool == "jetson":
+        assert classes[1]["rgb"] == [0, 0, 142]
+    code, out, err = rtseg_cli("run", DEMO_CLIP, "--engine", model, "--runtime", "onnxruntime", "--max-frames", "1",
+                               "-o", "p.mp4", "--masks", "m2", "--classes", str(_names_file(tmp_path)))  # flags win
+    assert code == 0, err
+    assert [c["name"] for c in json.loads((tmp_path / "m2" / "classes.json").read_text())["classes"]] == ["a", "b", "c"]
+
+
+def _names_file(folder: Path) -> Path:
+    f = folder / "mine.txt"
+    f.write_text("a\nb\nc\n")
+    return f
