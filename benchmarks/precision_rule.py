@@ -12,6 +12,9 @@ the 101 CamVid val frames and on the probe's own frames (windows of the bundled 
 - ``miou_vs_ref``: mean IoU of the candidate's ids against the reference's, per class present;
 - ``val_miou``: CamVid val mIoU against the labels (void ignored), the figure a user cares about.
 
+``--degrade-bits 6,5`` adds candidates made worse on purpose (every convolution's weights rounded
+to that many bits): losses of the size the rule must refuse.
+
     python benchmarks/precision_rule.py --weights runs/trainonly50/last.pt --size 360x480 \\
         --json benchmarks/results/precision_rule.json
 """
@@ -75,6 +78,8 @@ def main() -> None:
     ap.add_argument("--weights", type=Path, required=True)
     ap.add_argument("--data-root", type=Path, default=ROOT.parent / "shared" / "data" / "camvid")
     ap.add_argument("--size", default="360x480")
+    ap.add_argument("--degrade-bits", type=lambda t: [int(v) for v in t.split(",") if v], default=[6, 5],
+                    help="deliberately degraded candidates: convolution weights rounded to these many bits")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     h, w = (int(v) for v in args.size.split("x"))
@@ -96,6 +101,8 @@ def main() -> None:
             cands["openvino bf16"] = (fp32, "openvino", "bf16")
         cands["onnxruntime int8"] = (int8, "onnxruntime", "auto")  # the file's own precision
         cands["openvino int8"] = (int8, "openvino", "fp32")  # its int8 kernels; the rest in fp32
+        for bits in args.degrade_bits:
+            cands[f"degraded {bits}-bit"] = (_degraded(fp32, Path(tmp) / f"w{bits}.onnx", bits), "onnxruntime", "fp32")
         sets = {"val": [img for img, _ in val], "probe": probe_frames((h, w), 8)}
         batches = {k: [ref.preprocess([f]) for f in frames] for k, frames in sets.items()}
         refs = {k: _reference(ref, b) for k, b in batches.items()}
@@ -122,6 +129,22 @@ def main() -> None:
                                          "weights": str(args.weights), "size": [h, w], "sure_margin": SURE,
                                          "rows": rows}, indent=1) + "\n")
         print(f"wrote {args.json}")
+
+
+def _degraded(src: Path, dst: Path, bits: int) -> Path:
+    """A deliberately worse copy: every convolution's weights rounded to ``bits`` bits, one scale a
+    tensor (a careless quantisation): the kind of loss the rule must refuse."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(src))
+    for init in model.graph.initializer:
+        w = numpy_helper.to_array(init)
+        if w.ndim == 4 and w.dtype == np.float32:
+            scale = np.abs(w).max() / (2 ** (bits - 1) - 1) or 1.0
+            init.CopyFrom(numpy_helper.from_array((np.round(w / scale) * scale).astype(np.float32), init.name))
+    onnx.save(model, str(dst))
+    return dst
 
 
 def _val_miou(engine, val, n) -> float:
