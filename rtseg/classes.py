@@ -203,6 +203,9 @@ def _from_json(path: Path) -> ClassSet:
     return ClassSet(path.stem, tuple(e[1] for e in entries), palette, ignore)
 
 
+_HEX = re.compile(r"^#([0-9a-fA-F]{6})$")  # a #rrggbb colour (not a comment)
+
+
 def _lines(path: Path, flag: str) -> list[str]:
     """A text file's lines, stripped, without blank lines and ``#`` comments (a ``#rrggbb`` colour is kept)."""
     try:
@@ -211,9 +214,6 @@ def _lines(path: Path, flag: str) -> list[str]:
         raise RtsegError(f"{flag} {path} cannot be read as text ({exc})") from None
     lines = [line.strip() for line in text.splitlines()]
     return [line for line in lines if line and (not line.startswith("#") or _HEX.match(line))]
-
-
-_HEX = re.compile(r"^#([0-9a-fA-F]{6})$")
 
 
 def _from_text(path: Path) -> ClassSet:

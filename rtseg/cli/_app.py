@@ -42,15 +42,17 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+def has_display() -> bool:
+    """Whether a window can open: not on Linux without DISPLAY or WAYLAND_DISPLAY (SSH, a container)."""
+    return not sys.platform.startswith("linux") or bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
 def require_display(what: str, instead: str) -> None:
     """A one-line error, before any work, when a window cannot open: on Linux without a display
     (an SSH session, a container) Qt would abort the process and leave no output file."""
-    import os
-    import sys
-
     from rtseg.errors import RtsegError
 
-    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+    if not has_display():
         raise RtsegError(f"{what} needs a display and this session has none (DISPLAY and WAYLAND_DISPLAY are unset); "
                          f"{instead}")
 

@@ -8,7 +8,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from rtseg.cli._app import app, console, console_err, require_display
+from rtseg.cli._app import app, console, console_err, has_display, require_display
 from rtseg.cli.options import run_options
 
 if TYPE_CHECKING:
@@ -203,9 +203,7 @@ def webcam_command(
     from rtseg.pipeline.sources import quiet_video_logs
 
     quiet_video_logs()
-    import os
-
-    headless = options.get("serve") is not None and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    headless = options.get("serve") is not None and not has_display()
     spec = RunSpec.from_options(index, **options, camera=True, show=not headless)  # -o: a recording beside it
     if not headless:
         require_display("rtseg webcam", f"watch it in a browser with: rtseg webcam {index} --serve 8080 (or record "

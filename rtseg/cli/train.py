@@ -105,7 +105,7 @@ def train(
     """Train a segmentation network; checkpoints carry the metadata rtseg run needs."""
     import torch
 
-    from rtseg.train.loop import TrainConfig, train as run_training
+    from rtseg.train.loop import TrainConfig
 
     if threads > 0:
         torch.set_num_threads(threads)

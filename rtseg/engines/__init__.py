@@ -132,10 +132,12 @@ def _load(path: Path, *, device: str, size: tuple[int, int] | None, runtime: str
 
 
 def _auto_choice(path: Path, family: str, *, device: str, size: tuple[int, int], threads: int, streams: int,
-                 streams_of: Callable[[str], int], precision: str, note: Callable[[str], None]):
+                 streams_of: Callable[[str], int], precision: str, note: Callable[[str], None],
+                 only: list | None = None, title: str = "auto"):
     """auto's (runtime, precision) for ``path`` here: cached, else measured (rtseg.engines.probe),
     each candidate with the streams it would run with (``streams_of`` its runtime). ``streams``:
-    as asked, 0 for those that pay (the probe keys its choice by the most a candidate gets)."""
+    as asked, 0 for those that pay (the probe keys its choice by the most a candidate gets).
+    ``only``/``title``: those candidates alone, said under that name (a forced runtime's check)."""
     from rtseg.engines import probe
 
     cuda = on_cuda(device)
@@ -151,7 +153,7 @@ def _auto_choice(path: Path, family: str, *, device: str, size: tuple[int, int],
 
     return probe.choose(path, family, size=size, device=where, cuda=cuda, threads=threads, precision=precision,
                         streams=streams or (lambda cand: streams_of(cand.runtime)), opener=opener,
-                        prepare=prepare, note=note)
+                        prepare=prepare, note=note, only=only, title=title)
 
 
 def _forced_precision(path: Path, family: str, name: str, reduced: str, *, device: str, size: tuple[int, int],
@@ -159,21 +161,12 @@ def _forced_precision(path: Path, family: str, name: str, reduced: str, *, devic
     """The precision forced runtime ``name`` runs at by default: ``reduced`` when its ids pass auto's
     acceptance rule against the same runtime at fp32 (rtseg.engines.agreement; measured once, cached
     with auto's choices) and it is faster, else fp32, the line saying why."""
-    from rtseg.engines import probe
+    from rtseg.engines.probe import Candidate
 
-    def opener(cand: probe.Candidate) -> Engine:
-        return _open_as(path, cand.runtime, device=device, size=size, threads=threads, streams=streams,
-                        precision=cand.precision, note=note)
-
-    def prepare(cand: probe.Candidate) -> None:
-        if path.suffix.lower() not in TABLE[cand.runtime].suffixes:
-            _exported(path, cand.runtime, device=device, size=size, precision=cand.precision, note=note)
-
-    cands = [probe.Candidate(name, "fp32"), probe.Candidate(name, reduced)]
-    choice = probe.choose(path, family, size=size, device=str(runtime_device(device).resolve(lambda: False)),
-                          cuda=False, threads=threads, precision="auto", streams=streams, opener=opener,
-                          prepare=prepare, note=note, only=cands, title=f"--runtime {name} --precision auto")
-    return choice.precision
+    return _auto_choice(path, family, device=device, size=size, threads=threads, streams=streams,
+                        streams_of=lambda _: streams, precision="auto", note=note,
+                        only=[Candidate(name, "fp32"), Candidate(name, reduced)],
+                        title=f"--runtime {name} --precision auto").precision
 
 
 def _open_as(path: Path, name: str, *, device: str, size: tuple[int, int] | None, threads: int, streams: int,

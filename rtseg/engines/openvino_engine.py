@@ -66,7 +66,7 @@ def _precision(precision: str, target: str, core) -> str:
     if precision == "auto":
         return "bf16" if target == "CPU" and "BF16" in caps else "f32"
     if precision != "fp32" and target == "CPU" and precision.upper() not in caps:
-        from rtseg.machine import cpu_flags, cpu_model
+        from rtseg.machine import cpu_model
 
         need = "AVX512-BF16 or AMX" if precision == "bf16" else "AVX512-FP16 or ARM fp16"
         raise RtsegError(f"--precision {precision}: OpenVINO cannot compute {precision} on this CPU ({cpu_model()}; "

@@ -17,6 +17,16 @@ def _producer(model: Any) -> dict[str, Any]:
     return {out: node for node in model.graph.node for out in node.output}
 
 
+def _inputs(node: Any) -> set[str]:
+    """What a node reads, with what the nodes of its subgraphs (If, Loop, Scan) read."""
+    names = {i for i in node.input if i}
+    for attr in node.attribute:
+        for graph in [attr.g] * attr.HasField("g") + list(attr.graphs):
+            for sub in graph.node:
+                names |= _inputs(sub)
+    return names
+
+
 def _prune(model: Any) -> None:
     """Drop the nodes nothing uses any more (the ArgMax and what followed it)."""
     needed = {o.name for o in model.graph.output}
@@ -24,10 +34,7 @@ def _prune(model: Any) -> None:
     for node in reversed(list(model.graph.node)):
         if any(out in needed for out in node.output):
             keep.append(node)
-            needed.update(i for i in node.input if i)
-            for attr in node.attribute:  # a subgraph's inputs count as used too
-                for sub in list(attr.g.node) + [n for gr in attr.graphs for n in gr.node] if attr.type in (5, 10) else []:
-                    needed.update(i for i in sub.input if i)
+            needed |= _inputs(node)
     del model.graph.node[:]
     model.graph.node.extend(reversed(keep))
 

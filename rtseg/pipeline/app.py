@@ -154,7 +154,7 @@ def run_summary(run: Run, result: RunResult) -> dict:
 
 def _options(run: Run) -> dict:
     """The run's options as given (the spec's flat names), secrets out: what reproduces it."""
-    from dataclasses import asdict, fields
+    from dataclasses import fields
 
     spec = run.spec
     out = {}

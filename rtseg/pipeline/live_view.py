@@ -116,13 +116,12 @@ class LiveState:
         with self._encode_lock:
             if frame.jpeg is None:
                 p, look = frame.packet, self.look.key()
-                if p.picture is not None and p.look == look:
+                if p.picture is not None and (p.look == look or look[0] not in VIEWS):
+                    # as the post stage drew it (the confidence view: always, from the probabilities)
                     picture = i420_to_bgr(p.picture) if p.picture_format == "i420" else p.picture
-                elif look[0] in VIEWS:
+                else:
                     picture, _ = draw(p.frame, p.ids, look[0], look[1], lut=self.lut,
                                       legend=self.legend if look[2] else None)
-                else:  # the confidence view: the post stage's picture as it drew it
-                    picture = i420_to_bgr(p.picture) if p.picture_format == "i420" else p.picture
                 ok, buf = cv2.imencode(".jpg", picture, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
                 frame.jpeg = buf.tobytes() if ok else b""
                 self.encoded += 1

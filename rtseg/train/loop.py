@@ -53,8 +53,7 @@ class TrainState:
     best_epoch: int = 0  # the epoch that reached it (best.pt's)
     stale: int = 0  # validations since the best one, for --patience
     history: list[dict] = field(default_factory=list)  # one record an epoch: train_loss, steps, seconds, val_*
-    # A run stopped inside an epoch: the steps of epoch + 1 already taken (0: none), their summed loss and
-    # seconds, and the random streams at that point (stopping.rng_state), for --resume to go on from there.
+    # Stopped inside epoch + 1: its steps taken (0: none); their loss sum, seconds and random streams (stopping.py)
     step: int = 0
     partial: dict = field(default_factory=dict)
 
@@ -318,7 +317,8 @@ def _report_step(run: _Run, clock: _TimeLeft, epoch: int, step: int, loss: torch
     if said is not None:
         run.cb.on_message(said)
     if run.writer is not None:
-        run.writer.add_scalar("train/loss", value, gstep), run.writer.add_scalar("train/lr", lr, gstep)
+        run.writer.add_scalar("train/loss", value, gstep)
+        run.writer.add_scalar("train/lr", lr, gstep)
 
 
 def _save_inside(run: _Run, state: TrainState, epoch: int, steps: int, loss_sum: float, seconds: float) -> None:
