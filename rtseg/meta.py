@@ -12,10 +12,13 @@ from typing import Any, Mapping
 from rtseg.classes import DATASETS
 from rtseg.errors import RtsegError
 
-__all__ = ["ModelMeta", "IMAGENET_MEAN", "IMAGENET_STD"]
+__all__ = ["ModelMeta", "IMAGENET_MEAN", "IMAGENET_STD", "RESIZE_MODES"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # RGB, on pixels scaled to 0..1
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# How a frame becomes the network's input, ``extra["resize"]`` (absent: stretch): stretched to the
+# size, or letterboxed into it (the aspect kept, grey padding; rtseg.engines.base.letterbox_box).
+RESIZE_MODES = ("stretch", "letterbox")
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from rtseg.cli.options import run_options
 
 
 @app.command("import")
-@run_options("engine:classes,colors,normalize,bgr,input_name,output_name")
+@run_options("engine:classes,colors,normalize,bgr,resize,input_name,output_name")
 def import_(
     model: Path = typer.Argument(..., help="ONNX segmentation model without rtseg metadata (torch.onnx, mmdeploy's end2end.onnx, PaddleSeg, jetson-inference)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="The rtseg artifact to write [default: <model stem>_rtseg.onnx]."),
@@ -24,18 +24,27 @@ def import_(
     from rtseg.export.foreign import inspect_onnx, wrap_foreign
     from rtseg.formats.onnx_meta import read_onnx_meta
 
-    classes, colors, normalize, bgr = options["classes"], options["colors"], options["normalize"], options["bgr"]
-    input_name, output_name = options["input_name"], options["output_name"]
+    from rtseg.export.foreign_tools import tool_defaults
+
+    def say(line: str) -> None:
+        console.print(line, highlight=False)
+
+    flags = {k: options[k] for k in ("classes", "colors", "normalize", "bgr", "resize", "input_name", "output_name")}
+    found, said = tool_defaults(model, flags)  # what the tool that made it wrote (ultralytics, Hugging Face, ...)
+    if said:
+        say(f"note: {model.name}: {said} (flags override it)")
+    flags = {**found, **{k: v for k, v in flags.items() if v not in (None, False)}}
+    size = parse_size(size) if size is not None else flags.pop("size", None)
+    flags.pop("size", None)
+    resample = flags.pop("resample", None)  # the Pillow filter its tool resizes with (no flag: read from its files)
     output = output if output is not None else model.with_name(f"{model.stem}_rtseg.onnx")
-    graph = inspect_onnx(model, input_name, output_name)  # errors before anything is written
-    console.print(f"found {graph.describe()}", highlight=False)
-    path = wrap_foreign(model, output, classes=classes, colors=colors, normalize=normalize, bgr=bgr,
-                        input_name=input_name,
-                        output_name=output_name, size=parse_size(size),
-                        note=lambda line: console.print(line, highlight=False))
+    graph = inspect_onnx(model, flags.get("input_name"), flags.get("output_name"))  # errors before anything is written
+    say(f"found {graph.describe()}")
+    path = wrap_foreign(model, output, size=size, note=say, extra={"resample": resample} if resample else None,
+                        **flags)
     meta = read_onnx_meta(path)
     h, w = meta.input_size
-    console.print(f"wrote {path} ({meta.num_classes} classes: {meta.dataset}, "
-                  f"{meta.extra['foreign']['normalize']} normalisation, {'BGR' if bgr else 'RGB'}, "
-                  f"{'dynamic size, default ' if meta.extra['export']['dynamic'] else ''}{h}x{w}); "
-                  f"run it with: rtseg run VIDEO --engine {path}", highlight=False)
+    say(f"wrote {path} ({meta.num_classes} classes: {meta.dataset}, {meta.extra['foreign']['normalize']} "
+        f"normalisation, {'BGR' if flags.get('bgr') else 'RGB'}, {meta.extra.get('resize', 'stretch')}ed, "
+        f"{'dynamic size, default ' if meta.extra['export']['dynamic'] else ''}{h}x{w}); "
+        f"run it with: rtseg run VIDEO --engine {path}")

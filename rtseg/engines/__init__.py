@@ -83,7 +83,7 @@ def open_engine(weights: str | Path | None = None, *, device: str = "cpu", size:
         size = default_size(path, frame_size)
     engine = _load(path, device=device, size=size, runtime=runtime, threads=threads, streams=streams, live=live,
                    sequential=sequential, note=say, precision=backend_kw.pop("precision", precision), **backend_kw)
-    if frame_size is not None and aspect_distortion(engine.input_size, frame_size) > 0.05:
+    if frame_size is not None and engine.resize == "stretch" and aspect_distortion(engine.input_size, frame_size) > 0.05:
         (h, w), (fh, fw) = engine.input_size, frame_size
         say(f"warning: inference at {h}x{w} stretches the {fh}x{fw} frames by "
             f"{100 * aspect_distortion(engine.input_size, frame_size):.0f}% (sizes are HxW)")

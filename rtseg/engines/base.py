@@ -21,7 +21,10 @@ from rtseg.errors import RtsegError
 from rtseg.meta import ModelMeta
 from rtseg.viz import resize_nearest
 
-__all__ = ["Engine", "parse_size", "PerThread", "check_streams", "engine_device", "ONNX_NO_SCORES", "infer_calls"]
+__all__ = ["Engine", "parse_size", "PerThread", "check_streams", "engine_device", "ONNX_NO_SCORES", "infer_calls",
+           "LETTERBOX_GREY", "letterbox_box", "crop_box"]
+
+LETTERBOX_GREY = 114  # ultralytics' padding value (LetterBox(padding_value=114)), on every channel
 
 ONNX_NO_SCORES = ("--temporal on needs class scores, and this ONNX file has no 'scores' output (a model from another "
                   "tool that gives class ids, or one exported before rtseg gave scores: export it again); "
@@ -45,6 +48,41 @@ def parse_size(text: str | Sequence[int] | None) -> tuple[int, int] | None:
     if h < 32 or w < 32 or h > 8192 or w > 8192:
         raise RtsegError(f"size {text!r} is out of range: each side must be 32..8192 pixels")
     return h, w
+
+
+def letterbox_box(frame: Sequence[int], size: Sequence[int]) -> tuple[int, int, int, int]:
+    """Where a frame of ``frame`` (H, W) lies in an input of ``size`` (h, w) when letterboxed:
+    (top, left, height, width). Scaled to fit with its aspect kept, centred, the rest padding: the
+    placement of ultralytics' ``LetterBox(auto=False, center=True)`` (its rounding included), so a
+    model trained there sees what it was trained on, and its ids map back to the same pixels."""
+    (fh, fw), (h, w) = frame, size
+    r = min(h / fh, w / fw)
+    nh, nw = max(round(fh * r), 1), max(round(fw * r), 1)
+    return round((h - nh) / 2 - 0.1), round((w - nw) / 2 - 0.1), nh, nw
+
+
+# ModelMeta.extra["resample"]: the model's tool resizes with Pillow (Hugging Face's image processors:
+# their ``resample``, a PIL filter number), whose filters widen when shrinking (antialiased), where
+# OpenCV's INTER_LINEAR samples 2x2 pixels whatever the scale: the same resize gives the same input.
+PIL_FILTERS = {"pil-nearest": 0, "pil-lanczos": 1, "pil-bilinear": 2, "pil-bicubic": 3, "pil-box": 4, "pil-hamming": 5}
+
+
+def _pil_resize(frame: np.ndarray, size: tuple[int, int], pil_filter: int) -> np.ndarray:
+    """``frame`` (H, W, 3) uint8 resized to ``size`` (w, h) by Pillow with ``pil_filter``."""
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(np.ascontiguousarray(frame)).resize(size, resample=pil_filter))
+
+
+def crop_box(values: np.ndarray, box: tuple[int, int, int, int], size: Sequence[int]) -> np.ndarray:
+    """The part of ``values`` (..., h', w'), a map over an input of ``size`` (h, w) at any resolution
+    (ids at the input size, scores at the network's stride), that ``box`` (in input pixels) covers."""
+    top, left, nh, nw = box
+    h, w = values.shape[-2:]
+    if (h, w) != tuple(size):
+        sy, sx = h / size[0], w / size[1]
+        top, left, nh, nw = round(top * sy), round(left * sx), max(1, round(nh * sy)), max(1, round(nw * sx))
+    return values[..., top:top + nh, left:left + nw]
 
 
 def aspect_size(base: Sequence[int], frame: Sequence[int], multiple: int = 8) -> tuple[int, int]:
@@ -182,15 +220,46 @@ class Engine(ABC):
     last_infer_ms: float | None = None  # device time of the last infer call (TensorRT); None: not measured
     has_scores: bool = False  # infer_scores works: the artifact gives class scores beside the ids
 
+    @property
+    def resize(self) -> str:
+        """How a frame becomes the input: ``stretch`` to the inference size, or ``letterbox`` (the
+        aspect kept, grey padding: a foreign model from a tool that trains that way, ultralytics)."""
+        return self.meta.extra.get("resize", "stretch")
+
+    def content_box(self, frame: Sequence[int]) -> tuple[int, int, int, int] | None:
+        """Where a frame of ``frame`` (H, W) lies in the input (top, left, h, w): None when it fills
+        it (stretched, or letterboxed without padding)."""
+        if self.resize != "letterbox":
+            return None
+        box = letterbox_box(frame, self.input_size)
+        return None if box == (0, 0, *self.input_size) else box
+
+    def to_frame(self, values: np.ndarray, frame: Sequence[int]) -> np.ndarray:
+        """Ids or scores over the input -> over the frame only: the padding of a letterboxed frame cut
+        off, so they have the frame's aspect and enlarge to it as a stretched frame's do."""
+        box = self.content_box(frame)
+        return values if box is None else np.ascontiguousarray(crop_box(values, box, self.input_size))
+
     def preprocess(self, frames: Sequence[np.ndarray]) -> np.ndarray:
-        """BGR uint8 frames of any size -> uint8 batch (N, h, w, 3) at the inference size."""
+        """BGR uint8 frames of any size -> uint8 batch (N, h, w, 3) at the inference size, each
+        stretched to it or letterboxed into it (:attr:`resize`)."""
         h, w = self.input_size
         batch = np.empty((len(frames), h, w, 3), np.uint8)  # one allocation per batch
+        pil = PIL_FILTERS.get(self.meta.extra.get("resample", ""))
         for i, frame in enumerate(frames):
+            box = self.content_box(frame.shape[:2])
             if frame.shape[:2] == (h, w):
                 batch[i] = frame
-            else:
+            elif box is None and pil is None:
                 cv2.resize(frame, (w, h), dst=batch[i], interpolation=cv2.INTER_LINEAR)
+            elif box is None:
+                batch[i] = _pil_resize(frame, (w, h), pil)
+            else:  # the padding bands grey, the frame resized into the rest
+                top, left, nh, nw = box
+                batch[i, :top], batch[i, top + nh:] = LETTERBOX_GREY, LETTERBOX_GREY
+                batch[i, top:top + nh, :left], batch[i, top:top + nh, left + nw:] = LETTERBOX_GREY, LETTERBOX_GREY
+                batch[i, top:top + nh, left:left + nw] = (cv2.resize(frame, (nw, nh), interpolation=cv2.INTER_LINEAR)
+                                                          if pil is None else _pil_resize(frame, (nw, nh), pil))
         return batch
 
     def check_batch(self, batch: np.ndarray) -> None:
@@ -215,12 +284,13 @@ class Engine(ABC):
                 "use --temporal off, or run an rtseg .pt (or its ONNX export) on pytorch, onnxruntime or openvino")
 
     def postprocess(self, ids: np.ndarray, sizes: Sequence[tuple[int, int]]) -> list[np.ndarray]:
-        """Class ids at the inference size -> one (H, W) uint8 array per frame at its own size.
-        Pixel centres are aligned (see ``rtseg.viz.resize_nearest``), as in preprocess's
-        INTER_LINEAR and the training labels; plain INTER_NEAREST would shift the ids by up to a
-        pixel against the frame at a fractional scale."""
+        """Class ids at the inference size -> one (H, W) uint8 array per frame at its own size (a
+        letterboxed frame's padding cut off first). Pixel centres are aligned (see
+        ``rtseg.viz.resize_nearest``), as in preprocess's INTER_LINEAR and the training labels; plain
+        INTER_NEAREST would shift the ids by up to a pixel against the frame at a fractional scale."""
         out = []
         for one, (fh, fw) in zip(ids, sizes):
+            one = self.to_frame(one, (fh, fw))
             out.append(one if one.shape == (fh, fw) else resize_nearest(one, (fh, fw)))
         return out
 

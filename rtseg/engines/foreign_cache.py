@@ -23,7 +23,7 @@ from rtseg.formats import artifact_meta
 __all__ = ["FOREIGN_FLAGS", "is_foreign_onnx", "foreign_key", "wrapped_artifact", "foreign_or_own"]
 
 # The engine keywords (and CLI flags, as --classes ...) that say what a foreign graph cannot.
-FOREIGN_FLAGS = ("classes", "colors", "normalize", "bgr", "input_name", "output_name")
+FOREIGN_FLAGS = ("classes", "colors", "normalize", "bgr", "resize", "input_name", "output_name")
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +75,9 @@ def _stored_key(path: Path) -> str | None:
 
 def wrapped_artifact(path: str | Path, *, classes: str | None = None, colors: str | None = None,
                      normalize: str | None = None,
-                     bgr: bool = False, input_name: str | None = None, output_name: str | None = None,
-                     size: Sequence[int] | None = None, note: Callable[[str], None] = log.warning) -> Path:
+                     bgr: bool = False, resize: str | None = None, input_name: str | None = None,
+                     output_name: str | None = None, size: Sequence[int] | None = None, resample: str | None = None,
+                     note: Callable[[str], None] = log.warning) -> Path:
     """The rtseg artifact that runs the foreign ONNX file ``path`` with these flags (see
     :func:`rtseg.export.foreign.wrap_foreign`), wrapped now when the cache has no valid one.
     ``note`` gets the one-line notices: the wrap itself, a class-count guess, an unwritable cache."""
@@ -90,6 +91,10 @@ def wrapped_artifact(path: str | Path, *, classes: str | None = None, colors: st
              "size": list(size) if size is not None else None}
     if colors is not None:  # absent from the key otherwise: entries made before --colors stay valid
         flags["colors"] = _canonical(colors)
+    if resize not in (None, "stretch"):  # likewise: stretch is what entries made before --resize do
+        flags["resize"] = resize
+    if resample is not None:  # the Pillow filter its tool resizes with (Hugging Face's resample), no flag
+        flags["resample"] = resample
     key = foreign_key(path, flags)
     name = f"{path.stem}-foreign-{hashlib.sha256(key.encode()).hexdigest()[:16]}.onnx"
     folder = cache_root() / "foreign"
@@ -106,8 +111,9 @@ def wrapped_artifact(path: str | Path, *, classes: str | None = None, colors: st
             touch(dest)  # its last use, for pruning
             return dest
         note(f"note: cache entry {dest} is unreadable or stale; wrapping it again")
-    wrapped = wrap_foreign(path, dest, classes=classes, colors=colors, normalize=normalize, bgr=bgr, input_name=input_name,
-                           output_name=output_name, size=size, note=note, extra={"cache_key": key})
+    wrapped = wrap_foreign(path, dest, classes=classes, colors=colors, normalize=normalize, bgr=bgr, resize=resize,
+                           input_name=input_name, output_name=output_name, size=size, note=note,
+                           extra={"cache_key": key, **({"resample": resample} if resample else {})})
     prune(cache_root(), keep=wrapped)  # over RTSEG_CACHE_MAX: the least recently used entries go
     # Said once it worked, so a file refused (not a segmentation model, ...) is the error line alone.
     note(f"wrapped {path.name} (an ONNX file without rtseg metadata) into an rtseg artifact "

@@ -21,7 +21,7 @@ from rtseg.errors import RtsegError
 from rtseg.export.foreign_argmax import scores_before_argmax
 from rtseg.export.foreign_nodes import affine, splice
 from rtseg.formats.onnx_meta import META_KEY, write_onnx_meta
-from rtseg.meta import IMAGENET_MEAN, IMAGENET_STD, ModelMeta
+from rtseg.meta import IMAGENET_MEAN, IMAGENET_STD, RESIZE_MODES, ModelMeta
 
 __all__ = ["ForeignGraph", "inspect_onnx", "wrap_foreign", "NORMALIZATIONS", "MIN_OPSET"]
 
@@ -322,14 +322,16 @@ def _upgrade(model: Any, path: Path) -> Any:
 
 
 def wrap_foreign(path: str | Path, out_path: str | Path, *, classes: str | Path | None = None,
-                 colors: str | Path | None = None, normalize: str | None = None, bgr: bool = False, input_name: str | None = None,
+                 colors: str | Path | None = None, normalize: str | None = None, bgr: bool = False,
+                 resize: str | None = None, input_name: str | None = None,
                  output_name: str | None = None, size: Sequence[int] | None = None,
                  note: Callable[[str], None] = log.warning, extra: dict[str, Any] | None = None) -> Path:
     """Write the foreign segmentation model at ``path`` as an rtseg ONNX artifact at ``out_path``.
 
     ``classes``: a preset name, a classes.json, a one-name-a-line text file, or None to guess by
     the class count (said through ``note``); ``colors``: a file of colours (R G B or #rrggbb a line). ``normalize``: imagenet (default for float inputs), unit, symmetric or
-    none. ``bgr``: the model takes BGR rather than RGB. ``size`` (h, w): the default inference
+    none. ``bgr``: the model takes BGR rather than RGB. ``resize``: stretch (default) or letterbox,
+    how frames become its input (ModelMeta.extra["resize"], which every engine reads). ``size`` (h, w): the default inference
     size of a dynamic-size graph. ``extra`` goes into the metadata's ``extra`` (e.g. a cache key).
     The graph's dynamic dimensions stay dynamic. Errors (one line each) come before anything is written."""
     import onnx
@@ -337,6 +339,8 @@ def wrap_foreign(path: str | Path, out_path: str | Path, *, classes: str | Path 
     path, out_path = Path(path), Path(out_path)
     if out_path.suffix.lower() != ".onnx":
         raise RtsegError(f"the wrapped model must end in .onnx, got {out_path}")
+    if resize not in (None, *RESIZE_MODES):
+        raise RtsegError(f"--resize {resize!r} is not a way to resize; use {' or '.join(RESIZE_MODES)}")
     model = _load(path)
     if any(p.key == META_KEY for p in model.metadata_props):
         raise RtsegError(f"{path} is already an rtseg artifact (it has rtseg metadata): run it as it is")
@@ -368,6 +372,7 @@ def wrap_foreign(path: str | Path, out_path: str | Path, *, classes: str | Path 
                      palette=cls.palette, input_size=_input_size(g, cls, size), mean=tuple(mean), std=tuple(std),
                      dataset=cls.dataset,
                      extra={**(extra or {}), "foreign": info, "ignore_index": cls.ignore_index,
+                            "resize": resize or "stretch",
                             "export": {"format": "onnx", "precision": "fp16" if fp16 else "fp32",
                                        "dynamic": g.dynamic, "opset": opset}})
     write_onnx_meta(model, meta)

@@ -1,14 +1,15 @@
 """What the files of the tools people train with say about a model, so that it runs with no flags:
 
 - **ultralytics** exports carry ``metadata_props`` (``author: Ultralytics``, ``task``, ``names``
-  as a Python dict, ``imgsz``): names, unit normalisation (x/255), RGB, the size it was exported at;
+  as a Python dict, ``imgsz``): names, unit normalisation (x/255), RGB, letterboxed frames, the
+  size it was exported at;
 - **Hugging Face** models come with ``config.json`` (``id2label``) and ``preprocessor_config.json``
   (``image_mean``, ``image_std``, ``size``) beside the file;
 - **jetson-inference** models with ``classes.txt`` and ``colors.txt`` beside the ``.onnx``.
 
 :func:`tool_defaults` gives the flags these say (the user's own flags win) and one line saying
-what was read and from where. (ultralytics letterboxes frames, keeping the aspect; rtseg still
-stretches them to the size: ``--resize letterbox`` is not built yet.)"""
+what was read and from where. ultralytics letterboxes frames (the aspect kept, grey 114
+padding), so its files set ``--resize letterbox``."""
 from __future__ import annotations
 
 import ast
@@ -38,10 +39,11 @@ def _ultralytics(path: Path) -> tuple[dict[str, Any], str] | None:
         return None
     if not isinstance(names, dict) or sorted(names) != list(range(len(names))):
         return None
-    flags: dict[str, Any] = {"classes": tuple(str(names[i]) for i in range(len(names))), "normalize": "unit"}
+    flags: dict[str, Any] = {"classes": tuple(str(names[i]) for i in range(len(names))), "normalize": "unit",
+                             "resize": "letterbox"}
     if isinstance(size, (list, tuple)) and len(size) == 2:
         flags["size"] = (int(size[0]), int(size[1]))
-    return flags, f"the file's ultralytics metadata ({len(names)} classes, x/255, RGB)"
+    return flags, f"the file's ultralytics metadata ({len(names)} classes, x/255, RGB, letterboxed)"
 
 
 def _hugging_face(path: Path) -> tuple[dict[str, Any], str] | None:
@@ -68,6 +70,10 @@ def _hugging_face(path: Path) -> tuple[dict[str, Any], str] | None:
     size = prep.get("size")
     if isinstance(size, dict) and "height" in size and "width" in size:
         flags["size"] = (int(size["height"]), int(size["width"]))
+    resample = {0: "pil-nearest", 1: "pil-lanczos", 2: "pil-bilinear", 3: "pil-bicubic", 4: "pil-box",
+                5: "pil-hamming"}.get(prep.get("resample")) if prep.get("do_resize", True) else None
+    if resample:  # its processor resizes with Pillow: so does rtseg, for the same input
+        flags["resample"] = resample
     return flags, f"Hugging Face's config.json{' and preprocessor_config.json' if norm else ''} beside it ({len(ids)} classes)"
 
 

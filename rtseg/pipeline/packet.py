@@ -40,7 +40,7 @@ class Packet:
     frame: np.ndarray  # BGR uint8 (H, W, 3), as read
     t_read: float  # time.perf_counter() when reading it began (for latency)
     batch: np.ndarray | None = None  # uint8 (1, h, w, 3) at the inference size (transform)
-    ids: np.ndarray | None = None  # uint8 class ids (h, w) at the inference size, from infer on
+    ids: np.ndarray | None = None  # uint8 class ids (h, w) at the inference size (letterboxed: the frame's part), from infer on
     picture: np.ndarray | None = None  # uint8, what the sinks write (post), in `picture_format`
     picture_format: str = "bgr"  # bgr: (H, W', 3); i420: (H * 3/2, W') planar YUV 4:2:0 (W' = W or 2W)
     look: tuple[str, float, bool] | None = None  # the (view, alpha, legend) `picture` was drawn with

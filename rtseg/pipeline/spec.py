@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from rtseg.errors import RtsegError
+from rtseg.meta import RESIZE_MODES
 from rtseg.pipeline.packet import Look
 from rtseg.pipeline.temporal import parse_temporal
 
@@ -42,7 +43,7 @@ def _refuse(cls: type, name: str, value: Any, allowed: str) -> RtsegError:
 
 # Help texts shared by several fields.
 _FOREIGN = "Foreign .onnx (no rtseg metadata): "
-_FOREIGN_FIELDS = ("classes", "colors", "normalize", "bgr", "input_name", "output_name")  # an error for rtseg's own files
+_FOREIGN_FIELDS = ("classes", "colors", "normalize", "bgr", "resize", "input_name", "output_name")  # an error for rtseg's own files
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,9 @@ class EngineOptions:
         "what its input wants, imagenet (mean/std; torchvision, smp, mmseg), unit (x/255), symmetric (x/127.5-1) "
         "or none [default: imagenet; none for uint8 inputs]."))
     bgr: bool = option(False, "--bgr", help=_FOREIGN + "the model takes BGR pixels (default: RGB).")
+    resize: Optional[str] = option(None, "--resize", help=_FOREIGN + (
+        "how a frame becomes its input: stretch (to the size) or letterbox (the aspect kept, grey padding, the ids "
+        "mapped back without it; as ultralytics trains) [default: the file's tool's, else stretch]."))
     input_name: Optional[str] = option(None, "--input-name", help=_FOREIGN + "the input to feed, when the graph "
                                                                              "has several.")
     output_name: Optional[str] = option(None, "--output-name", help=_FOREIGN + "the output to read, when the graph "
@@ -141,6 +145,8 @@ class EngineOptions:
         if self.warmup < 0:
             raise _refuse(EngineOptions, "warmup", self.warmup, "use >= 0 (0 = none)")
         check_precision(self.precision)
+        if self.resize is not None and self.resize not in RESIZE_MODES:
+            raise _refuse(EngineOptions, "resize", repr(self.resize), f"use {' or '.join(RESIZE_MODES)}")
         if isinstance(self.size, list):  # hashable: the batch worker keys its engines by these options
             object.__setattr__(self, "size", tuple(self.size))
 

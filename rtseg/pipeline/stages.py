@@ -42,7 +42,7 @@ def post_workers_for(cores: int) -> int:
 def engine_stages(engine: Engine, look: Look | None, *, lut: np.ndarray | None = None, i420: bool = False,
                   post_workers: int = 0, temporal: TemporalConfig | None = None, keep_scores: bool = False,
                   min_confidence: float = 0.0) -> list[Stage]:
-    """transform (host resize to the inference size), infer (the engine: ``Packet.ids``, (h, w)
+    """transform (host resize to the inference size, or letterbox), infer (the engine: ``Packet.ids``, (h, w)
     at the inference size) and post (the picture for ``look``, :func:`rtseg.viz.draw`). ``look``
     None: no post stage, transform and infer only (a caller that draws for itself). The ids stay
     at the inference size; ``Packet.frame_ids`` enlarges them for a sink that needs them.
@@ -75,11 +75,12 @@ def engine_stages(engine: Engine, look: Look | None, *, lut: np.ndarray | None =
             p.ids = np.where(p.confidence(p.ids.shape) < min_confidence, np.uint8(255), p.ids)
 
     def infer(p: Packet) -> float | None:
+        frame = p.frame.shape[:2]  # a letterboxed frame's ids and scores lose the padding: they cover the frame
         if temporal is None and not keep_scores:
-            p.ids = engine.infer(p.batch)[0]  # one frame a packet: (1, h, w) -> (h, w)
+            p.ids = engine.to_frame(engine.infer(p.batch)[0], frame)  # one frame a packet: (1, h, w) -> (h, w)
         else:
             ids, scores = engine.infer_scores(p.batch)
-            p.ids, p.scores = ids[0], scores[0]
+            p.ids, p.scores = engine.to_frame(ids[0], frame), engine.to_frame(scores[0], frame)
             if temporal is None:  # the probabilities now (the temporal stage makes its own)
                 p.probs, p.scores = softmax(np.ascontiguousarray(p.scores.transpose(1, 2, 0), np.float32)), None
                 unsure(p)

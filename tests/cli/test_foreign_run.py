@@ -336,7 +336,7 @@ def test_a_tools_own_files_configure_the_run_with_no_flags(rtseg_cli, tmp_path, 
     if tool == "ultralytics":
         _with_props(model, {"author": "Ultralytics", "task": "semantic", "imgsz": "[64, 96]",
                             "names": "{0: 'road', 1: 'car', 2: 'sky'}"})
-        said = "classes, normalize, size from the file's ultralytics metadata"
+        said = "classes, normalize, resize, size from the file's ultralytics metadata"
     elif tool == "huggingface":
         (tmp_path / "config.json").write_text(json.dumps({"id2label": {str(i): n for i, n in enumerate(names)}}))
         (tmp_path / "preprocessor_config.json").write_text(json.dumps(
