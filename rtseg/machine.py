@@ -15,6 +15,7 @@ import importlib.metadata
 import json
 import os
 import platform
+from pathlib import Path
 from typing import Any
 
 __all__ = ["FLAGS", "LIBRARIES", "cpu_model", "cpu_flags", "native_bf16", "gpus", "library_versions", "describe",
@@ -62,9 +63,20 @@ def native_bf16() -> bool:
     return bool({"avx512_bf16", "amx_bf16"} & set(cpu_flags()))
 
 
-@functools.lru_cache(maxsize=1)
-def gpus() -> tuple[str, ...]:
-    """The CUDA GPUs torch sees ('NVIDIA H200', ...); () without CUDA or torch."""
+@functools.lru_cache(maxsize=2)
+def gpus(*, import_torch: bool = True) -> tuple[str, ...]:
+    """The CUDA GPUs torch sees ('NVIDIA H200', ...); () without CUDA or torch. ``import_torch``
+    False: the NVIDIA driver's own list (/proc/driver/nvidia/gpus) instead, which needs no torch:
+    importing it costs a run on ONNX Runtime or OpenVINO 1.5 s before its first frame, for a name."""
+    if not import_torch:
+        names = []
+        for info in sorted(Path("/proc/driver/nvidia/gpus").glob("*/information")):
+            try:
+                model = next((ln for ln in info.read_text().splitlines() if ln.startswith("Model:")), "")
+            except OSError:
+                continue
+            names.append(model.partition(":")[2].strip())
+        return tuple(names)
     try:
         import torch
     except ImportError:
@@ -85,18 +97,20 @@ def library_versions() -> dict[str, str]:
     return found
 
 
-def describe() -> dict[str, Any]:
-    """The ``"machine"`` record of a benchmark JSON: cpu, flags, cores, gpus, libraries, platform."""
+def describe(*, import_torch: bool = True) -> dict[str, Any]:
+    """The ``"machine"`` record of a benchmark JSON: cpu, flags, cores, gpus, libraries, platform
+    (``import_torch``: see :func:`gpus`)."""
     return {"cpu": cpu_model(), "flags": cpu_flags(), "cores": len(os.sched_getaffinity(0)),
-            "gpus": list(gpus()), "libraries": library_versions(),
+            "gpus": list(gpus(import_torch=import_torch)), "libraries": library_versions(),
             "platform": f"{platform.system()} {platform.release()} {platform.machine()}",
             "python": platform.python_version()}
 
 
 def machine_key() -> str:
     """A short hash of what makes a measurement on this machine differ from one on another:
-    :func:`describe` less the kernel and Python's patch level."""
-    record = describe()
+    :func:`describe` less the kernel and Python's patch level (the GPUs by the driver's list, never
+    by importing torch: a run that needs no torch keys its cached choices without it)."""
+    record = describe(import_torch=False)
     record.pop("platform")
     record.pop("python")
     return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:16]

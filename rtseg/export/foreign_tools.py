@@ -24,11 +24,11 @@ _MEANS = {"imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)), "symmetric
 
 
 def _ultralytics(path: Path) -> tuple[dict[str, Any], str] | None:
-    import onnx
+    from rtseg.formats.onnx_meta import onnx_metadata_props
 
     try:
-        props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-    except Exception:  # the wrap itself says what is wrong with the file
+        props = onnx_metadata_props(path)
+    except (ValueError, IndexError, UnicodeDecodeError, OSError):  # the wrap itself says what is wrong with the file
         return None
     if "ultralytics" not in props.get("author", "").lower() or "names" not in props:
         return None
