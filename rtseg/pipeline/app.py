@@ -148,6 +148,7 @@ def run_summary(run: Run, result: RunResult) -> dict:
                          "why_off": run.temporal_why},
             "frames": result.frames, "wall_s": round(result.wall_s, 3), "fps": round(result.fps, 3),
             "dropped": result.dropped, "latency_ms": result.latency_ms, "first_frame_s": result.first_frame_s,
+            "steady_fps": None if result.steady_fps is None else round(result.steady_fps, 3),
             **json_stages(result.stages_ms),
             **({"outages": source.outages, "reconnects": source.reconnects} if source.live else {})}
 

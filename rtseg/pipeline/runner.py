@@ -69,6 +69,7 @@ class RunResult:
     stages_ms: dict[str, dict[str, float]]
     latency_ms: dict[str, float] = field(default_factory=dict)  # capture (or read start) -> written, mean/p50/p95/p99
     first_frame_s: float | None = None  # s from the process's start to the first frame written (None: none written)
+    steady_fps: float | None = None  # frames after the first / the time from the first written to the last (None: < 2)
 
     @property
     def fps(self) -> float:
@@ -102,6 +103,7 @@ class _Run:
         self.queue_size, self.max_frames, self.timings, self.on_frame = queue_size, max_frames, timings, on_frame
         self.latency = StageStats()
         self.first_frame_s: float | None = None
+        self.t_first = self.t_last = 0.0  # perf_counter at the first and the last frame written
         self.written = 0
         self.stop = threading.Event()
         self.failure: tuple[str, BaseException] | None = None
@@ -153,7 +155,8 @@ class _Run:
             self.trace.slice("write", t0, t1, frame=p.index, cpu_ms=round((time.thread_time() - c0) * 1e3, 3))
         self.latency.add((t1 - (p.t_capture if p.t_capture is not None else p.t_read)) * 1e3)
         if self.written == 0:
-            self.first_frame_s = since_process_start()
+            self.first_frame_s, self.t_first = since_process_start(), t1
+        self.t_last = t1
         self.written += 1
         if self.on_frame is not None:
             self.on_frame(self.written, self.source.dropped)
@@ -185,7 +188,9 @@ class _Run:
             raise StageError(stage, exc) from exc
         return RunResult(frames=self.written, wall_s=wall, completed=completed, interrupted=interrupted,
                          stopped_by_user=by_user, dropped=self.source.dropped, stages_ms=self.timings.summary(),
-                         latency_ms=self.latency.summary(99), first_frame_s=self.first_frame_s)
+                         latency_ms=self.latency.summary(99), first_frame_s=self.first_frame_s,
+                         steady_fps=(self.written - 1) / (self.t_last - self.t_first) if self.written > 1
+                         and self.t_last > self.t_first else None)
 
     def body(self) -> bool:
         raise NotImplementedError
