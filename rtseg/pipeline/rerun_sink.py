@@ -157,7 +157,7 @@ class RerunSink(Sink):
             raise RtsegError(f"--rerun {target.given}: {exc}") from None
         self.rec.send_recording_name(name)  # the viewer lists the recording by the source's name
         infos = [rr.AnnotationInfo(id=i, label=n, color=tuple(palette[i])) for i, n in enumerate(class_names)]
-        if unknown:  # --min-confidence paints unsure pixels 255
+        if unknown and len(class_names) < 256:  # --min-confidence paints unsure pixels 255
             infos.append(rr.AnnotationInfo(id=255, label="unknown", color=(0, 0, 0)))
         self.rec.log("/", rr.AnnotationContext(infos), static=True)
 
