@@ -121,6 +121,12 @@ def _opencv() -> list[Check]:
     return rows
 
 
+def _rerun() -> list[Check]:
+    rr, why = _import("rerun")
+    return [Check("video", "Rerun SDK (--rerun)", rr is not None, getattr(rr, "__version__", ""),
+                  "logs runs to a Rerun viewer or an .rrd file" if rr is not None else why + " (pip install 'rtseg[rerun]')")]
+
+
 def _files() -> list[Check]:
     from rtseg.bundled import BENCH_FRAME, DEFAULT_WEIGHTS, DEMO_CLIP
 
@@ -225,6 +231,6 @@ def run_checks(measure: bool = True) -> list[Check]:
             Check("system", "platform", None, f"{platform.system()} {platform.release()} {platform.machine()}", f"{len(os.sched_getaffinity(0))} CPU cores usable"),
             Check("system", "cpu", None, machine.cpu_model(), "flags: " + (" ".join(machine.cpu_flags()) or "none of "
                   + ", ".join(machine.FLAGS)) + ("; native bf16" if machine.native_bf16() else "; no native bf16"))]
-    rows += _torch() + _onnx() + _openvino() + _tensorrt() + _opencv() + _files()
+    rows += _torch() + _onnx() + _openvino() + _tensorrt() + _opencv() + _rerun() + _files()
     rows += _engines(rows)
     return rows + auto_choices(measure)

@@ -37,7 +37,7 @@ _METAVARS = {"size": "HxW", "crop": "HxW", "val_size": "HxW", "scale": "MIN,MAX"
              "loss": "NAME", "class_weights": "NAME", "amp": "MODE", "data_on_device": "auto|on|off",
              "train_split": "SPLIT", "val_split": "SPLIT", "split": "SPLIT", "format": "FORMAT",
              "start": "POSITION", "end": "POSITION", "index": "INDEX", "max_frames": "N", "limit": "N", "lr": "LR",
-             "weight_decay": "X", "fps": "FPS", "serve": "[HOST:]PORT", "serve_token": "TOKEN", "serve_linger": "SECONDS",
+             "weight_decay": "X", "fps": "FPS", "serve": "[HOST:]PORT", "rerun": "FILE.rrd|[HOST:]PORT|spawn", "serve_token": "TOKEN", "serve_linger": "SECONDS",
              "classes": "NAME|FILE", "colors": "FILE", "normalize": "NAME", "warmup": "N", "min_confidence": "P",
              "confidence": "DIR", "plot": "PNG", "plots": "DIR", "input_name": "NAME", "output_name": "NAME",
              "stall_timeout": "SECONDS", "model": "NAME", "aux_weight": "X"}

@@ -149,6 +149,8 @@ def _report(run: "Run", written, *, quiet: bool, json_path: Optional[Path]) -> N
                 table.add_row(row["class"], f"{100 * row['mean_share']:.1f}", f"{100 * row['frames_present']:.0f}")
             console.print(table)
         console.print(f"wrote per-frame class shares to {stats}", highlight=False, soft_wrap=True)
+    if written.rerun is not None:
+        console.print(written.rerun.report(), highlight=False, soft_wrap=True)
     if json_path is not None:
         import json
 
@@ -192,8 +194,8 @@ def run_command(
 
 
 @app.command("webcam")
-@run_options("source:reconnect,stall_timeout", "engine", "outputs:output,view,alpha,legend,codec,serve,serve_token",
-             "run:temporal,queue_size")
+@run_options("source:reconnect,stall_timeout", "engine",
+             "outputs:output,view,alpha,legend,codec,serve,serve_token,rerun", "run:temporal,queue_size")
 def webcam_command(
     index: str = typer.Argument("0", help="Camera index, or a live stream URL."),
     *, options: dict,

@@ -39,6 +39,7 @@ class Written:
     masks: MaskSink | None
     stats: StatsSink | None
     serve: Sink | None = None  # --serve's (its url, port)
+    rerun: Sink | None = None  # --rerun's (its report line)
 
 
 def _image_suffix(source: Source, output: Path) -> str:
@@ -94,6 +95,14 @@ def _serve_sink(run: Run, engine: Engine, look, say: Callable[[str], None]):
     return ServeSink(o.serve, state, src, token=o.serve_token, linger=o.serve_linger, say=say)
 
 
+def _rerun_sink(run: Run, engine: Engine):
+    """--rerun: the sink that logs the run to Rerun (rtseg/pipeline/rerun_sink.py)."""
+    from rtseg.pipeline.rerun_sink import rerun_sink
+
+    o = run.outputs
+    return rerun_sink(o.rerun, engine.meta, name=redact(run.source.name), min_confidence=o.min_confidence)
+
+
 def segment(run: Run, sink: Sink | None = None, *, engine: Engine | None = None, sequential: bool | None = None,
             picture: bool = True, on_frame: Callable[[int, int], None] | None = None,
             trace: Trace | None = None, timings: Timings | None = None,
@@ -109,16 +118,20 @@ def segment(run: Run, sink: Sink | None = None, *, engine: Engine | None = None,
     lut = palette_lut(engine.meta.palette)
     made: list[Sink] = []
     try:  # a sink that cannot be made (a port in use, a folder refused): what was made is closed, the source too
-        # The live view first: its port is the likeliest refusal, and then no output file exists yet.
+        # The live view and Rerun first: a port or a viewer is the likeliest refusal, and then no output file exists yet.
         served = _serve_sink(run, engine, o.look(), say) if o.serve is not None else None
         made += [served] if served is not None else []
+        logged = _rerun_sink(run, engine) if o.rerun is not None else None
+        made += [logged] if logged is not None else []
         if sink is None:
             sinks, written, look = _output_sinks(run, lut, sequential=sequential, made=made)
             sink = MultiSink(sinks)
         else:
             written, look = Written(None, None, None, None, None), o.look()
-        if served is not None:  # one more sink: the caller's sink and the outputs' alike
-            written.serve, sink = served, MultiSink([sink, served])
+        # Watching sinks go beside the caller's sink and the outputs' alike (rtseg.stream's too).
+        written.serve, written.rerun = served, logged
+        if served is not None or logged is not None:
+            sink = MultiSink([sink, *(s for s in (served, logged) if s is not None)])
         stages = engine_stages(engine, look if picture else None, lut=lut, i420=getattr(sink, "takes_i420", False),
                                temporal=run.temporal, keep_scores=spec.scores or o.needs_scores(),
                                min_confidence=o.min_confidence)

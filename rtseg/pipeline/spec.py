@@ -205,6 +205,11 @@ class Outputs:
                                                                     "one for a non-loopback host; none on 127.0.0.1).")
     serve_linger: float = option(0.0, "--serve-linger", help="Seconds the live view stays up after a file's last "
                                                              "frame, to read the end.")
+    rerun: Optional[str] = option(None, "--rerun", help=(
+        "Also log the run to Rerun (pip install 'rtseg[rerun]'): the frames, the class map with the class names "
+        "and colours, the confidence when kept, the stage times, on the frames' capture time. FILE.rrd saves it; "
+        "[HOST:]PORT (or rerun+http://HOST:PORT/proxy) sends it to a running viewer (its port is 9876); spawn "
+        "starts a viewer here."))
     default_output: bool = False  # no --output: write <source name>_seg.mp4 (rtseg run); False: no file
     images: Optional[str] = None  # set by open_run: None a video, "file" one image, "folder" an image per frame
 
@@ -216,6 +221,11 @@ class Outputs:
             from rtseg.pipeline.live_view import parse_serve
 
             parse_serve(self.serve)  # one line naming --serve, before anything opens
+        if self.rerun is not None:
+            from rtseg.pipeline.rerun_sink import parse_rerun, require_rerun
+
+            parse_rerun(self.rerun)  # one line naming --rerun, before anything opens
+            require_rerun()  # the SDK's absence too
         if self.serve_linger < 0:
             raise _refuse(Outputs, "serve_linger", self.serve_linger, "use seconds >= 0")
         if self.codec not in ("auto", "h264", "opencv"):
