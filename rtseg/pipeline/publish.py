@@ -120,8 +120,9 @@ class StreamSink(Sink):
         return self._skipped + self._discarded
 
     def write(self, packet: Packet) -> None:
-        if self._error is not None:
-            raise RtsegError(f"--output {self.shown}: publishing failed ({self._error})") from self._error
+        if self._error is not None:  # a fault of the sender's own (the network's are outages): exit 1, named
+            raise RuntimeError(f"publishing to {self.shown} failed: {type(self._error).__name__}: {self._error}") \
+                from self._error
         item = (packet.picture, packet.picture_format, time.monotonic())
         try:
             if self._busy:
@@ -157,6 +158,7 @@ class StreamSink(Sink):
     # The sender's thread.
 
     def _send_loop(self) -> None:
+        """Send what the write stage queues until the end (None) or the stop event."""
         try:
             while not self._stop.is_set():
                 try:
@@ -169,7 +171,9 @@ class StreamSink(Sink):
             self._hang_up()
         except Exception as exc:  # not the network's (those are outages): the write stage raises it
             self._error = exc
-            log.debug("publishing to %s failed", self.shown, exc_info=exc)
+            if self._writer is not None:
+                self._writer.abandon()
+                self._writer = None
 
     def _send(self, picture: np.ndarray, fmt: str, at: float) -> None:
         import av
@@ -207,7 +211,7 @@ class StreamSink(Sink):
             self._writer.abandon()
             self._writer = None
         now = time.monotonic()
-        why = getattr(exc, "strerror", None) or str(exc)
+        why = redact(getattr(exc, "strerror", None) or str(exc))
         waits = LiveSource.BACKOFF
         self._next_try = now + waits[min(self._attempt, len(waits) - 1)]
         self._attempt += 1

@@ -209,6 +209,22 @@ def test_a_server_that_never_answers_costs_the_run_no_more_than_the_timeouts(mon
     assert took < 20 and not sink._thread.is_alive()
 
 
+def test_a_fault_of_the_senders_own_reaches_the_write_stage(monkeypatch):
+    """Not the network's (those are outages): a bug in the sender is raised by a later write, named."""
+    def broken(self, picture, fmt, at=None):
+        raise ZeroDivisionError("boom")
+
+    monkeypatch.setattr(publish.H264Writer, "write", broken)
+    sink = StreamSink(f"rtsp://127.0.0.1:{free_port()}/seg", 25)
+    deadline = time.monotonic() + 10
+    with pytest.raises(RuntimeError, match=r"^publishing to rtsp://127\.0\.0\.1:\d+/seg failed: ZeroDivisionError: boom"):
+        while time.monotonic() < deadline:
+            sink.write(packet(0))
+            time.sleep(0.01)
+    sink.close(completed=False, interrupted=False)
+    assert not sink._thread.is_alive()
+
+
 # rtseg run, end to end (the fake engine: the app, not a network).
 
 @pytest.fixture
