@@ -137,6 +137,8 @@ def _report(run: "Run", written, *, quiet: bool, json_path: Optional[Path]) -> N
     if written.video is not None and written.video.frames:
         so_far = f" ({word}: the {written.video.frames} frames so far)" if result.interrupted else ""
         console.print(f"wrote {output} ({written.video.codec}){so_far}", highlight=False, soft_wrap=True)
+    if written.stream is not None:
+        console.print(stream_line(written.stream.summary()), highlight=False, soft_wrap=True, markup=False)
     if written.images is not None and result.frames:
         console.print(f"wrote {output}" if images == "file" else f"wrote {result.frames} images to {output}",
                       highlight=False, soft_wrap=True)
@@ -155,13 +157,22 @@ def _report(run: "Run", written, *, quiet: bool, json_path: Optional[Path]) -> N
         import json
 
         try:
-            json_path.write_text(json.dumps(run_summary(run, result), indent=1) + "\n")
+            json_path.write_text(json.dumps(run_summary(run, result, written.stream), indent=1) + "\n")
         except OSError as exc:
             raise RtsegError(f"--json {json_path}: cannot write it ({exc.strerror or exc})") from exc
         if not quiet:
             console.print(f"wrote {json_path}", highlight=False, soft_wrap=True)
     if result.interrupted and (written.video is None or not written.video.frames):
         console_err.print(f"{word} after {result.frames} frames", highlight=False)
+
+
+def stream_line(s: dict) -> str:
+    """-o rtsp://...'s line: frames sent, and how long the server was away."""
+    line = f"published {s['frames_sent']} frames to {s['url']}"
+    if s["outages"]:
+        line += (f"; down {s['down_s']:.1f} s ({s['outages']} outage(s), {s['reconnects']} reconnect(s)), "
+                 f"{s['frames_dropped']} frames not sent")
+    return line
 
 
 # What the bundled weights are for, said on the first line of every run that uses them.

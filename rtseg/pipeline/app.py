@@ -13,6 +13,7 @@ from rtseg.engines.base import Engine
 from rtseg.errors import redact
 from rtseg.pipeline.packet import Look
 from rtseg.pipeline.context import Run
+from rtseg.pipeline.publish import StreamSink
 from rtseg.pipeline.runner import RunResult, Sink, engine_stages
 from rtseg.pipeline.runner import run as run_pipeline
 from rtseg.pipeline.sinks import (ConfidenceSink, ImageSink, MaskSink, MultiSink, StatsSink, VideoSink,
@@ -40,6 +41,7 @@ class Written:
     stats: StatsSink | None
     serve: Sink | None = None  # --serve's (its url, port)
     rerun: Sink | None = None  # --rerun's (its report line)
+    stream: StreamSink | None = None  # -o rtsp://...: what was sent, how long it was down
 
 
 def _image_suffix(source: Source, output: Path) -> str:
@@ -67,6 +69,8 @@ def _output_sinks(run: Run, lut, *, sequential: bool, made: list[Sink]) -> tuple
     elif o.output is not None:
         written.video = add(VideoSink(o.output, source.fps, codec=o.codec,
                                       threads=encoder_threads(pipelined=not sequential)))
+    if o.stream is not None:
+        written.stream = add(StreamSink(o.stream, source.fps, threads=encoder_threads(pipelined=not sequential)))
     if o.masks is not None:
         written.masks = add(MaskSink(o.masks, classes_table(meta.class_names, meta.palette)))
     if o.confidence is not None:
@@ -78,7 +82,7 @@ def _output_sinks(run: Run, lut, *, sequential: bool, made: list[Sink]) -> tuple
         # The window's keys change the look live; a file being written keeps the look it started with.
         window_look = o.look()
         add(WindowSink(window_look, lut, title=f"rtseg - {source.name}", legend=Legend(meta.class_names, meta.palette)))
-        if written.video is None and written.images is None:
+        if written.video is None and written.images is None and written.stream is None:
             look = window_look
     return sinks, written, look
 
@@ -145,10 +149,11 @@ def segment(run: Run, sink: Sink | None = None, *, engine: Engine | None = None,
     return written
 
 
-def run_summary(run: Run, result: RunResult) -> dict:
+def run_summary(run: Run, result: RunResult, stream: StreamSink | None = None) -> dict:
     """The ``rtseg run --json`` document (docs/architecture.md): what ran, what it resolved, and
     how fast (``latency_ms``: from capture, or the read's start for files, to the frame written;
-    ``first_frame_s``: from the process's start to the first frame written)."""
+    ``first_frame_s``: from the process's start to the first frame written); ``output_stream`` for
+    ``-o rtsp://...`` (:meth:`StreamSink.summary`, from ``stream``: what was sent, how long it was down)."""
     from rtseg._version import __version__
 
     source, engine = run.source, run.engine
@@ -163,7 +168,8 @@ def run_summary(run: Run, result: RunResult) -> dict:
             "dropped": result.dropped, "latency_ms": result.latency_ms, "first_frame_s": result.first_frame_s,
             "steady_fps": None if result.steady_fps is None else round(result.steady_fps, 3),
             **json_stages(result.stages_ms),
-            **({"outages": source.outages, "reconnects": source.reconnects} if source.live else {})}
+            **({"outages": source.outages, "reconnects": source.reconnects} if source.live else {}),
+            **({"output_stream": stream.summary()} if stream is not None else {})}
 
 
 def _options(run: Run) -> dict:

@@ -140,7 +140,7 @@ def open_run(spec: RunSpec, *, note: Callable[[str], None] | None = None, engine
     holds one for the same options and frame size), and settle the output (a video, one image, or a
     folder when it ends in a slash or is one; :func:`image_output`): refused when it is the input
     itself, one image only for a one-frame source, ``<name>_seg.mp4`` when the spec asks for a
-    default. Then the temporal filter (``auto`` resolved for this source and engine) and the queues."""
+    default and publishes no stream (``outputs.stream``: an rtsp:// URL, checked already). Then the temporal filter (``auto`` resolved for this source and engine) and the queues."""
     o = spec.outputs
     out, images = (Path(o.output), image_output(o.output)) if o.output is not None else (None, None)
     if out is not None:
@@ -165,7 +165,7 @@ def open_run(spec: RunSpec, *, note: Callable[[str], None] | None = None, engine
     except BaseException:
         src.close()
         raise
-    if out is None and o.default_output:
+    if out is None and o.default_output and o.stream is None:  # -o rtsp://... alone: the stream, no file
         out, images = _default_output(spec.source.spec, src)
     why = auto_off_reason(source=src, engine=eng) if spec.temporal is not None and spec.temporal.auto else None
     temporal = resolve_temporal(spec.temporal, source=src, engine=eng)  # auto: on for video with class scores

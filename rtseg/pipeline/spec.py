@@ -173,10 +173,11 @@ class EngineOptions:
 class Outputs:
     """What a run writes and shows."""
 
-    output: Any = option(None, "--output", "-o", cli=Optional[str], help=(
-        "Overlay video (.mp4, .mov, .mkv: H.264; .avi: MJPG), one image (out.png) for a one-image source, or DIR/ "
-        "for an image per frame named as the inputs. Default: <source name>_seg.mp4 in the current folder "
-        "(<name>_seg.png for one image); rtseg webcam writes none unless asked."))
+    output: Any = option(None, "--output", "-o", cli=Optional[list[str]], help=(
+        "Overlay video (.mp4, .mov, .mkv: H.264; .avi: MJPG), one image (out.png) for a one-image source, DIR/ "
+        "for an image per frame named as the inputs, or rtsp://HOST:PORT/PATH to publish it as H.264 to an RTSP "
+        "server (MediaMTX); give -o twice for a file and a stream. Default: <source name>_seg.mp4 in the current "
+        "folder (<name>_seg.png for one image); rtseg webcam writes none unless asked."))
     masks: Optional[Path] = option(None, "--masks", help=(
         "Also write lossless class-id PNGs, one per frame, to this folder, with classes.json (id, name, colour)."))
     confidence: Optional[Path] = option(None, "--confidence", help=(
@@ -212,8 +213,12 @@ class Outputs:
         "starts a viewer here."))
     default_output: bool = False  # no --output: write <source name>_seg.mp4 (rtseg run); False: no file
     images: Optional[str] = None  # set by open_run: None a video, "file" one image, "folder" an image per frame
+    stream: Optional[str] = None  # the -o that is a URL (rtsp://...), taken out of `output` when the spec is made
 
     def __post_init__(self) -> None:
+        output, stream = _split_output(self.output)
+        object.__setattr__(self, "output", output)  # the file or folder, or None
+        object.__setattr__(self, "stream", stream or self.stream)
         Look(view=self.view, alpha=self.alpha)  # one line naming --view or --alpha
         if not 0.0 <= self.min_confidence <= 1.0:
             raise _refuse(Outputs, "min_confidence", self.min_confidence, "use a probability 0..1 (0 = off)")
@@ -237,6 +242,25 @@ class Outputs:
     def needs_scores(self) -> bool:
         """Whether the outputs read the class probabilities (not only the ids)."""
         return self.confidence is not None or self.min_confidence > 0 or self.view == "confidence"
+
+
+def _split_output(value: Any) -> tuple[Any, Optional[str]]:
+    """-o's values (one, or a list: -o given twice) as (file or folder, stream URL), at most one of
+    each; the URL checked (:func:`rtseg.pipeline.publish.check_stream_url`)."""
+    values = list(value) if isinstance(value, (list, tuple)) else [] if value is None else [value]
+    if not values:
+        return None, None
+    from rtseg.pipeline.publish import check_stream_url, is_stream_url
+
+    urls = [v for v in values if is_stream_url(v)]
+    files = [v for v in values if not is_stream_url(v)]
+    if len(files) > 1 or len(urls) > 1:
+        twice = ", ".join(map(str, files if len(files) > 1 else urls))
+        raise RtsegError(f"--output given twice for the same kind of output ({twice}); give at most one file or "
+                         "folder and one rtsp:// URL")
+    for url in urls:
+        check_stream_url(url)
+    return (files[0] if files else None), (urls[0] if urls else None)
 
 
 @dataclass(frozen=True)
@@ -285,4 +309,4 @@ class RunSpec:
 # The parts of a spec by the name commands use for them, and which part each flat keyword sets.
 GROUPS: dict[str, type] = {"source": SourceOptions, "engine": EngineOptions, "outputs": Outputs, "run": RunSpec}
 _FIELD_GROUP = {f.name: group for group, cls in GROUPS.items() for f in fields(cls)
-                if f.name not in ("source", "images") and (group != "run" or f.name not in GROUPS)}
+                if f.name not in ("source", "images", "stream") and (group != "run" or f.name not in GROUPS)}

@@ -30,6 +30,7 @@ KEYFRAME_S = 1.0  # s of video between keyframes, so between fragments: what a k
 _MOV_OPTIONS = {"movflags": "frag_keyframe+empty_moov+default_base_moof"}
 _MKV_OPTIONS = {"cluster_time_limit": str(int(KEYFRAME_S * 1000))}  # ms a cluster spans at most
 FRAGMENTED = (".mp4", ".m4v", ".mov")  # containers written fragmented and remuxed at the end
+_CLOCK = Fraction(1, 90000)  # a live stream's time base: RTP's video clock, in which each picture is stamped
 
 
 class CvWriter:
@@ -52,21 +53,28 @@ class CvWriter:
 class H264Writer:
     """H.264 (x264, preset ultrafast) through PyAV: faster than OpenCV's mp4v, smaller files, and
     browsers play them. Written fragmented (see the module's docstring). Raises ``OSError`` (PyAV's
-    ``av.error.OSError``) when the file cannot be written: the caller names the output."""
+    ``av.error.OSError``) when the file cannot be written: the caller names the output.
+
+    ``path`` may also be a URL, with ``format`` and ``options`` (the muxer's): a stream to a server
+    (:mod:`rtseg.pipeline.publish`), ``live``: x264 tuned for latency (no frame held back) and each
+    picture stamped with the time it was written (``at``, on RTP's 90 kHz clock), so that it plays at
+    the pace it is made."""
 
     codec = "h264"
 
-    def __init__(self, path: Path, fps: float, size: tuple[int, int], threads: int = 0):
+    def __init__(self, path: Path | str, fps: float, size: tuple[int, int], threads: int = 0, *,
+                 format: str | None = None, options: dict[str, str] | None = None, live: bool = False):
         import av
 
         self._av = av
         w, h = size
         rate = Fraction(fps).limit_denominator(1001) if fps > 0 else Fraction(25)
-        options = _MKV_OPTIONS if path.suffix.lower() == ".mkv" else _MOV_OPTIONS
-        # flush_packets: each write goes to the kernel at once (a fragment, as the muxer holds a
-        # fragment's frames until it is complete), so a killed process loses no complete fragment.
+        if options is None:
+            # flush_packets: each write goes to the kernel at once (a fragment, as the muxer holds a
+            # fragment's frames until it is complete), so a killed process loses no complete fragment.
+            options = {**(_MKV_OPTIONS if Path(path).suffix.lower() == ".mkv" else _MOV_OPTIONS), "flush_packets": "1"}
         try:
-            self._container = av.open(str(path), mode="w", options={**options, "flush_packets": "1"})
+            self._container = av.open(str(path), mode="w", format=format, options=options)
             self._stream = self._container.add_stream("libx264", rate=rate)
         except OSError:
             raise  # a folder without write permission, a full disk: the sink names the output
@@ -78,12 +86,19 @@ class H264Writer:
         self._stream.pix_fmt = "yuv420p" if self._even else "yuv444p"
         # A keyframe a second starts a fragment a second; x264's default (250 frames) would leave
         # 8-16 s of a crashed file unplayable. About 3% more bytes on the demo clip (docs/architecture.md).
+        # A viewer joining a stream waits for a keyframe: at most a second too.
         self._stream.codec_context.gop_size = max(1, round(float(rate) * KEYFRAME_S))
         self._stream.options = {"preset": "ultrafast",  # the write stage is the dearest host stage
-                                "threads": str(threads)}  # 0: x264's choice (see encoder_threads)
+                                "threads": str(threads),  # 0: x264's choice (see encoder_threads)
+                                **({"tune": "zerolatency"} if live else {})}  # a packet out for every picture in
+        self._live = live
+        self._clock: float | None = None  # live: the `at` of the first picture (s)
+        if live:
+            self._stream.codec_context.time_base = _CLOCK
         self._index = 0
 
-    def write(self, picture: np.ndarray, fmt: str) -> None:
+    def write(self, picture: np.ndarray, fmt: str, at: float | None = None) -> None:
+        """One picture in ``fmt`` ("bgr" or "i420"); ``at``: when it was made (s, monotonic; live only)."""
         if self._even:
             # An I420 picture as it is; BGR by OpenCV's I420 conversion (SIMD), faster than PyAV's
             # swscale from bgr24.
@@ -92,7 +107,11 @@ class H264Writer:
         else:  # odd sides: post draws these in BGR (I420 needs even ones)
             frame = self._av.VideoFrame.from_ndarray(picture, format="bgr24")  # PyAV converts it to 4:4:4
         frame.pts = self._index
-        self._index += 1
+        if self._live and at is not None:
+            self._clock = at if self._clock is None else self._clock
+            frame.pts = max(self._index, round((at - self._clock) * _CLOCK.denominator))  # increasing, as muxers want
+            frame.time_base = _CLOCK
+        self._index = frame.pts + 1
         for packet in self._stream.encode(frame):
             self._container.mux(packet)
 
@@ -103,14 +122,14 @@ class H264Writer:
         finally:
             self._container.close()  # the last fragment and the fragments' index (mfra)
 
-    def abandon(self, path: Path) -> None:
-        """Close after a write error (a full disk, say), keeping the complete fragments of ``path``
-        (:func:`trim_fragments`); raises nothing."""
+    def abandon(self, path: Path | None = None) -> None:
+        """Close after a write error (a full disk, a server gone), keeping the complete fragments of
+        ``path`` (:func:`trim_fragments`); raises nothing."""
         try:
             self._container.close()
         except Exception:  # noqa: BLE001 - the disk is full or gone: what is on it stays as it is
             pass
-        if path.suffix.lower() in FRAGMENTED:
+        if path is not None and path.suffix.lower() in FRAGMENTED:
             try:
                 trim_fragments(path)
             except OSError:
