@@ -6,6 +6,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import math
 import secrets
 import socket
 import threading
@@ -122,9 +123,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
             shown, sent = 0, 0.0
             while not self.server.stopping.is_set():
-                wait = sent + 1.0 / VIEW_FPS - time.perf_counter()
-                if wait > 0:  # at most VIEW_FPS a viewer: the frames in between are skipped, never queued
-                    self.server.stopping.wait(wait)
+                # At most VIEW_FPS a viewer, the frames in between skipped, never queued; on one clock's
+                # ticks for every viewer, so that they wake together and share one JPEG (next_frame).
+                now = time.perf_counter()
+                tick = (math.floor(max(now, sent + 0.5 / VIEW_FPS) * VIEW_FPS) + 1) / VIEW_FPS
+                self.server.stopping.wait(tick - now)
                 frame = state.next_frame(shown, timeout=0.5)  # the newest: a slow viewer skips frames, never queues
                 if frame is None:
                     if state.ended:

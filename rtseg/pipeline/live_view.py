@@ -86,6 +86,8 @@ class LiveState:
         self.viewers = 0
         self.encoded = 0  # JPEG encodes, for the test that each frame is encoded at most once
         self._encode_lock = threading.Lock()
+        self._encoded_frame: _Frame | None = None  # the newest frame encoded, and when: shared within a tick
+        self._encoded_at = 0.0
         self._t_last: float | None = None
 
     def put(self, packet: Packet, *, dropped: int, outages: int, reconnects: int) -> None:
@@ -125,14 +127,24 @@ class LiveState:
                 ok, buf = cv2.imencode(".jpg", picture, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
                 frame.jpeg = buf.tobytes() if ok else b""
                 self.encoded += 1
+                self._encoded_frame, self._encoded_at = frame, time.perf_counter()
             return frame.jpeg
 
     def next_frame(self, after: int, timeout: float) -> _Frame | None:
-        """The newest frame after number ``after`` (waiting up to ``timeout``), None when there is none."""
+        """The newest frame after number ``after`` (waiting up to ``timeout``), None when there is none.
+        Within one tick of VIEW_FPS, the frame already encoded for another viewer when it is newer than
+        ``after``: viewers that wake together share a JPEG, so the encodes a second stay at VIEW_FPS
+        however many watch, and the run's frames in between are never encoded."""
         with self.cond:
             self.cond.wait_for(lambda: (self.frame is not None and self.frame.number > after) or self.ended,
                                timeout=timeout)
-            return self.frame if self.frame is not None and self.frame.number > after else None
+            if self.frame is None or self.frame.number <= after:
+                return None
+            shared = self._encoded_frame
+            if (shared is not None and shared.number > after
+                    and time.perf_counter() - self._encoded_at < 1.0 / VIEW_FPS):
+                return shared
+            return self.frame
 
     def shares(self) -> np.ndarray:
         ids, n = self._last_ids, self.meta.num_classes
@@ -160,7 +172,8 @@ class LiveState:
                 ("rtseg_dropped_total", "counter", "Stale frames a live source skipped", s["dropped"]),
                 ("rtseg_outages_total", "counter", "Times a live source was lost", s["outages"]),
                 ("rtseg_reconnects_total", "counter", "Times it came back", s["reconnects"]),
-                ("rtseg_viewers", "gauge", "Viewers of the MJPEG stream now", s["viewers"])]
+                ("rtseg_viewers", "gauge", "Viewers of the MJPEG stream now", s["viewers"]),
+                ("rtseg_jpeg_encodes_total", "counter", "Frames JPEG-encoded for the viewers", self.encoded)]
         return "".join(f"# HELP {n} {h}\n# TYPE {n} {t}\n{n} {v}\n" for n, t, h, v in rows)
 
     def control(self, query: dict[str, str]) -> None:

@@ -155,6 +155,32 @@ def test_hostile_clients_change_nothing_the_run_does():
     assert state.encoded <= state.seq  # each frame shown encoded once at most, for every viewer
 
 
+def test_viewers_share_their_jpegs_so_the_encodes_stay_at_the_view_rate():
+    """10 viewers of a run at 120 fps: they wake on one clock's ticks and share each tick's JPEG,
+    so about VIEW_FPS frames a second are encoded, not one a viewer (nor every frame)."""
+    from rtseg.pipeline.live_view import VIEW_FPS
+
+    t, holder, base, sink, said = _serve(n=240, fps=120.0)  # 2 s of frames
+    got: list[int] = []
+
+    def viewer():
+        with urllib.request.urlopen(base + "stream.mjpg", timeout=10) as r:
+            got.append(r.read().count(b"--rtsegframe"))
+
+    viewers = [threading.Thread(target=viewer) for _ in range(10)]
+    started = time.perf_counter()
+    for v in viewers:
+        v.start()
+    t.join(timeout=60)
+    elapsed = time.perf_counter() - started
+    for v in viewers:
+        v.join(timeout=20)
+    state = holder["written"].serve.state
+    assert len(got) == 10 and min(got) >= 10  # every viewer was fed
+    assert state.encoded <= VIEW_FPS * elapsed * 1.5 + 5  # one tick's JPEG for all, not one each
+    assert state.encoded < 0.6 * 240 and state.encoded < 0.5 * sum(got)
+
+
 def test_a_port_in_use_is_one_line_before_any_output_file(tmp_path):
     busy = socket.socket()
     busy.bind(("127.0.0.1", 0))
