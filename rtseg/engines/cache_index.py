@@ -20,7 +20,7 @@ __all__ = ["Entry", "entries", "touch", "clear", "prune", "max_bytes", "DEFAULT_
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX = 4 * 1024**3  # bytes: a few GB (a 131 MB foreign model, many exports at many sizes)
-ARTIFACT_SUFFIXES = (".onnx", ".plan", ".engine")
+ARTIFACT_SUFFIXES = (".onnx", ".plan", ".engine", ".xml")
 _UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 
 
@@ -64,7 +64,8 @@ def _describe(path: Path) -> Entry:
 
     family = SUFFIXES.get(path.suffix.lower(), "onnx")
     st = path.stat()
-    total = st.st_size + (_sidecar(path).stat().st_size if family == "tensorrt" and _sidecar(path).is_file() else 0)
+    beside = _sidecar(path) if family == "tensorrt" else path.with_suffix(".bin") if family == "openvino" else None
+    total = st.st_size + (beside.stat().st_size if beside is not None and beside.is_file() else 0)
     try:
         meta = artifact_meta(path, family)
         key, extra = meta.extra.get("cache_key", ""), meta.extra
@@ -92,6 +93,8 @@ def _remove(entry: Entry) -> None:
     entry.path.unlink(missing_ok=True)
     if entry.artifact == "tensorrt":
         _sidecar(entry.path).unlink(missing_ok=True)
+    if entry.artifact == "openvino":  # an IR's weights
+        entry.path.with_suffix(".bin").unlink(missing_ok=True)
 
 
 def clear(root: Path, older_than_days: float | None = None) -> list[Entry]:

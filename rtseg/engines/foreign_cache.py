@@ -20,7 +20,7 @@ from rtseg.engines.cache import cache_root, file_digest  # the same content hash
 from rtseg.errors import RtsegError
 from rtseg.formats import artifact_meta
 
-__all__ = ["FOREIGN_FLAGS", "is_foreign_onnx", "foreign_key", "wrapped_artifact", "foreign_or_own"]
+__all__ = ["FOREIGN_FLAGS", "is_foreign_onnx", "is_foreign_ir", "foreign_key", "wrapped_artifact", "foreign_or_own"]
 
 # The engine keywords (and CLI flags, as --classes ...) that say what a foreign graph cannot.
 FOREIGN_FLAGS = ("classes", "colors", "normalize", "bgr", "resize", "input_name", "output_name")
@@ -38,6 +38,16 @@ def is_foreign_onnx(path: str | Path) -> bool:
     except RtsegError as exc:
         return "without rtseg metadata" in str(exc)
     return False
+
+
+def is_foreign_ir(path: str | Path) -> bool:
+    """True for a readable OpenVINO IR ``.xml`` without rtseg metadata."""
+    from rtseg.formats.ir_meta import META_KEY, ir_rt_info
+
+    try:
+        return ir_rt_info(path).find(META_KEY) is None
+    except RtsegError:
+        return False
 
 
 WRAP_FORMAT = 4  # what wrap_foreign writes (older entries are wrapped again); 2: the scores output; 3: ids enlarged
@@ -69,7 +79,7 @@ def foreign_key(path: Path, flags: dict) -> str:
 
 def _stored_key(path: Path) -> str | None:
     try:
-        return artifact_meta(path, "onnx").extra.get("cache_key")
+        return artifact_meta(path).extra.get("cache_key")  # an .onnx, or an OpenVINO IR's .xml
     except (RtsegError, OSError, ValueError):
         return None
 
@@ -106,18 +116,26 @@ def wrapped_artifact(path: str | Path, *, classes: str | None = None, colors: st
         note(f"note: the cache {cache_root()} is not writable ({exc.strerror or exc}); wrapping into {folder} "
              "for this run (set RTSEG_CACHE)")
     dest = folder / name
+    ir = path.suffix.lower() == ".xml"  # an OpenVINO IR from another tool: wrapped as an IR
+    dest = dest.with_suffix(".xml") if ir else dest
     if dest.is_file():
         if _stored_key(dest) == key:
             log.info("cache hit: %s", dest)
             touch(dest)  # its last use, for pruning
             return dest
         note(f"note: cache entry {dest} is unreadable or stale; wrapping it again")
-    wrapped = wrap_foreign(path, dest, classes=classes, colors=colors, normalize=normalize, bgr=bgr, resize=resize,
-                           input_name=input_name, output_name=output_name, size=size, note=note,
-                           extra={"cache_key": key, **({"resample": resample} if resample else {})})
+    if ir:
+        from rtseg.export.foreign_ir import wrap_openvino_ir
+
+        wrapped = wrap_openvino_ir(path, dest, classes=classes, colors=colors, normalize=normalize, bgr=bgr,
+                                   resize=resize, size=size, note=note, extra={"cache_key": key})
+    else:
+        wrapped = wrap_foreign(path, dest, classes=classes, colors=colors, normalize=normalize, bgr=bgr,
+                               resize=resize, input_name=input_name, output_name=output_name, size=size, note=note,
+                               extra={"cache_key": key, **({"resample": resample} if resample else {})})
     prune(cache_root(), keep=wrapped)  # over RTSEG_CACHE_MAX: the least recently used entries go
     # Said once it worked, so a file refused (not a segmentation model, ...) is the error line alone.
-    note(f"wrapped {path.name} (an ONNX file without rtseg metadata) into an rtseg artifact "
+    note(f"wrapped {path.name} ({'an OpenVINO IR' if ir else 'an ONNX file'} without rtseg metadata) into an rtseg artifact "
          f"(once; later runs reuse it): {wrapped}")
     return wrapped
 
@@ -128,6 +146,22 @@ def foreign_or_own(path: Path, flags: dict, *, note: Callable[[str], None] = log
     artifact are an error, not a note: its classes and preprocessing are in its metadata, and
     ignoring, say, --normalize unit would leave a user believing it applied (docs/architecture.md)."""
     given = {k: v for k, v in flags.items() if v not in (None, False)}
+    if path.is_dir() or path.suffix.lower() == ".xml":  # an OpenVINO IR (ultralytics: a *_openvino_model/ folder)
+        from rtseg.export.foreign_ir import ir_file
+
+        found = ir_file(path)
+        if found is None and path.is_dir():
+            raise RtsegError(f"--engine {path}: a folder, with no OpenVINO model in it (an .xml beside its .bin, as "
+                             "ultralytics' *_openvino_model/ holds); give a model file")
+        path = found or path
+        if path.is_file() and is_foreign_ir(path):
+            from rtseg.export.foreign_ir import ultralytics_ir_defaults
+
+            found_ir = ultralytics_ir_defaults(path)
+            used = {k: v for k, v in (found_ir[0] if found_ir else {}).items() if given.get(k) in (None, False)}
+            if found_ir and used:
+                note(f"note: {path.name}: {', '.join(sorted(used))} from {found_ir[1]} (flags override it)")
+            return wrapped_artifact(path, note=note, **{**used, **given})
     if not path.is_file():
         return path  # the engine says "not found"
     if is_foreign_onnx(path):

@@ -110,7 +110,7 @@ class OpenVINOEngine(Engine):
                  precision: str = "auto", hint: str = "latency", threads: int = 0, streams: int = 1):
         ov = _ov()
         path = Path(path)
-        self.meta = artifact_meta(path, "onnx")  # also: missing file, not ONNX, not rtseg -> one line
+        self.meta = artifact_meta(path)  # also: missing file, not ONNX or IR, not rtseg -> one line
         hint = _choice("hint", hint, HINTS)
         self.streams = check_streams(streams)
         if self.streams > 1:

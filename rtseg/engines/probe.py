@@ -134,6 +134,8 @@ def candidates(family: str, cuda: bool, precision: str = "auto", installed: Call
     elif family == "pytorch":
         rows = [Candidate("pytorch", "fp32"), Candidate("onnxruntime", "fp32"), Candidate("openvino", "fp32"),
                 Candidate("openvino", "bf16")]
+    elif family == "openvino":  # an OpenVINO IR: OpenVINO alone runs it
+        rows = [Candidate("openvino", "fp32"), Candidate("openvino", "bf16")]
     elif cuda:
         rows = [Candidate("onnxruntime", "fp32")]
     else:

@@ -105,7 +105,7 @@ TABLE: dict[str, Runtime] = {row.name: row for row in (
             streams=True, threads=True, cache_suffix=".onnx", export_check="check_export_precision"),
     # auto without probing runs OpenVINO at f32 (PyTorch's class ids); the probe weighs bf16 itself.
     # --runtime openvino keeps OpenVINO's own choice (bf16 where the CPU has it).
-    Runtime("openvino", "OpenVINO", (".onnx",), "openvino_engine", "OpenVINOEngine", ("cpu", "GPU", "NPU"),
+    Runtime("openvino", "OpenVINO", (".onnx", ".xml"), "openvino_engine", "OpenVINOEngine", ("cpu", "GPU", "NPU"),
             streams=True, threads=True, cache_suffix=".onnx", precision_hint=True, auto_kw=(("precision", "f32"),)),
     Runtime("tensorrt", "TensorRT", (".plan", ".engine"), "trt_engine", "TensorRTEngine", ("cuda",),
             streams=False, threads=False, cache_suffix=".plan", cache_fp16=True),
@@ -183,7 +183,7 @@ def resolve_runtime(path: str | Path | None, runtime: str | None, device: str | 
     ``auto`` (or None) by the fixed rule (what open_engine measures instead: rtseg.engines.probe): for a ``.pt`` on a CPU, OpenVINO (at f32 when
     asked for ``auto``, so the ids are PyTorch's), else ONNX Runtime (benchmarks/results/
     engine_latency.json); on CUDA, TensorRT when it imports, else PyTorch fp16. A ``.onnx`` as
-    :func:`resolve_onnx_runtime`; a plan on TensorRT. An explicit runtime must be able to run the artifact."""
+    :func:`resolve_onnx_runtime`; a plan on TensorRT; an OpenVINO IR on OpenVINO. An explicit runtime must be able to run the artifact."""
     choice = (runtime or "auto").strip().lower()
     if choice not in RUNTIMES:
         raise RtsegError(f"--runtime {runtime!r} is not allowed; use one of {', '.join(RUNTIMES)}")
@@ -192,6 +192,11 @@ def resolve_runtime(path: str | Path | None, runtime: str | None, device: str | 
         if choice not in ("auto", "tensorrt"):
             raise RtsegError(f"--runtime {choice}: a TensorRT plan runs on TensorRT only")
         return "tensorrt"
+    if family == "openvino":
+        if choice not in ("auto", "openvino"):
+            raise RtsegError(f"--runtime {choice}: an OpenVINO IR (.xml) runs on OpenVINO only (run the model's "
+                             "ONNX export on the others)")
+        return "openvino"
     if family == "onnx":
         if choice in ("pytorch", "tensorrt"):
             raise RtsegError(f"--runtime {choice} needs the .pt checkpoint; a .onnx file runs on onnxruntime or "

@@ -4,6 +4,7 @@
 :mod:`.checkpoint`         ``.pt``/``.pth``: a state dict plus :class:`~rtseg.meta.ModelMeta`
 :mod:`.onnx_meta`          the ModelMeta stored inside an rtseg ``.onnx``
 :mod:`.plan`               a TensorRT plan's ``.json`` metadata sidecar
+:mod:`.ir_meta`            the ModelMeta inside an rtseg OpenVINO IR (``.xml`` + ``.bin``)
 =========================  ==========================================================
 
 :data:`SUFFIXES` says which family a file suffix belongs to; which runtime runs each family is
@@ -22,7 +23,8 @@ if TYPE_CHECKING:
 __all__ = ["SUFFIXES", "suffixes_of", "artifact_meta"]
 
 # suffix -> artifact family; the order is the one error messages list.
-SUFFIXES = {".pt": "pytorch", ".pth": "pytorch", ".onnx": "onnx", ".plan": "tensorrt", ".engine": "tensorrt"}
+SUFFIXES = {".pt": "pytorch", ".pth": "pytorch", ".onnx": "onnx", ".plan": "tensorrt", ".engine": "tensorrt",
+            ".xml": "openvino"}
 
 
 def suffixes_of(family: str) -> tuple[str, ...]:
@@ -32,7 +34,8 @@ def suffixes_of(family: str) -> tuple[str, ...]:
 
 def artifact_meta(path: str | Path, family: str | None = None) -> "ModelMeta":
     """The :class:`~rtseg.meta.ModelMeta` an rtseg artifact carries: a checkpoint's, an ONNX
-    file's (:mod:`.onnx_meta`) or a plan's sidecar's. ``family`` (pytorch, onnx, tensorrt;
+    file's (:mod:`.onnx_meta`), an OpenVINO IR's (:mod:`.ir_meta`) or a plan's sidecar's. ``family``
+    (pytorch, onnx, tensorrt, openvino;
     default: from the suffix) says which reader.
 
     Kept per version of the file (its path, inode, size and modification time), so the steps of
@@ -44,7 +47,7 @@ def artifact_meta(path: str | Path, family: str | None = None) -> "ModelMeta":
 
     path = Path(path)
     family = family or SUFFIXES.get(path.suffix.lower())
-    if family not in ("pytorch", "onnx", "tensorrt"):
+    if family not in ("pytorch", "onnx", "tensorrt", "openvino"):
         raise RtsegError(f"{path.name}: not an rtseg artifact (known suffixes: {', '.join(SUFFIXES)})")
     holder = path.with_suffix(".json") if family == "tensorrt" else path  # a plan's metadata is its sidecar
     try:
@@ -70,6 +73,10 @@ def _read(path: Path, family: str) -> "ModelMeta":
         from rtseg.formats.onnx_meta import read_onnx_meta
 
         return read_onnx_meta(path)
+    if family == "openvino":
+        from rtseg.formats.ir_meta import read_ir_meta
+
+        return read_ir_meta(path)
     from rtseg.formats.plan import read_sidecar
 
     return read_sidecar(path).meta

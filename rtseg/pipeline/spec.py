@@ -95,7 +95,8 @@ class EngineOptions:
 
     weights: Any = option(None, "--engine", "-e", cli=Optional[Path], help=(
         ".pt/.pth PyTorch checkpoint, .onnx (ONNX Runtime or OpenVINO; also a segmentation ONNX from another tool, "
-        "wrapped once into the cache: see --classes), .plan/.engine TensorRT [default: the bundled CamVid weights]."))
+        "wrapped once into the cache: see --classes), .plan/.engine TensorRT, an OpenVINO IR .xml or its folder "
+        "(ultralytics' *_openvino_model/) [default: the bundled CamVid weights]."))
     runtime: str = option("auto", "--runtime", help=(
         "auto (the fastest here, measured once per weights, size and streams on this machine and cached; rtseg "
         "doctor shows the times), pytorch, onnxruntime, openvino or tensorrt. A .pt on another runtime is exported "

@@ -25,14 +25,15 @@ def test_every_suffix_has_a_runtime_and_every_row_a_backend():
 def test_names_and_messages_come_from_the_table():
     assert runtimes.RUNTIMES == ("auto", "pytorch", "onnxruntime", "openvino", "tensorrt")
     assert runtimes.ONNX_RUNTIMES == ("auto", "onnxruntime", "openvino")
-    assert runtimes.known_suffixes() == ".pt/.pth (PyTorch), .onnx (ONNX Runtime or OpenVINO), .plan/.engine (TensorRT)"
+    assert runtimes.known_suffixes() == (".pt/.pth (PyTorch), .onnx (ONNX Runtime or OpenVINO), .plan/.engine "
+                                         "(TensorRT), .xml (OpenVINO)")
     assert [n for n, r in runtimes.TABLE.items() if r.streams] == ["onnxruntime", "openvino"]
     assert dict(runtimes.TABLE["openvino"].auto_kw) == {"precision": "f32"}  # auto: PyTorch's class ids
 
 
 def test_artifact_family():
-    assert [runtimes.artifact_family(p) for p in ("a.pt", "b.PTH", "c.onnx", "d.plan", "e.engine")] == [
-        "pytorch", "pytorch", "onnx", "tensorrt", "tensorrt"]
+    assert [runtimes.artifact_family(p) for p in ("a.pt", "b.PTH", "c.onnx", "d.plan", "e.engine", "f.xml")] == [
+        "pytorch", "pytorch", "onnx", "tensorrt", "tensorrt", "openvino"]
     with pytest.raises(RtsegError, match=r"'m\.tflite'.*'\.tflite'.*known: \.pt/\.pth") as info:
         runtimes.artifact_family("m.tflite")
     assert "\n" not in str(info.value)

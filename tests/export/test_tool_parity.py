@@ -96,6 +96,27 @@ def test_ultralytics_own_export_matches_ultralytics_predict(tmp_path, monkeypatc
         assert at_frame >= 0.85  # the enlargement's pixel alignment only (see the module's docstring)
 
 
+def test_ultralytics_own_openvino_export_matches_ultralytics_predict(tmp_path, monkeypatch, frames):
+    """Its ``format="openvino"`` folder (the .xml, .bin and metadata.yaml) as ``--engine``, both at
+    fp32 (tool_models.py pins ultralytics' OpenVINO to it: bf16's rounding on a random-weight model
+    would swamp the comparison)."""
+    monkeypatch.setenv("RTSEG_CACHE", str(tmp_path / "cache"))
+    _, made, _ = _made_by("ultralytics", frames, tmp_path)
+    with np.load(tmp_path / "ultralytics" / "predicted_openvino.npz") as npz:
+        predicted = {k: npz[k] for k in npz.files}
+    precision = "fp32"
+    notes: list[str] = []
+    engine = open_engine(tmp_path / "ultralytics" / made["openvino_model"], runtime="openvino", precision=precision,
+                         note=notes.append)
+    assert "from ultralytics' metadata.yaml beside it (19 classes, x/255, RGB, letterboxed)" in " ".join(notes)
+    for key, frame in frames.items():
+        theirs = predicted[key]
+        own = engine.to_frame(engine.infer(engine.preprocess([frame]))[0], frame.shape[:2])
+        same = (_torch_nearest(own, frame.shape[:2]) == theirs).mean()
+        print(f"ultralytics openvino {key} {frame.shape[:2]} {precision}: the model's ids {same:.4%} equal")
+        assert same >= 0.99
+
+
 @pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
 def test_hugging_face_segformer_matches_its_post_processing(tmp_path, monkeypatch, frames, runtime):
     monkeypatch.setenv("RTSEG_CACHE", str(tmp_path / "cache"))

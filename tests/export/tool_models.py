@@ -36,6 +36,20 @@ def _torchvision_without_c_ops() -> None:
     _torchvision_without_c_ops.lib = lib  # kept alive: dropping it undefines the operators
 
 
+def _openvino_at_fp32() -> None:
+    """ultralytics compiles its OpenVINO model at OpenVINO's default precision (bf16 on CPUs with
+    AMX), whose rounding flips a fifth of a random-weight model's pixels against fp32: pinned to
+    fp32 here, as rtseg's side of the test is, so the comparison is of the preprocessing."""
+    import openvino as ov
+
+    plain = ov.Core.compile_model
+
+    def at_fp32(self, model, device_name=None, config=None, **kw):
+        return plain(self, model, device_name, {**(config or {}), "INFERENCE_PRECISION_HINT": "f32"}, **kw)
+
+    ov.Core.compile_model = at_fp32
+
+
 def _calibrate(model: torch.nn.Module, forward, frames: dict, size: tuple[int, int], head: torch.nn.Conv2d) -> None:
     """Random weights stand in for trained ones, made to behave like them: BatchNorm's statistics
     measured on the frames (fresh ones, mean 0 and var 1, let the signal fade with depth until
@@ -60,8 +74,9 @@ def _calibrate(model: torch.nn.Module, forward, frames: dict, size: tuple[int, i
 
 
 def ultralytics_model(frames: np.ndarray, out: Path, imgsz: tuple[int, int] = (384, 640)) -> dict:
-    """yolo26n-sem built from ultralytics' own yaml (random weights, seed 0, calibrated), exported to ONNX by
-    ultralytics at ``imgsz``, and ultralytics' ``predict`` on that export."""
+    """yolo26n-sem built from ultralytics' own yaml (random weights, seed 0, calibrated), exported by
+    ultralytics at ``imgsz`` to ONNX and to OpenVINO, and ultralytics' ``predict`` on each export
+    (predicted.npz, predicted_openvino.npz)."""
     _torchvision_without_c_ops()
     import ultralytics
     from ultralytics import YOLO
@@ -77,7 +92,15 @@ def ultralytics_model(frames: np.ndarray, out: Path, imgsz: tuple[int, int] = (3
     ids = {k: onnx_model.predict(f, imgsz=imgsz, device="cpu", verbose=False)[0].semantic_mask.data.cpu().numpy()
            for k, f in frames.items()}  # BGR frames, as cv2 reads them
     np.savez_compressed(out / "predicted.npz", **{k: v.astype(np.uint8) for k, v in ids.items()})
-    return {"tool": "ultralytics", "version": ultralytics.__version__, "model": target.name, "imgsz": list(imgsz),
+    ov_dir = Path(model.export(format="openvino", imgsz=imgsz, device="cpu"))  # its OpenVINO export, predicted too
+    target_ov = out / ov_dir.name
+    ov_dir.replace(target_ov)
+    _openvino_at_fp32()
+    ov_model = YOLO(str(target_ov), task="semantic")
+    ids = {k: ov_model.predict(f, imgsz=imgsz, device="cpu", verbose=False)[0].semantic_mask.data.cpu().numpy()
+           for k, f in frames.items()}
+    np.savez_compressed(out / "predicted_openvino.npz", **{k: v.astype(np.uint8) for k, v in ids.items()})
+    return {"tool": "ultralytics", "openvino_model": target_ov.name, "version": ultralytics.__version__, "model": target.name, "imgsz": list(imgsz),
             "names": len(onnx_model.names)}
 
 
