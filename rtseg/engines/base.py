@@ -224,7 +224,12 @@ class Engine(ABC):
     def resize(self) -> str:
         """How a frame becomes the input: ``stretch`` to the inference size, or ``letterbox`` (the
         aspect kept, grey padding: a foreign model from a tool that trains that way, ultralytics)."""
-        return self.meta.extra.get("resize", "stretch")
+        return self._extra.get("resize", "stretch")
+
+    @property
+    def _extra(self) -> dict:
+        meta = getattr(self, "meta", None)  # an engine made without metadata (a test's) stretches
+        return meta.extra if meta is not None else {}
 
     def content_box(self, frame: Sequence[int]) -> tuple[int, int, int, int] | None:
         """Where a frame of ``frame`` (H, W) lies in the input (top, left, h, w): None when it fills
@@ -245,7 +250,7 @@ class Engine(ABC):
         stretched to it or letterboxed into it (:attr:`resize`)."""
         h, w = self.input_size
         batch = np.empty((len(frames), h, w, 3), np.uint8)  # one allocation per batch
-        pil = PIL_FILTERS.get(self.meta.extra.get("resample", ""))
+        pil = PIL_FILTERS.get(self._extra.get("resample", ""))
         for i, frame in enumerate(frames):
             box = self.content_box(frame.shape[:2])
             if frame.shape[:2] == (h, w):
