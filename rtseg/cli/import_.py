@@ -22,9 +22,8 @@ def import_(
     """Import a foreign ONNX segmentation model as an rtseg artifact."""
     from rtseg.engines.base import parse_size
     from rtseg.export.foreign import inspect_onnx, wrap_foreign
-    from rtseg.formats.onnx_meta import read_onnx_meta
-
     from rtseg.export.foreign_tools import tool_defaults
+    from rtseg.formats.onnx_meta import read_onnx_meta
 
     def say(line: str) -> None:
         console.print(line, highlight=False)

@@ -141,8 +141,10 @@ def wrapped_artifact(path: str | Path, *, classes: str | None = None, colors: st
 
 
 def foreign_or_own(path: Path, flags: dict, *, note: Callable[[str], None] = log.warning) -> Path:
-    """What the engine opens for ``path``: the wrapped artifact of a foreign ONNX file (made with
-    ``flags``, the :data:`FOREIGN_FLAGS` given), else ``path`` itself. The flags given for an rtseg
+    """What the engine opens for ``path``: the wrapped artifact of a foreign ONNX file or OpenVINO
+    IR (a ``.xml``, or a folder holding one: ultralytics' ``*_openvino_model/``), made with
+    ``flags`` (the :data:`FOREIGN_FLAGS` given) over what the tool's own files say, else ``path``
+    itself. The flags given for an rtseg
     artifact are an error, not a note: its classes and preprocessing are in its metadata, and
     ignoring, say, --normalize unit would leave a user believing it applied (docs/architecture.md)."""
     given = {k: v for k, v in flags.items() if v not in (None, False)}
