@@ -216,11 +216,17 @@ def webcam_command(
     from rtseg.pipeline.sources import quiet_video_logs
 
     quiet_video_logs()
-    headless = options.get("serve") is not None and not has_display()
+    from rtseg.pipeline.publish import is_stream_url
+
+    # Watched from elsewhere (the page, an RTSP server, Rerun): no window needed, as on a robot over SSH.
+    watched = (options.get("serve") is not None or options.get("rerun") is not None
+               or any(is_stream_url(v) for v in options.get("output") or ()))
+    headless = watched and not has_display()
     spec = RunSpec.from_options(index, **options, camera=True, show=not headless)  # -o: a recording beside it
     if not headless:
-        require_display("rtseg webcam", f"watch it in a browser with: rtseg webcam {index} --serve 8080 (or record "
-                                        f"it: rtseg run {index} -o live.mp4)")
+        require_display("rtseg webcam", f"watch it in a browser with: rtseg webcam {index} --serve 8080, publish "
+                                        f"it with -o rtsp://SERVER:8554/seg (or record it: rtseg run {index} -o "
+                                        "live.mp4)")
     run = open_run(spec, note=note)
     if spec.outputs.show:
         console.print("keys: q quit, space pause, m view, +/- alpha, l legend", highlight=False)

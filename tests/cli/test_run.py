@@ -116,6 +116,20 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, rtseg, args, message, monkey
     assert last.startswith("error: ") and message in last
 
 
+@pytest.mark.parametrize("watched", [["--serve", "0"], ["-o", "rtsp://127.0.0.1:8554/seg"], ["--rerun", "x.rrd"]])
+def test_webcam_watched_from_elsewhere_needs_no_display(rtseg, monkeypatch, watched, tmp_path):
+    """On a robot over SSH: the page, an RTSP server or Rerun shows the run, so no window is
+    needed: the run gets past the display check (to the camera, missing here)."""
+    if watched[0] == "--rerun":
+        pytest.importorskip("rerun")
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    monkeypatch.chdir(tmp_path)
+    res = rtseg("webcam", "57", *watched)
+    assert res.returncode == 2 and "needs a display" not in res.stderr
+    assert "camera 57 cannot be opened" in res.stderr.strip().splitlines()[-1]
+
+
 def test_a_missing_camera_is_one_line_where_a_display_exists(rtseg, monkeypatch):
     monkeypatch.setenv("DISPLAY", ":99")  # the display check passes; the camera does not open
     res = rtseg("webcam", "57")
