@@ -210,6 +210,9 @@ class OpenVINOEngine(Engine):
         return ids, scores
 
     def no_scores_reason(self) -> str:
+        if self.meta.extra.get("foreign", {}).get("format") == "openvino-ir":  # an IR from another tool: ids only
+            return ("--temporal on needs class scores, and this OpenVINO IR gives class ids only; use --temporal off, "
+                    "or run the model's ONNX export (rtseg reads the scores before its ArgMax)")
         return ONNX_NO_SCORES
 
     def _infer_parallel(self, batch: np.ndarray, out: np.ndarray) -> None:

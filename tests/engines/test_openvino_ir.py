@@ -68,6 +68,7 @@ def test_an_ultralytics_openvino_folder_runs_with_no_flags_as_its_onnx_does(tmp_
     assert "an OpenVINO IR without rtseg metadata" in said
     assert ir.meta.class_names == NAMES and ir.resize == "letterbox" and ir.input_size == (96, 160)
     assert not ir.has_scores  # ids only: the temporal filter and confidence need the ONNX export
+    assert "this OpenVINO IR gives class ids only" in ir.no_scores_reason()
     onnx_engine = open_engine(onnx_file, runtime="openvino", precision="fp32", note=lambda _: None)
     for shape in ((120, 160), (90, 200)):  # bands at the sides, and above and below
         frame = np.zeros((*shape, 3), np.uint8)
