@@ -88,10 +88,12 @@ def wrapped_artifact(path: str | Path, *, classes: str | None = None, colors: st
                      normalize: str | None = None,
                      bgr: bool = False, resize: str | None = None, input_name: str | None = None,
                      output_name: str | None = None, size: Sequence[int] | None = None, resample: str | None = None,
-                     note: Callable[[str], None] = log.warning) -> Path:
+                     read_from: str | None = None, note: Callable[[str], None] = log.warning) -> Path:
     """The rtseg artifact that runs the foreign ONNX file ``path`` with these flags (see
     :func:`rtseg.export.foreign.wrap_foreign`), wrapped now when the cache has no valid one.
-    ``note`` gets the one-line notices: the wrap itself, a class-count guess, an unwritable cache."""
+    ``note`` gets the one-line notices: the wrap itself, a class-count guess, an unwritable cache.
+    ``read_from``: what the tool's own files set, and where from (kept in the metadata as
+    ``tool_files`` for ``--json``)."""
     from rtseg.export.foreign import wrap_foreign
 
     path = Path(path)
@@ -124,15 +126,16 @@ def wrapped_artifact(path: str | Path, *, classes: str | None = None, colors: st
             touch(dest)  # its last use, for pruning
             return dest
         note(f"note: cache entry {dest} is unreadable or stale; wrapping it again")
+    told = {"tool_files": read_from} if read_from else {}
     if ir:
         from rtseg.export.foreign_ir import wrap_openvino_ir
 
         wrapped = wrap_openvino_ir(path, dest, classes=classes, colors=colors, normalize=normalize, bgr=bgr,
-                                   resize=resize, size=size, note=note, extra={"cache_key": key})
+                                   resize=resize, size=size, note=note, extra={"cache_key": key, **told})
     else:
         wrapped = wrap_foreign(path, dest, classes=classes, colors=colors, normalize=normalize, bgr=bgr,
                                resize=resize, input_name=input_name, output_name=output_name, size=size, note=note,
-                               extra={"cache_key": key, **({"resample": resample} if resample else {})})
+                               extra={"cache_key": key, **told, **({"resample": resample} if resample else {})})
     prune(cache_root(), keep=wrapped)  # over RTSEG_CACHE_MAX: the least recently used entries go
     # Said once it worked, so a file refused (not a segmentation model, ...) is the error line alone.
     note(f"wrapped {path.name} ({'an OpenVINO IR' if ir else 'an ONNX file'} without rtseg metadata) into an rtseg artifact "
@@ -161,9 +164,10 @@ def foreign_or_own(path: Path, flags: dict, *, note: Callable[[str], None] = log
 
             found_ir = ultralytics_ir_defaults(path)
             used = {k: v for k, v in (found_ir[0] if found_ir else {}).items() if given.get(k) in (None, False)}
-            if found_ir and used:
-                note(f"note: {path.name}: {', '.join(sorted(used))} from {found_ir[1]} (flags override it)")
-            return wrapped_artifact(path, note=note, **{**used, **given})
+            said = f"{', '.join(sorted(used))} from {found_ir[1]}" if found_ir and used else None
+            if said:
+                note(f"note: {path.name}: {said} (flags override it)")
+            return wrapped_artifact(path, note=note, read_from=said, **{**used, **given})
     if not path.is_file():
         return path  # the engine says "not found"
     if is_foreign_onnx(path):
@@ -172,7 +176,7 @@ def foreign_or_own(path: Path, flags: dict, *, note: Callable[[str], None] = log
         found, said = tool_defaults(path, given)  # the files of the tool that made it (ultralytics, Hugging Face, ...)
         if said:
             note(f"note: {path.name}: {said} (flags override it)")
-        return wrapped_artifact(path, note=note, **{**found, **given})
+        return wrapped_artifact(path, note=note, read_from=said, **{**found, **given})
     if given:
         names = ", ".join(f"--{k.replace('_', '-')}" for k in given)
         raise RtsegError(f"{names} apply to ONNX files without rtseg metadata; {path.name} is an rtseg artifact "

@@ -160,6 +160,7 @@ def run_summary(run: Run, result: RunResult, stream: StreamSink | None = None) -
     return {"rtseg_version": __version__, "source": source.name, "source_size": list(source.size),
             "weights": str(run.weights), "runtime": engine.name, "precision": getattr(engine, "precision", None),
             "device": engine.device, "input_size": list(engine.input_size), "streams": engine.streams,
+            "resize": engine.resize, "tool_files": engine.meta.extra.get("tool_files"),
             "classes": classes_table(engine.meta.class_names, engine.meta.palette)["classes"],
             "options": _options(run),
             "temporal": {"state": "off" if run.temporal is None else "on", "asked": _asked(run),

@@ -118,8 +118,10 @@ def test_a_run_with_letterbox_keeps_the_ids_scores_and_confidence_over_the_frame
         out.write(_half_and_half(360, 480))
     out.release()
     code, _, err = rtseg_cli("run", clip, "--engine", model, "--runtime", "onnxruntime", "--precision", "fp32",
-                             "--temporal", "on", "--masks", "m", "--confidence", "c", "-o", "o.mp4")
+                             "--temporal", "on", "--masks", "m", "--confidence", "c", "-o", "o.mp4", "--json", "r.json")
     assert code == 0, err
+    doc = json.loads((tmp_path / "r.json").read_text())
+    assert doc["resize"] == "letterbox" and "from the file's ultralytics metadata" in doc["tool_files"]
     masks = sorted((tmp_path / "m").glob("*.png"))
     assert len(masks) == 4
     for path in masks:

@@ -95,6 +95,7 @@ def test_the_run_json_has_latency_from_capture_and_the_time_to_the_first_frame(r
     assert set(doc["latency_ms"]) == {"mean", "p50", "p95", "p99"} and doc["latency_ms"]["p99"] >= doc["latency_ms"]["p50"]
     assert doc["first_frame_s"] is None or doc["first_frame_s"] > 0
     assert doc["steady_fps"] >= doc["fps"] > 0  # once started: without the pipeline's start and its first frame
+    assert doc["resize"] == "stretch" and doc["tool_files"] is None  # rtseg's own weights
     assert doc["options"]["max_frames"] is None and doc["options"]["runtime"] == "auto"
     assert doc["rtseg_version"] == rtseg.__version__ and doc["temporal"] == {"state": "off", "asked": "auto",
                                                                              "why_off": "the engine gives no class scores"}
