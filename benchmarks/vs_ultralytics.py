@@ -46,8 +46,11 @@ from results_json import write_json  # noqa: E402
 IMGSZ = (384, 640)
 FRAMES = 221
 
-_MAKE = r"""
-import sys, torch
+# Run first in the tools' Python (tests/export/tool_models.py says why): PyPI's torchvision is built against
+# CUDA torch, and beside the CPU torch its import stops at two operators it cannot find; declared here.
+_SHIM = r"""
+import sys, time, json, torch
+t_start = time.perf_counter()
 lib = None
 try:
     import torchvision  # noqa
@@ -57,6 +60,9 @@ except RuntimeError:  # PyPI's CUDA-built torchvision beside the CPU torch: decl
     lib = torch.library.Library("torchvision", "DEF")
     for op in ("nms", "qnms"):
         lib.define(op + "(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+"""
+
+_MAKE = _SHIM + r"""
 from pathlib import Path
 from ultralytics import YOLO
 out = Path(sys.argv[1]); imgsz = (int(sys.argv[2]), int(sys.argv[3]))
@@ -67,18 +73,7 @@ for fmt in ("onnx", "openvino"):
     p.replace(out / p.name)
 """
 
-_PREDICT = r"""
-import sys, time, json, torch
-t_start = time.perf_counter()
-lib = None
-try:
-    import torchvision  # noqa
-except RuntimeError:
-    for m in [m for m in sys.modules if m.startswith("torchvision")]:
-        del sys.modules[m]
-    lib = torch.library.Library("torchvision", "DEF")
-    for op in ("nms", "qnms"):
-        lib.define(op + "(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+_PREDICT = _SHIM + r"""
 from ultralytics import YOLO
 model_dir, clip, h, w, project = sys.argv[1:6]
 m = YOLO(model_dir, task="semantic")

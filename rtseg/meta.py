@@ -12,13 +12,17 @@ from typing import Any, Mapping
 from rtseg.classes import DATASETS
 from rtseg.errors import RtsegError
 
-__all__ = ["ModelMeta", "IMAGENET_MEAN", "IMAGENET_STD", "RESIZE_MODES"]
+__all__ = ["ModelMeta", "IMAGENET_MEAN", "IMAGENET_STD", "RESIZE_MODES", "PIL_FILTERS"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # RGB, on pixels scaled to 0..1
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # How a frame becomes the network's input, ``extra["resize"]`` (absent: stretch): stretched to the
 # size, or letterboxed into it (the aspect kept, grey padding; rtseg.engines.base.letterbox_box).
 RESIZE_MODES = ("stretch", "letterbox")
+# ``extra["resample"]``: the model's tool resizes with Pillow (Hugging Face's image processors: their
+# ``resample``, a PIL filter number), whose filters widen when shrinking (antialiased), where
+# OpenCV's INTER_LINEAR samples 2x2 pixels whatever the scale: the same resize gives the same input.
+PIL_FILTERS = {"pil-nearest": 0, "pil-lanczos": 1, "pil-bilinear": 2, "pil-bicubic": 3, "pil-box": 4, "pil-hamming": 5}
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import numpy as np
 
 from rtseg.devices import DEVICE_CHOICES, Device, parse_device
 from rtseg.errors import RtsegError
-from rtseg.meta import ModelMeta
+from rtseg.meta import PIL_FILTERS, ModelMeta
 from rtseg.viz import resize_nearest
 
 __all__ = ["Engine", "parse_size", "PerThread", "check_streams", "engine_device", "ONNX_NO_SCORES", "infer_calls",
@@ -59,12 +59,6 @@ def letterbox_box(frame: Sequence[int], size: Sequence[int]) -> tuple[int, int, 
     r = min(h / fh, w / fw)
     nh, nw = max(round(fh * r), 1), max(round(fw * r), 1)
     return round((h - nh) / 2 - 0.1), round((w - nw) / 2 - 0.1), nh, nw
-
-
-# ModelMeta.extra["resample"]: the model's tool resizes with Pillow (Hugging Face's image processors:
-# their ``resample``, a PIL filter number), whose filters widen when shrinking (antialiased), where
-# OpenCV's INTER_LINEAR samples 2x2 pixels whatever the scale: the same resize gives the same input.
-PIL_FILTERS = {"pil-nearest": 0, "pil-lanczos": 1, "pil-bilinear": 2, "pil-bicubic": 3, "pil-box": 4, "pil-hamming": 5}
 
 
 def _pil_resize(frame: np.ndarray, size: tuple[int, int], pil_filter: int) -> np.ndarray:

@@ -126,16 +126,17 @@ def wrapped_artifact(path: str | Path, *, classes: str | None = None, colors: st
             touch(dest)  # its last use, for pruning
             return dest
         note(f"note: cache entry {dest} is unreadable or stale; wrapping it again")
-    told = {"tool_files": read_from} if read_from else {}
+    extra = {"cache_key": key, **({"tool_files": read_from} if read_from else {}),
+             **({"resample": resample} if resample else {})}
     if ir:
         from rtseg.export.foreign_ir import wrap_openvino_ir
 
         wrapped = wrap_openvino_ir(path, dest, classes=classes, colors=colors, normalize=normalize, bgr=bgr,
-                                   resize=resize, size=size, note=note, extra={"cache_key": key, **told})
+                                   resize=resize, size=size, note=note, extra=extra)
     else:
         wrapped = wrap_foreign(path, dest, classes=classes, colors=colors, normalize=normalize, bgr=bgr,
                                resize=resize, input_name=input_name, output_name=output_name, size=size, note=note,
-                               extra={"cache_key": key, **told, **({"resample": resample} if resample else {})})
+                               extra=extra)
     prune(cache_root(), keep=wrapped)  # over RTSEG_CACHE_MAX: the least recently used entries go
     # Said once it worked, so a file refused (not a segmentation model, ...) is the error line alone.
     note(f"wrapped {path.name} ({'an OpenVINO IR' if ir else 'an ONNX file'} without rtseg metadata) into an rtseg artifact "
@@ -159,18 +160,9 @@ def foreign_or_own(path: Path, flags: dict, *, note: Callable[[str], None] = log
             raise RtsegError(f"--engine {path}: a folder, with no OpenVINO model in it (an .xml beside its .bin, as "
                              "ultralytics' *_openvino_model/ holds); give a model file")
         path = found or path
-        if path.is_file() and is_foreign_ir(path):
-            from rtseg.export.foreign_ir import ultralytics_ir_defaults
-
-            found_ir = ultralytics_ir_defaults(path)
-            used = {k: v for k, v in (found_ir[0] if found_ir else {}).items() if given.get(k) in (None, False)}
-            said = f"{', '.join(sorted(used))} from {found_ir[1]}" if found_ir and used else None
-            if said:
-                note(f"note: {path.name}: {said} (flags override it)")
-            return wrapped_artifact(path, note=note, read_from=said, **{**used, **given})
     if not path.is_file():
         return path  # the engine says "not found"
-    if is_foreign_onnx(path):
+    if is_foreign_onnx(path) or (path.suffix.lower() == ".xml" and is_foreign_ir(path)):
         from rtseg.export.foreign_tools import tool_defaults
 
         found, said = tool_defaults(path, given)  # the files of the tool that made it (ultralytics, Hugging Face, ...)

@@ -17,16 +17,13 @@ from typing import Any, Callable, Sequence
 
 from rtseg.classes import resolve_classes
 from rtseg.errors import RtsegError, require
+from rtseg.export.foreign import NORMALIZATIONS
 from rtseg.formats.ir_meta import META_KEY, ir_rt_info
 from rtseg.meta import RESIZE_MODES, ModelMeta
 
-__all__ = ["ir_file", "wrap_openvino_ir", "ultralytics_ir_defaults"]
+__all__ = ["ir_file", "wrap_openvino_ir"]
 
 log = logging.getLogger(__name__)
-
-_NORMALIZE = {"imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)), "unit": ((0.0,) * 3, (1.0,) * 3),
-              "symmetric": ((0.5,) * 3, (0.5,) * 3), "none": ((0.0,) * 3, (1 / 255,) * 3)}
-
 
 def ir_file(path: str | Path) -> Path | None:
     """The IR's ``.xml`` for ``path``: the file itself, or the one ``.xml`` in a folder (an
@@ -39,41 +36,6 @@ def ir_file(path: str | Path) -> Path | None:
                              "give the .xml to run")
         return found[0] if found else None
     return path if path.suffix.lower() == ".xml" and path.is_file() else None
-
-
-def ultralytics_ir_defaults(xml: Path) -> tuple[dict[str, Any], str] | None:
-    """What an ultralytics OpenVINO export says: ``metadata.yaml`` beside it (names, imgsz, task)
-    or, without it, the IR's own ``rt_info`` (labels, the letterbox)."""
-    meta_file = xml.parent / "metadata.yaml"
-    names, size, where = None, None, None
-    if meta_file.is_file():
-        try:
-            import yaml
-
-            doc = yaml.safe_load(meta_file.read_text())
-        except Exception:  # no PyYAML, or a file it cannot read: the IR's rt_info below
-            doc = None
-        if isinstance(doc, dict) and "ultralytics" in str(doc.get("author", "")).lower():
-            raw = doc.get("names")
-            if isinstance(raw, dict) and sorted(raw) == list(range(len(raw))):
-                names = tuple(str(raw[i]) for i in range(len(raw)))
-            imgsz = doc.get("imgsz")
-            if isinstance(imgsz, (list, tuple)) and len(imgsz) == 2:
-                size = (int(imgsz[0]), int(imgsz[1]))
-            where = "ultralytics' metadata.yaml beside it"
-    if names is None:
-        info = ir_rt_info(xml).find("model_info")
-        labels = info.find("labels") if info is not None else None
-        if info is None or (info.find("model_type") is None) or labels is None:
-            return None
-        names = tuple(labels.get("value", "").split())
-        where = where or "the IR's ultralytics rt_info"
-    if not names:
-        return None
-    flags: dict[str, Any] = {"classes": names, "normalize": "unit", "resize": "letterbox"}
-    if size is not None:
-        flags["size"] = size
-    return flags, f"{where} ({len(names)} classes, x/255, RGB, letterboxed)"
 
 
 def wrap_openvino_ir(xml: str | Path, out_xml: str | Path, *, classes: Any = None, colors: str | Path | None = None,
@@ -111,9 +73,9 @@ def wrap_openvino_ir(xml: str | Path, out_xml: str | Path, *, classes: Any = Non
     num_classes = len(classes) if isinstance(classes, (list, tuple)) else None
     cls = resolve_classes(classes, num_classes, colors=colors, note=note)
     norm = (normalize or "imagenet").strip().lower()
-    if norm not in _NORMALIZE:
-        raise RtsegError(f"unknown --normalize {normalize!r}; use one of {', '.join(_NORMALIZE)}")
-    mean, std = _NORMALIZE[norm]
+    if norm not in NORMALIZATIONS:
+        raise RtsegError(f"unknown --normalize {normalize!r}; use one of {', '.join(NORMALIZATIONS)}")
+    mean, std = NORMALIZATIONS[norm]
 
     ppp = PrePostProcessor(model)
     ppp.input().tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC")).set_color_format(ColorFormat.BGR)
