@@ -20,8 +20,8 @@ Figures, medians over the rounds:
 * **wall fps**: frames / (process start to exit), what a user waits for;
 * **steady fps**: frames after the 10th over the time from the 10th to the last (ultralytics:
   timed around its stream's results; rtseg: its ``--json``'s ``steady_fps``, from the first);
-* **first frame s**: process start to the first result (ultralytics) or the first frame written
-  (rtseg's ``first_frame_s``).
+* **first frame s**: process start to the first result (ultralytics: timed from just before the
+  process is started) or the first frame written (rtseg's ``first_frame_s``).
 
 Needs a Python with ultralytics (and openvino) for the ultralytics side: ``--tools-python`` or
 ``RTSEG_TOOLS_PYTHON`` (.ci/run makes ``.venv-tools``). Writes benchmarks/results/vs_ultralytics.json.
@@ -50,7 +50,6 @@ FRAMES = 221
 # CUDA torch, and beside the CPU torch its import stops at two operators it cannot find; declared here.
 _SHIM = r"""
 import sys, time, json, torch
-t_start = time.perf_counter()
 lib = None
 try:
     import torchvision  # noqa
@@ -81,7 +80,8 @@ times = []
 for r in m.predict(clip, stream=True, save=True, imgsz=(int(h), int(w)), device="cpu", verbose=False,
                    project=project, name="run", exist_ok=True):
     times.append(time.perf_counter())
-print("RESULT " + json.dumps({"frames": len(times), "first_s": times[0] - t_start,
+    first_at = first_at if len(times) > 1 else time.time()
+print("RESULT " + json.dumps({"frames": len(times), "first_at": first_at,
                                "steady_fps": (len(times) - 10) / (times[-1] - times[9])}))
 """
 
@@ -119,10 +119,11 @@ def _timed(cmd: list[str], **kw) -> tuple[float, str]:
 
 
 def _ultralytics(tools: str, model_dir: Path, clip: Path, work: Path) -> dict:
+    started = time.time()  # the first result is timed from here: the process's start, as rtseg's first_frame_s
     wall, out = _timed([tools, "-c", _PREDICT, str(model_dir), str(clip), str(IMGSZ[0]), str(IMGSZ[1]), str(work)],
                        env={**os.environ, "YOLO_OFFLINE": "1"})
     got = json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:])
-    return {"wall_fps": got["frames"] / wall, "steady_fps": got["steady_fps"], "first_frame_s": got["first_s"],
+    return {"wall_fps": got["frames"] / wall, "steady_fps": got["steady_fps"], "first_frame_s": got["first_at"] - started,
             "frames": got["frames"], "wall_s": wall}
 
 
