@@ -124,7 +124,7 @@ def check_streams(streams: int) -> int:
 def infer_calls(engine: "Engine", batches: Sequence[np.ndarray], calls: int, *, name: str,
                 threads: int | None = None) -> float:
     """Seconds for ``calls`` ``engine.infer`` calls (cycling over ``batches``) made from ``threads``
-    threads at once (default: ``engine.streams``; 0: in the calling thread), for timing.
+    threads at once (default: ``engine.in_flight``; 0: in the calling thread), for timing.
 
     A Ctrl-C or SIGTERM meanwhile (a KeyboardInterrupt in the calling thread) stops the workers
     after their current call, waits for them, and goes on. It does not wait in ``Thread.join``:
@@ -132,7 +132,7 @@ def infer_calls(engine: "Engine", batches: Sequence[np.ndarray], calls: int, *, 
     the interpreter exits under it; a thread inside PyTorch then aborted the whole process
     ("terminate called without an active exception") instead of exiting 143. A worker's error
     stops the others and is raised here."""
-    k = max(1, getattr(engine, "streams", 1)) if threads is None else threads
+    k = max(1, getattr(engine, "in_flight", 1)) if threads is None else threads
     if k == 0:
         t0 = time.perf_counter()
         for i in range(calls):
@@ -213,6 +213,12 @@ class Engine(ABC):
     streams: int = 1
     last_infer_ms: float | None = None  # device time of the last infer call (TensorRT); None: not measured
     has_scores: bool = False  # infer_scores works: the artifact gives class scores beside the ids
+
+    @property
+    def in_flight(self) -> int:
+        """Frames to hand the engine at once, each from its own thread (the pipeline's infer workers):
+        its streams, unless the engine keeps more queued (OpenVINO: one more than its streams)."""
+        return self.streams
 
     @property
     def resize(self) -> str:

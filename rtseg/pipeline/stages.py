@@ -48,8 +48,8 @@ def engine_stages(engine: Engine, look: Look | None, *, lut: np.ndarray | None =
     at the inference size; ``Packet.frame_ids`` enlarges them for a sink that needs them.
 
     ``post_workers``: threads colouring frames at once when pipelined (0 = by the core count,
-    :func:`post_workers_for`); frames still leave in order. The infer stage gets one worker per
-    engine stream.
+    :func:`post_workers_for`); frames still leave in order. The infer stage gets a worker for each
+    frame the engine takes at once (``Engine.in_flight``).
 
     ``i420``: draw the picture in I420 rather than BGR when the frame's sides are even (pass
     ``sink.takes_i420``): it is what the H.264 writer encodes, and cheaper to draw, the writer's
@@ -87,7 +87,7 @@ def engine_stages(engine: Engine, look: Look | None, *, lut: np.ndarray | None =
         p.batch = None
         return engine.last_infer_ms  # None: timed by the wall clock; TensorRT: its CUDA-event time
 
-    stages = [Stage("transform", transform), Stage("infer", infer, workers=engine.streams)]
+    stages = [Stage("transform", transform), Stage("infer", infer, workers=engine.in_flight)]
     if temporal is not None:
         steady = PacketFilter(temporal, keep=keep_scores)
 

@@ -73,6 +73,28 @@ def test_openvino_streams_float_between_cores(onnx_file):
     assert one.compiled.get_property("ENABLE_CPU_PINNING") == new_core().get_property("CPU", "ENABLE_CPU_PINNING")
 
 
+def test_openvino_keeps_one_frame_more_in_flight_than_its_streams(onnx_file):
+    """A throughput engine takes a frame more than its streams (the pipeline's infer workers), so a
+    stream never waits for Python to hand it the next; a latency engine takes one. It reports the
+    streams OpenVINO made, which are no more than the cores."""
+    pytest.importorskip("openvino")
+    import os
+
+    from rtseg.pipeline.stages import engine_stages
+
+    one = load_engine(onnx_file, runtime="openvino", threads=2)
+    assert (one.streams, one.in_flight) == (1, 1)
+    two = load_engine(onnx_file, runtime="openvino", threads=2, streams=2)
+    made = int(two.compiled.get_property("NUM_STREAMS"))
+    assert two.streams == made and two.in_flight == made + 1
+    infer = next(s for s in engine_stages(two, None) if s.name == "infer")
+    assert infer.workers == two.in_flight
+    many = load_engine(onnx_file, runtime="openvino", streams=len(os.sched_getaffinity(0)) + 2)
+    assert many.streams == int(many.compiled.get_property("NUM_STREAMS")) <= len(os.sched_getaffinity(0))
+    ort_two = load_engine(onnx_file, runtime="onnxruntime", threads=2, streams=2)
+    assert ort_two.in_flight == ort_two.streams == 2  # a session per stream, run on the calling thread
+
+
 def test_streams_is_refused_where_it_does_not_apply(weights, onnx_file):
     with pytest.raises(RtsegError, match=r"--streams 2 applies to ONNX Runtime and OpenVINO; .* runs on pytorch"):
         load_engine(weights, streams=2)  # a .pt on its own runtime
