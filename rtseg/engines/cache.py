@@ -29,6 +29,10 @@ __all__ = ["cache_root", "cache_key", "cached_artifact", "file_digest", "Fallbac
 
 log = logging.getLogger(__name__)
 
+# What export_onnx writes, in the key: a change to the graph rtseg makes from the same weights and
+# versions makes new entries. 2: the normalisation folded into the first convolution (rtseg.export.fold).
+GRAPH_FORMAT = 2
+
 
 class FallbackFolder:
     """Where exports go when the cache cannot be written: a temporary folder, made when first
@@ -80,7 +84,7 @@ def cache_key(weights: Path, runtime: str, size: tuple[int, int], *, fp16: bool 
     # The artifact's family, not the runtime: ONNX Runtime and OpenVINO share one ONNX export
     # (auto's probe runs both: one export, not two).
     return (f"sha256={file_digest(weights)};size={h}x{w};artifact={_family(runtime)};precision={'fp16' if fp16 else 'fp32'};"
-            f"outputs={outputs};rtseg={__version__};torch={torch.__version__};onnx={onnx.__version__}")
+            f"outputs={outputs};rtseg={__version__};graph={GRAPH_FORMAT};torch={torch.__version__};onnx={onnx.__version__}")
 
 
 def _writable(folder: Path) -> bool:

@@ -50,8 +50,8 @@ def is_foreign_ir(path: str | Path) -> bool:
         return False
 
 
-WRAP_FORMAT = 4  # what wrap_foreign writes (older entries are wrapped again); 2: the scores output; 3: ids enlarged
-# to the input; 4: the scores before a final ArgMax
+WRAP_FORMAT = 5  # what wrap_foreign writes (older entries are wrapped again); 2: the scores output; 3: ids enlarged
+# to the input; 4: the scores before a final ArgMax; 5: the normalisation folded into the first conv
 
 
 def _canonical(value: str | Path | None) -> str | None:

@@ -19,6 +19,7 @@ from typing import Any, Callable, Sequence
 from rtseg.classes import ClassSet, resolve_classes
 from rtseg.errors import RtsegError
 from rtseg.export.foreign_argmax import scores_before_argmax
+from rtseg.export.fold import fold_input_affine
 from rtseg.export.foreign_nodes import affine, splice
 from rtseg.formats.onnx_meta import META_KEY, write_onnx_meta
 from rtseg.meta import IMAGENET_MEAN, IMAGENET_STD, RESIZE_MODES, ModelMeta
@@ -365,6 +366,7 @@ def wrap_foreign(path: str | Path, out_path: str | Path, *, classes: str | Path 
     opset = _opset(model)
     same = _same_size(g, model) if g.output == "scores" else _ids_same_size(g)
     splice(model, g, affine(g.channels, mean, std, bgr), bgr, opset, same, probs=_ends_in_softmax(model, g.output_name))
+    fold_input_affine(model)  # the normalisation into the network's first convolution, where it has one
     fp16 = g.dtype == "float16" or g.output_dtype == "float16"
     info = {"source": path.name, "input": g.input_name, "output": g.output_name, "layout": g.layout,
             "dtype": g.dtype, "normalize": norm, "bgr": bool(bgr), "output_kind": g.output}

@@ -2,15 +2,18 @@
 
 Graph contract: input ``images`` uint8 (N, H, W, 3) BGR, output ``ids`` uint8 (N, H, W) and,
 unless ``scores=False`` (the TensorRT path), ``scores`` fp16 (N, C, h, w): the class logits at
-the network's own output resolution, for the temporal filter. The normalisation (a 1x1 conv)
-and the argmax are inside, so every runtime gets the same cheap host side. The :class:`ModelMeta` is stored in the model (:mod:`rtseg.formats.onnx_meta`).
+the network's own output resolution, for the temporal filter. The normalisation (a 1x1 conv,
+then folded into the network's first conv: :mod:`rtseg.export.fold`) and the argmax are inside,
+so every runtime gets the same cheap host side. The :class:`ModelMeta` is stored in the model
+(:mod:`rtseg.formats.onnx_meta`).
 
 Exporter choice: the TorchScript exporter (``dynamo=False``) followed by onnxscript's
 optimiser. The dynamo exporter gives the same graph after its own optimisation but is several
 times slower, and cannot make H and W dynamic (the pyramid pooling's bin windows depend on the
 map size). The TorchScript exporter records those window computations as ONNX ops, so
 ``dynamic=True`` works at every size; with static shapes onnxscript folds them into constants,
-leaving Conv, Relu, Add, MatMul, Resize, Concat, one Transpose, two Casts and the ArgMax (opset 17).
+leaving Conv, Relu, Add, MatMul, Resize, Concat, one Transpose, Casts, the ArgMax and, where
+the normalisation's shift cannot go into the first conv's bias, one Sub (opset 17).
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ import torch
 import torch.nn as nn
 
 from rtseg.errors import RtsegError
+from rtseg.export.fold import fold_input_affine
 from rtseg.formats.onnx_meta import write_onnx_meta
 from rtseg.meta import ModelMeta
 from rtseg.nets.deploy import DeployModel
@@ -106,6 +110,7 @@ def export_onnx(model: nn.Module, meta: ModelMeta, output: str | Path, *, size: 
                           opset_version=opset, dynamic_axes={k: axes[k] for k in ["images", *names]} if dynamic else None,
                           dynamo=False, do_constant_folding=True)
     graph = _optimise(onnx.load(str(output)))
+    fold_input_affine(graph)  # the normalisation conv into the network's first conv (rtseg.export.fold)
 
     extra = dict(meta.extra)
     extra["export"] = {"format": "onnx", "precision": "fp16" if fp16 else "fp32", "dynamic": dynamic, "opset": opset,

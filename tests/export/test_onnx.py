@@ -70,8 +70,15 @@ def test_static_graph_is_plain(tmp_path, net):
     path = export_onnx(net, META, tmp_path / "m.onnx", size=(360, 480))
     model = onnx.load(str(path))
     ops = Counter(n.op_type for n in model.graph.node)
-    assert set(ops) <= {"Conv", "Relu", "Add", "MatMul", "Resize", "Concat", "Transpose", "Cast", "ArgMax"}, ops
+    assert set(ops) <= {"Conv", "Relu", "Add", "MatMul", "Resize", "Concat", "Transpose", "Cast", "Sub", "ArgMax"}, ops
     assert ops["ArgMax"] == 1
+    # The normalisation is folded (rtseg.export.fold): the first conv reads the pixels less the
+    # ImageNet mean (Fast-SCNN's first conv is padded, so the shift stays as one Sub), no 1x1 conv.
+    first = next(n for n in model.graph.node if n.op_type == "Conv")
+    sub = next(n for n in model.graph.node if n.op_type == "Sub")
+    assert ops["Sub"] == 1 and first.input[0] == sub.output[0]
+    weight = next(i for i in model.graph.initializer if i.name == first.input[1])
+    assert weight.dims[1:] == [3, 3, 3]  # the network's own 3x3 conv on 3 channels, now on raw pixels
     (inp,), (out, scores) = model.graph.input, model.graph.output
     assert (inp.name, inp.type.tensor_type.elem_type) == ("images", onnx.TensorProto.UINT8)
     assert (out.name, out.type.tensor_type.elem_type) == ("ids", onnx.TensorProto.UINT8)

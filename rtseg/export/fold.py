@@ -1,0 +1,126 @@
+"""The input normalisation folded into the network's first convolution.
+
+rtseg's graphs take uint8 BGR frames and normalise them inside: a 1x1 convolution over the three
+channels (the channel swap and ``(x / 255 - mean) / std`` as one affine map ``A x + b``), then the
+network, whose first op is nearly always a convolution. On a CPU that 1x1 convolution over the
+full-size frame is a dear op for what it does (8% of Fast-SCNN at 360x480 and 5% of ultralytics'
+yolo26n-sem at 384x640 in OpenVINO bf16, one thread), and no runtime folds it into the next one.
+
+:func:`fold_input_affine` does, once, at export or wrap time. With the first convolution's weights
+``K`` and bias ``B``: ``K (A x + b) + B = (K A) x + (B + K b)`` where the convolution has no
+padding, or ``b`` is zero (ultralytics' ``x / 255``). A padded convolution pads the normalised
+image with zeros, which ``A x + b`` does not give at the border, so there the shift stays in front
+as a per-channel subtraction of the raw pixel value that normalises to zero (``x - s`` with
+``A s = -b``), and only ``A`` is folded: ``K A (x - s)``, padded with zeros like the original. An
+elementwise subtraction costs a fraction of the 1x1 convolution, and runtimes fuse it with the
+cast before it. The ids are those of the unfolded graph up to float rounding (the tests check
+both forms on ONNX Runtime in fp32).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+__all__ = ["fold_input_affine"]
+
+_LEAD = {"Cast", "Transpose", "Identity"}  # what may stand between the uint8 input and the affine conv
+
+
+def _attr(node: Any, name: str, default: Any = None) -> Any:
+    from onnx import helper
+
+    return next((helper.get_attribute_value(a) for a in node.attribute if a.name == name), default)
+
+
+def _fresh(model: Any, base: str) -> str:
+    used = {i.name for i in model.graph.initializer} | {o for n in model.graph.node for o in [*n.input, *n.output]}
+    name, k = base, 1
+    while name in used:
+        name, k = f"{base}_{k}", k + 1
+    return name
+
+
+def fold_input_affine(model: Any, input_name: str = "images") -> bool:
+    """Fold the 1x1 normalisation convolution fed by ``input_name`` (through casts and transposes)
+    into the convolution after it, in place (see the module's docstring). Returns whether it did;
+    a graph of another shape (NHWC MatMul normalisation, fp16 weights, a first op that is not a
+    plain convolution, a weight shared with another node) is left as it is."""
+    from onnx import numpy_helper
+
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    consumers: dict[str, list[Any]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    outputs = {o.name for o in graph.output}
+
+    def only_consumer(tensor: str) -> Any | None:
+        users = consumers.get(tensor, [])
+        return users[0] if len(users) == 1 and tensor not in outputs else None
+
+    def next_op(tensor: str) -> Any | None:  # Shape nodes (the input's size, read elsewhere) aside
+        users = [n for n in consumers.get(tensor, []) if n.op_type != "Shape"]
+        return users[0] if len(users) == 1 and tensor not in outputs else None
+
+    tensor, node = input_name, next_op(input_name)
+    while node is not None and node.op_type in _LEAD:
+        tensor, node = node.output[0], next_op(node.output[0])
+    affine = node
+    if affine is None or affine.op_type != "Conv" or len(affine.input) < 2 or affine.input[1] not in inits:
+        return False
+    weight = numpy_helper.to_array(inits[affine.input[1]])
+    if weight.dtype != np.float32 or weight.shape[2:] != (1, 1) or weight.shape[0] != weight.shape[1]:
+        return False
+    if (_attr(affine, "group", 1) != 1 or any(_attr(affine, "pads", [0]) or [0])
+            or any(s != 1 for s in _attr(affine, "strides", [1, 1]))):
+        return False
+    a = weight[:, :, 0, 0].astype(np.float64)
+    b = (numpy_helper.to_array(inits[affine.input[2]]).astype(np.float64) if len(affine.input) > 2 and affine.input[2]
+         else np.zeros(len(a)))
+    if abs(np.linalg.det(a)) < 1e-12:
+        return False
+    between, first = [], only_consumer(affine.output[0])
+    while first is not None and first.op_type == "Identity":  # the foreign wrap names the network's input
+        between.append(first)
+        first = only_consumer(first.output[0])
+    if (first is None or first.op_type != "Conv" or len(first.input) < 2 or first.input[1] not in inits
+            or _attr(first, "group", 1) != 1 or _attr(first, "auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET")):
+        return False
+    k = numpy_helper.to_array(inits[first.input[1]])
+    if k.dtype != np.float32 or k.ndim != 4 or k.shape[1] != len(a):
+        return False
+    bias = (numpy_helper.to_array(inits[first.input[2]]).astype(np.float64) if len(first.input) > 2 and first.input[2]
+            else np.zeros(k.shape[0]))
+    padded = any(_attr(first, "pads", [0]) or [0])
+
+    folded = np.einsum("ocij,cd->odij", k.astype(np.float64), a)  # K A
+    source = tensor  # the float raw pixels, NCHW
+    if padded and np.any(b != 0):
+        shift = np.linalg.solve(a, -b)  # raw pixel values that normalise to 0: the padding's value
+        shift_name = _fresh(model, "rtseg_input_shift")
+        graph.initializer.append(numpy_helper.from_array(shift.astype(np.float32).reshape(1, -1, 1, 1), shift_name))
+        from onnx import helper
+
+        source = _fresh(model, "rtseg_input_centred")
+        sub = helper.make_node("Sub", [tensor, shift_name], [source], name=_fresh(model, "rtseg_InputShift"))
+        graph.node.insert(list(graph.node).index(affine), sub)
+    else:
+        bias = bias + np.einsum("ocij,c->o", k.astype(np.float64), b)  # K b, summed over the kernel
+    w_name, b_name = _fresh(model, "rtseg_folded_weight"), _fresh(model, "rtseg_folded_bias")
+    graph.initializer.extend([numpy_helper.from_array(folded.astype(np.float32), w_name),
+                              numpy_helper.from_array(bias.astype(np.float32), b_name)])
+    first.input[0], first.input[1] = source, w_name
+    if len(first.input) > 2:
+        first.input[2] = b_name
+    else:
+        first.input.append(b_name)
+    for node in [affine, *between]:
+        graph.node.remove(node)
+    used = {name for n in graph.node for name in n.input}  # drop what only the two convolutions read
+    for init in [i for i in graph.initializer if i.name not in used]:
+        graph.initializer.remove(init)
+    for value in [v for v in graph.input if v.name in inits and v.name not in used]:  # IR < 4 lists them as inputs
+        graph.input.remove(value)
+    return True
