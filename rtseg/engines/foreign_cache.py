@@ -50,8 +50,9 @@ def is_foreign_ir(path: str | Path) -> bool:
         return False
 
 
-WRAP_FORMAT = 5  # what wrap_foreign writes (older entries are wrapped again); 2: the scores output; 3: ids enlarged
-# to the input; 4: the scores before a final ArgMax; 5: the normalisation folded into the first conv
+WRAP_FORMAT = 6  # what wrap_foreign writes (older entries are wrapped again); 2: the scores output; 3: ids enlarged
+# to the input; 4: the scores before a final ArgMax; 5: the normalisation folded into the first conv; 6: a
+# graph's own 1/8 scores as the scores output
 
 
 def _canonical(value: str | Path | None) -> str | None:

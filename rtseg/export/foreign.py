@@ -20,7 +20,7 @@ from rtseg.classes import ClassSet, resolve_classes
 from rtseg.errors import RtsegError
 from rtseg.export.foreign_argmax import scores_before_argmax
 from rtseg.export.fold import fold_input_affine
-from rtseg.export.foreign_nodes import affine, splice
+from rtseg.export.foreign_nodes import STRIDE, affine, splice
 from rtseg.formats.onnx_meta import META_KEY, write_onnx_meta
 from rtseg.meta import IMAGENET_MEAN, IMAGENET_STD, RESIZE_MODES, ModelMeta
 
@@ -294,6 +294,31 @@ def _same_size(g: ForeignGraph, model: Any) -> bool:
     return g.input_name in shapes_of and shapes_of <= {g.input_name, node.input[0]}
 
 
+def _eighth_scores(g: ForeignGraph, model: Any) -> str | None:
+    """The tensor the graph's last Resize enlarges, where static shapes show it at 1/8 of the input:
+    the model's own low-resolution scores (ultralytics' yolo26-sem enlarges its 1/8 logits to the
+    input size), which the ``scores`` output then gives as they are, rather than the enlarged scores
+    made small again. None otherwise (the output is resized to 1/8, as before)."""
+    import onnx
+
+    if g.output != "scores" or None in g.size:
+        return None
+    node = next((n for n in model.graph.node if g.output_name in n.output), None)
+    if node is None or node.op_type not in ("Resize", "Upsample") or not node.input:
+        return None
+    low = node.input[0]
+    inferred = onnx.shape_inference.infer_shapes(model)
+    found = next((v for v in [*inferred.graph.value_info, *inferred.graph.output] if v.name == low), None)
+    if found is None:
+        return None
+    dims = [d.dim_value if d.HasField("dim_value") else None for d in found.type.tensor_type.shape.dim]
+    eighth = [max(1, v // STRIDE) for v in g.size]
+    classes = g.output_shape[1] if len(g.output_shape) == 4 else None
+    if len(dims) != 4 or dims[2:] != eighth or dims[1] is None or dims[1] != classes:
+        return None
+    return low
+
+
 def _ids_same_size(g: ForeignGraph) -> bool:
     """True when static shapes show the ids at the input's H x W; otherwise (another size, or
     dynamic) the wrap enlarges them, which at equal sizes is a copy of a uint8 map."""
@@ -365,7 +390,8 @@ def wrap_foreign(path: str | Path, out_path: str | Path, *, classes: str | Path 
     model = _upgrade(model, path)
     opset = _opset(model)
     same = _same_size(g, model) if g.output == "scores" else _ids_same_size(g)
-    splice(model, g, affine(g.channels, mean, std, bgr), bgr, opset, same, probs=_ends_in_softmax(model, g.output_name))
+    splice(model, g, affine(g.channels, mean, std, bgr), bgr, opset, same, probs=_ends_in_softmax(model, g.output_name),
+           low_scores=_eighth_scores(g, model))
     fold_input_affine(model)  # the normalisation into the network's first convolution, where it has one
     fp16 = g.dtype == "float16" or g.output_dtype == "float16"
     info = {"source": path.name, "input": g.input_name, "output": g.output_name, "layout": g.layout,

@@ -9,7 +9,8 @@ float16 for fp16 graphs. After it: scores are cast to float32, enlarged to the i
 uint8 ids; integer ids are cast to uint8, squeezed to (N, h, w) and, unless static shapes show them at
 the input size, enlarged to it (nearest). A model with scores also gets
 rtseg's second output, ``scores`` (fp16 (N, C, H/8, W/8), the temporal filter's input, as rtseg's
-own exports have it): its scores resized to 1/8 of the input (the log of them where the model ends
+own exports have it): its scores resized to 1/8 of the input, or, where the graph itself enlarges
+scores it made at 1/8 (ultralytics), those as they are (the log of them where the model ends
 in a Softmax, so that they are logits up to a constant, as the filter expects).
 """
 from __future__ import annotations
@@ -168,21 +169,27 @@ def _nearest_to_input(b: _Builder, ids: str, out: str) -> None:
             nearest_mode="floor")
 
 
-def _scores_output(b: _Builder, scores: str, probs: bool) -> None:
-    """float32 (N, C, h, w) ``scores`` -> the fp16 (N, C, H/8, W/8) ``scores`` output."""
+def _scores_output(b: _Builder, scores: str, probs: bool, at_eighth: bool = False) -> None:
+    """float32 (N, C, h, w) ``scores`` -> the fp16 (N, C, H/8, W/8) ``scores`` output; ``at_eighth``:
+    they are at H/8 x W/8 already."""
     from onnx import TensorProto
 
-    eighth = b.op("Max", [b.op("Div", [_dims(b, IMAGES, 1, 3), b.const("stride", np.array([STRIDE], np.int64))]),
-                          b.const("one", np.array([1], np.int64))])
-    sizes = b.op("Concat", [_dims(b, scores, 0, 2), eighth], axis=0)
-    x = _resize(b, scores, sizes, mode="linear", coordinate_transformation_mode="half_pixel")
+    x = scores
+    if not at_eighth:
+        eighth = b.op("Max", [b.op("Div", [_dims(b, IMAGES, 1, 3), b.const("stride", np.array([STRIDE], np.int64))]),
+                              b.const("one", np.array([1], np.int64))])
+        sizes = b.op("Concat", [_dims(b, scores, 0, 2), eighth], axis=0)
+        x = _resize(b, scores, sizes, mode="linear", coordinate_transformation_mode="half_pixel")
     if probs:  # probabilities: their log, floored, so that the filter's softmax gives them back
         x = b.op("Log", [b.op("Max", [x, b.const("tiny", np.array(1e-6, np.float32))])])
     b.op("Cast", [x], SCORES, to=TensorProto.FLOAT16)
 
 
-def _postprocess(b: _Builder, g: Any, result: str, same_size: bool, probs: bool = False) -> None:
-    """The network's ``result`` -> uint8 (N, H, W) ``ids`` (and ``scores`` when it gives scores)."""
+def _postprocess(b: _Builder, g: Any, result: str, same_size: bool, probs: bool = False,
+                 low_scores: str | None = None) -> None:
+    """The network's ``result`` -> uint8 (N, H, W) ``ids`` (and ``scores`` when it gives scores).
+    ``low_scores``: the graph's own scores at 1/8 of the input, which ``result`` enlarges: the
+    ``scores`` output as they are."""
     from onnx import TensorProto
 
     if g.output == "ids":
@@ -194,7 +201,11 @@ def _postprocess(b: _Builder, g: Any, result: str, same_size: bool, probs: bool 
             _nearest_to_input(b, x, IDS)
         return
     x = result if g.output_dtype == "float32" else b.op("Cast", [result], to=TensorProto.FLOAT)
-    _scores_output(b, x, probs)
+    if low_scores is None:
+        _scores_output(b, x, probs)
+    else:  # as the network made them (a Resize keeps the type)
+        low = low_scores if g.output_dtype == "float32" else b.op("Cast", [low_scores], to=TensorProto.FLOAT)
+        _scores_output(b, low, probs, at_eighth=True)
     if not same_size:
         x = _resize_to_input(b, x)
     x = b.op("ArgMax", [x], axis=1, keepdims=0)
@@ -202,10 +213,12 @@ def _postprocess(b: _Builder, g: Any, result: str, same_size: bool, probs: bool 
 
 
 def splice(model: Any, g: Any, affine_map: tuple[np.ndarray, np.ndarray], bgr: bool, opset: int,
-           same_size: bool, probs: bool = False) -> None:
+           same_size: bool, probs: bool = False, low_scores: str | None = None) -> None:
     """Turn ``model`` (an ``onnx.ModelProto`` described by ``g``, a ForeignGraph) into rtseg's
     contract in place: ``images`` in, ``ids`` (and, for scores, ``scores``) out, the foreign input
-    and output inside. ``probs``: the scores are probabilities (the model ends in a Softmax)."""
+    and output inside. ``probs``: the scores are probabilities (the model ends in a Softmax).
+    ``low_scores``: the graph's own scores at 1/8 of the input, before its last Resize (see
+    ``_postprocess``)."""
     from onnx import TensorProto, helper
 
     names = Names(model)
@@ -218,7 +231,7 @@ def splice(model: Any, g: Any, affine_map: tuple[np.ndarray, np.ndarray], bgr: b
     names.used.update((IMAGES, IDS, SCORES))
     pre, post = _Builder(names, opset), _Builder(names, opset)
     _preprocess(pre, g, affine_map, bgr, fin)
-    _postprocess(post, g, fout, same_size, probs)
+    _postprocess(post, g, fout, same_size, probs, low_scores)
 
     graph = model.graph
     n = g.batch if g.batch is not None else "batch"
