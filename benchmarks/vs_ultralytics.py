@@ -19,7 +19,8 @@ Figures, medians over the rounds:
 
 * **wall fps**: frames / (process start to exit), what a user waits for;
 * **steady fps**: frames after the 10th over the time from the 10th to the last (ultralytics:
-  timed around its stream's results; rtseg: its ``--json``'s ``steady_fps``, from the first);
+  timed around its stream's results; rtseg: its ``--json``'s ``steady_fps``, which counts the same
+  way);
 * **first frame s**: process start to the first result (ultralytics: timed from just before the
   process is started) or the first frame written (rtseg's ``first_frame_s``).
 

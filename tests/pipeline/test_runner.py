@@ -161,6 +161,24 @@ def test_max_frames_stops_early():
     assert result.frames == 7 and [s[0] for s in sink.seen] == list(range(7)) and result.completed
 
 
+def test_steady_fps_counts_from_the_tenth_frame():
+    """The first frames come out in a burst (made ahead while the first was inferred): steady_fps
+    counts from the 10th written, so a writer that takes 20 ms a frame from then on gives at most
+    50 fps, where counting from the first would give about 70."""
+
+    class SlowAfterTen(RecordingSink):
+        def write(self, p):
+            super().write(p)
+            if len(self.seen) >= 10:
+                time.sleep(0.02)
+
+    result = run(ListSource(30), engine_stages(FakeEngine(), Look()), SlowAfterTen())
+    assert result.frames == 30
+    assert 30 < result.steady_fps <= 50.5
+    short = run(ListSource(5), engine_stages(FakeEngine(), Look()), RecordingSink())
+    assert short.steady_fps is not None and short.steady_fps > 0  # under 20 frames: from the first
+
+
 def test_back_pressure_bounds_frames_in_flight():
     """A slow writer stalls the reader: at most the queues' capacity plus one packet per stage is in flight."""
     queue_size = 2
