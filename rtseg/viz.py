@@ -154,6 +154,7 @@ class Legend:
         self.colours = [tuple(int(c) for c in palette[i]) if i < len(palette) else (0, 0, 0)
                         for i in range(len(self.names))]
         self._panels: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+        self._i420: dict[tuple, tuple] = {}  # panels in I420, for pictures drawn in it (_i420_panel)
 
     @staticmethod
     def _row(frame_h: int) -> int:
@@ -230,13 +231,26 @@ class Legend:
         if not (h and w):
             return
         planes = i420_planes(picture, fh, picture.shape[1])
-        panel = i420_planes(cv2.cvtColor(np.ascontiguousarray(img[:h, :w]), cv2.COLOR_BGR2YUV_I420), h, w)
-        alphas = (alpha[:h, :w], alpha[:h:2, :w:2])
-        for k, (plane, part) in enumerate(zip(planes, panel)):
-            a = alphas[0 if k == 0 else 1]
+        for k, (plane, part, a, rest) in enumerate(zip(planes, *self._i420_panel(img, alpha, h, w))):
             ys, xs = (y, x) if k == 0 else (y // 2, x // 2)
             region = plane[ys:ys + part.shape[0], xs:xs + part.shape[1]]
-            region[...] = (region * (1 - a) + part * a + 0.5).astype(np.uint8)
+            cv2.blendLinear(region, part, rest, a, dst=region)  # region * (1 - a) + part * a, rounded
+
+    def _i420_panel(self, img: np.ndarray, alpha: np.ndarray, h: int, w: int) -> tuple[list, list, list]:
+        """The panel's top-left h x w in I420 planes, with each plane's alpha and 1 - alpha (float32),
+        made once per panel and size (they are drawn on every frame)."""
+        key = (id(img), h, w)
+        made = self._i420.get(key)
+        if made is None or made[0] is not img:
+            planes = [np.ascontiguousarray(p) for p in
+                      i420_planes(cv2.cvtColor(np.ascontiguousarray(img[:h, :w]), cv2.COLOR_BGR2YUV_I420), h, w)]
+            alphas = [np.ascontiguousarray(alpha[:h, :w], np.float32)] + \
+                     [np.ascontiguousarray(alpha[:h:2, :w:2], np.float32)] * 2
+            if len(self._i420) > 64:
+                self._i420.clear()
+            made = (img, planes, alphas, [1 - a for a in alphas])
+            self._i420[key] = made  # keeps img alive, so its id is not reused while the entry is here
+        return made[1], made[2], made[3]
 
 
 def draw(frame: np.ndarray, ids: np.ndarray, view: str, alpha: float, *, lut: np.ndarray,
