@@ -18,6 +18,7 @@ both forms on ONNX Runtime in fp32).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -41,14 +42,31 @@ def _fresh(model: Any, base: str) -> str:
     return name
 
 
-def fold_input_affine(model: Any, input_name: str = "images") -> bool:
-    """Fold the 1x1 normalisation convolution fed by ``input_name`` (through casts and transposes)
-    into the convolution after it, in place (see the module's docstring). Returns whether it did;
-    a graph of another shape (NHWC MatMul normalisation, fp16 weights, a first op that is not a
-    plain convolution, a weight shared with another node) is left as it is."""
+@dataclass
+class _Found:
+    """The nodes of a fold: the float raw pixels ``source`` feeding the ``affine`` 1x1 conv (``a``
+    x + ``b``), Identity nodes ``between`` it and the ``first`` conv, whose weights are ``k``."""
+
+    source: str
+    affine: Any
+    between: list
+    first: Any
+    a: np.ndarray
+    b: np.ndarray
+    k: np.ndarray
+
+
+def _array(inits: dict, node: Any, i: int) -> np.ndarray | None:
+    """``node``'s input ``i`` as an array where it is an initializer, else None."""
     from onnx import numpy_helper
 
-    graph = model.graph
+    name = node.input[i] if len(node.input) > i else ""
+    return numpy_helper.to_array(inits[name]) if name in inits else None
+
+
+def _find(graph: Any, input_name: str) -> _Found | None:
+    """The normalisation conv fed by ``input_name`` (through casts and transposes) and the plain
+    convolution it alone feeds; None where the graph has another shape."""
     inits = {i.name: i for i in graph.initializer}
     consumers: dict[str, list[Any]] = {}
     for node in graph.node:
@@ -56,58 +74,59 @@ def fold_input_affine(model: Any, input_name: str = "images") -> bool:
             consumers.setdefault(name, []).append(node)
     outputs = {o.name for o in graph.output}
 
-    def only_consumer(tensor: str) -> Any | None:
-        users = consumers.get(tensor, [])
+    def next_op(tensor: str, skip: tuple[str, ...] = ()) -> Any | None:  # its one reader, ``skip`` ops aside
+        users = [n for n in consumers.get(tensor, []) if n.op_type not in skip]
         return users[0] if len(users) == 1 and tensor not in outputs else None
 
-    def next_op(tensor: str) -> Any | None:  # Shape nodes (the input's size, read elsewhere) aside
-        users = [n for n in consumers.get(tensor, []) if n.op_type != "Shape"]
-        return users[0] if len(users) == 1 and tensor not in outputs else None
-
-    tensor, node = input_name, next_op(input_name)
-    while node is not None and node.op_type in _LEAD:
-        tensor, node = node.output[0], next_op(node.output[0])
-    affine = node
-    if affine is None or affine.op_type != "Conv" or len(affine.input) < 2 or affine.input[1] not in inits:
-        return False
-    weight = numpy_helper.to_array(inits[affine.input[1]])
-    if weight.dtype != np.float32 or weight.shape[2:] != (1, 1) or weight.shape[0] != weight.shape[1]:
-        return False
-    if (_attr(affine, "group", 1) != 1 or any(_attr(affine, "pads", [0]) or [0])
+    tensor, affine = input_name, next_op(input_name, ("Shape",))  # Shape: the input's size, read elsewhere
+    while affine is not None and affine.op_type in _LEAD:
+        tensor, affine = affine.output[0], next_op(affine.output[0], ("Shape",))
+    weight = _array(inits, affine, 1) if affine is not None and affine.op_type == "Conv" else None
+    if (weight is None or weight.dtype != np.float32 or weight.shape[2:] != (1, 1) or weight.shape[0] != weight.shape[1]
+            or _attr(affine, "group", 1) != 1 or any(_attr(affine, "pads", [0]) or [0])
             or any(s != 1 for s in _attr(affine, "strides", [1, 1]))):
-        return False
+        return None
     a = weight[:, :, 0, 0].astype(np.float64)
-    b = (numpy_helper.to_array(inits[affine.input[2]]).astype(np.float64) if len(affine.input) > 2 and affine.input[2]
-         else np.zeros(len(a)))
+    bias = _array(inits, affine, 2)
+    b = bias.astype(np.float64) if bias is not None else np.zeros(len(a))
     if abs(np.linalg.det(a)) < 1e-12:
-        return False
-    between, first = [], only_consumer(affine.output[0])
+        return None
+    between, first = [], next_op(affine.output[0])
     while first is not None and first.op_type == "Identity":  # the foreign wrap names the network's input
         between.append(first)
-        first = only_consumer(first.output[0])
-    if (first is None or first.op_type != "Conv" or len(first.input) < 2 or first.input[1] not in inits
-            or _attr(first, "group", 1) != 1 or _attr(first, "auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET")):
-        return False
-    k = numpy_helper.to_array(inits[first.input[1]])
-    if k.dtype != np.float32 or k.ndim != 4 or k.shape[1] != len(a):
-        return False
-    bias = (numpy_helper.to_array(inits[first.input[2]]).astype(np.float64) if len(first.input) > 2 and first.input[2]
-            else np.zeros(k.shape[0]))
-    padded = any(_attr(first, "pads", [0]) or [0])
+        first = next_op(first.output[0])
+    k = _array(inits, first, 1) if first is not None and first.op_type == "Conv" else None
+    if (k is None or k.dtype != np.float32 or k.ndim != 4 or k.shape[1] != len(a) or _attr(first, "group", 1) != 1
+            or _attr(first, "auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET")):
+        return None
+    return _Found(tensor, affine, between, first, a, b, k.astype(np.float64))
 
-    folded = np.einsum("ocij,cd->odij", k.astype(np.float64), a)  # K A
-    source = tensor  # the float raw pixels, NCHW
-    if padded and np.any(b != 0):
-        shift = np.linalg.solve(a, -b)  # raw pixel values that normalise to 0: the padding's value
+
+def fold_input_affine(model: Any, input_name: str = "images") -> bool:
+    """Fold the 1x1 normalisation convolution fed by ``input_name`` (through casts and transposes)
+    into the convolution after it, in place (see the module's docstring). Returns whether it did;
+    a graph of another shape (NHWC MatMul normalisation, fp16 weights, a first op that is not a
+    plain convolution, a normalised image read by another node too) is left as it is."""
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    f = _find(graph, input_name)
+    if f is None:
+        return False
+    first = f.first
+    old_bias = _array({i.name: i for i in graph.initializer}, first, 2)
+    bias = old_bias.astype(np.float64) if old_bias is not None else np.zeros(f.k.shape[0])
+    folded = np.einsum("ocij,cd->odij", f.k, f.a)  # K A
+    source = f.source  # the float raw pixels, NCHW
+    if any(_attr(first, "pads", [0]) or [0]) and np.any(f.b != 0):
+        shift = np.linalg.solve(f.a, -f.b)  # raw pixel values that normalise to 0: the padding's value
         shift_name = _fresh(model, "rtseg_input_shift")
         graph.initializer.append(numpy_helper.from_array(shift.astype(np.float32).reshape(1, -1, 1, 1), shift_name))
-        from onnx import helper
-
         source = _fresh(model, "rtseg_input_centred")
-        sub = helper.make_node("Sub", [tensor, shift_name], [source], name=_fresh(model, "rtseg_InputShift"))
-        graph.node.insert(list(graph.node).index(affine), sub)
+        sub = helper.make_node("Sub", [f.source, shift_name], [source], name=_fresh(model, "rtseg_InputShift"))
+        graph.node.insert(list(graph.node).index(f.affine), sub)
     else:
-        bias = bias + np.einsum("ocij,c->o", k.astype(np.float64), b)  # K b, summed over the kernel
+        bias = bias + np.einsum("ocij,c->o", f.k, f.b)  # K b, summed over the kernel
     w_name, b_name = _fresh(model, "rtseg_folded_weight"), _fresh(model, "rtseg_folded_bias")
     graph.initializer.extend([numpy_helper.from_array(folded.astype(np.float32), w_name),
                               numpy_helper.from_array(bias.astype(np.float32), b_name)])
@@ -116,9 +135,10 @@ def fold_input_affine(model: Any, input_name: str = "images") -> bool:
         first.input[2] = b_name
     else:
         first.input.append(b_name)
-    for node in [affine, *between]:
+    for node in [f.affine, *f.between]:
         graph.node.remove(node)
     used = {name for n in graph.node for name in n.input}  # drop what only the two convolutions read
+    inits = {i.name for i in graph.initializer}
     for init in [i for i in graph.initializer if i.name not in used]:
         graph.initializer.remove(init)
     for value in [v for v in graph.input if v.name in inits and v.name not in used]:  # IR < 4 lists them as inputs

@@ -18,9 +18,10 @@ from typing import Any, Callable, Sequence
 
 from rtseg.classes import ClassSet, resolve_classes
 from rtseg.errors import RtsegError
-from rtseg.export.foreign_argmax import scores_before_argmax
 from rtseg.export.fold import fold_input_affine
-from rtseg.export.foreign_nodes import STRIDE, affine, splice
+from rtseg.export.foreign_argmax import scores_before_argmax
+from rtseg.export.foreign_nodes import affine, splice
+from rtseg.export.foreign_sizes import KEEPS_CLASSES, eighth_scores, ids_same_size, same_size
 from rtseg.formats.onnx_meta import META_KEY, write_onnx_meta
 from rtseg.meta import IMAGENET_MEAN, IMAGENET_STD, RESIZE_MODES, ModelMeta
 
@@ -153,10 +154,6 @@ def _input_layout(dims: tuple[Dim, ...], where: str) -> tuple[str, int]:
     raise RtsegError(f"{where}: cannot tell which axis holds its channels (neither dim 1 nor dim 3 is 1 or 3)")
 
 
-_KEEPS_CLASSES = {"Cast", "Identity", "Resize", "Upsample", "Softmax", "LogSoftmax", "Sigmoid", "Relu", "Squeeze",
-                  "Unsqueeze", "Reshape", "Flatten"}  # ops between a head's last Conv and the output
-
-
 def _class_count(model: Any, output: str, ids: bool) -> int | None:
     """How many classes an output has: for scores the size of axis 1, for ids the axis their
     ArgMax reduces. Read from ONNX shape inference, walking back through casts, resizes and
@@ -181,7 +178,7 @@ def _class_count(model: Any, output: str, ids: bool) -> int | None:
             return None
         if node.op_type == "ArgMax" and axis is None:
             axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
-        elif node.op_type not in _KEEPS_CLASSES:
+        elif node.op_type not in KEEPS_CLASSES:
             return None
         name = node.input[0]
 
@@ -258,73 +255,6 @@ def _input_size(g: ForeignGraph, cls: ClassSet, size: Sequence[int] | None) -> t
     return int(fixed[0]), int(fixed[1])
 
 
-_SHAPE_OPS = {"Shape", "Slice", "Gather", "Concat", "Cast", "Constant", "Unsqueeze", "Squeeze", "Identity", "Reshape"}
-
-
-def _same_size(g: ForeignGraph, model: Any) -> bool:
-    """True when the scores come out at the input's H x W, so no Resize is needed: read from
-    static shapes, or, for dynamic ones, from the graph's last Resize taking its sizes from the
-    input's own shape (``F.interpolate(logits, size=x.shape[2:])``) with no arithmetic between.
-    (ONNX Runtime's symbolic shape inference would prove more, but takes half a minute on a
-    Fast-SCNN.) Wrong only towards keeping a Resize, which at equal sizes is a copy."""
-    out = tuple(g.output_shape[2:])
-    if None not in g.size and out == g.size:
-        return True
-    if not g.dynamic:
-        return False
-    producer = {o: n for n in model.graph.node for o in n.output}
-    node = producer.get(g.output_name)
-    while node is not None and node.op_type in _KEEPS_CLASSES - {"Resize", "Upsample"}:
-        node = producer.get(node.input[0])
-    if node is None or node.op_type != "Resize" or len(node.input) < 4 or not node.input[3]:
-        return False
-    todo, seen, shapes_of = [node.input[3]], set(), set()
-    while todo:  # every tensor the sizes are computed from
-        name = todo.pop()
-        if name in seen or name not in producer:
-            continue
-        seen.add(name)
-        up = producer[name]
-        if up.op_type not in _SHAPE_OPS:
-            return False
-        if up.op_type == "Shape":
-            shapes_of.add(up.input[0])
-        else:
-            todo.extend(i for i in up.input if i)
-    return g.input_name in shapes_of and shapes_of <= {g.input_name, node.input[0]}
-
-
-def _eighth_scores(g: ForeignGraph, model: Any) -> str | None:
-    """The tensor the graph's last Resize enlarges, where static shapes show it at 1/8 of the input:
-    the model's own low-resolution scores (ultralytics' yolo26-sem enlarges its 1/8 logits to the
-    input size), which the ``scores`` output then gives as they are, rather than the enlarged scores
-    made small again. None otherwise (the output is resized to 1/8, as before)."""
-    import onnx
-
-    if g.output != "scores" or None in g.size:
-        return None
-    node = next((n for n in model.graph.node if g.output_name in n.output), None)
-    if node is None or node.op_type not in ("Resize", "Upsample") or not node.input:
-        return None
-    low = node.input[0]
-    inferred = onnx.shape_inference.infer_shapes(model)
-    found = next((v for v in [*inferred.graph.value_info, *inferred.graph.output] if v.name == low), None)
-    if found is None:
-        return None
-    dims = [d.dim_value if d.HasField("dim_value") else None for d in found.type.tensor_type.shape.dim]
-    eighth = [max(1, v // STRIDE) for v in g.size]
-    classes = g.output_shape[1] if len(g.output_shape) == 4 else None
-    if len(dims) != 4 or dims[2:] != eighth or dims[1] is None or dims[1] != classes:
-        return None
-    return low
-
-
-def _ids_same_size(g: ForeignGraph) -> bool:
-    """True when static shapes show the ids at the input's H x W; otherwise (another size, or
-    dynamic) the wrap enlarges them, which at equal sizes is a copy of a uint8 map."""
-    return None not in g.size and tuple(g.output_shape[-2:]) == tuple(g.size)
-
-
 def _ends_in_softmax(model: Any, output: str) -> bool:
     """Whether ``output`` is a Softmax's, through casts, copies and resizes (probabilities, not logits)."""
     producer = {o: n for n in model.graph.node for o in n.output}
@@ -372,7 +302,7 @@ def wrap_foreign(path: str | Path, out_path: str | Path, *, classes: str | Path 
         raise RtsegError(f"{path} is already an rtseg artifact (it has rtseg metadata): run it as it is")
     def full_size(m: Any, scores: str) -> bool:  # the scores at the input's size (else keep the ids as they are)
         g = _inspect(m, path, input_name, scores)
-        return g.output == "scores" and _same_size(g, m)
+        return g.output == "scores" and same_size(g, m)
 
     model, output_name, surgery = scores_before_argmax(model, output_name, full_size)  # ids only: the scores before
     if surgery:
@@ -389,9 +319,9 @@ def wrap_foreign(path: str | Path, out_path: str | Path, *, classes: str | Path 
     norm, mean, std = _normalisation(normalize, g)
     model = _upgrade(model, path)
     opset = _opset(model)
-    same = _same_size(g, model) if g.output == "scores" else _ids_same_size(g)
+    same = same_size(g, model) if g.output == "scores" else ids_same_size(g)
     splice(model, g, affine(g.channels, mean, std, bgr), bgr, opset, same, probs=_ends_in_softmax(model, g.output_name),
-           low_scores=_eighth_scores(g, model))
+           low_scores=eighth_scores(g, model))
     fold_input_affine(model)  # the normalisation into the network's first convolution, where it has one
     fp16 = g.dtype == "float16" or g.output_dtype == "float16"
     info = {"source": path.name, "input": g.input_name, "output": g.output_name, "layout": g.layout,
