@@ -177,8 +177,8 @@ class OpenVINOEngine(Engine):
         """Throughput: one frame more than the streams, so that a stream that finishes a frame finds
         the next one already queued. Without it the stream waits while a Python thread takes the
         ids out and hands it the next frame, and that thread may first wait for the GIL behind the
-        pipeline's other stages (on 2 cores, 2 streams: 6-10% more frames a second with 3 in
-        flight; docs/architecture.md). Latency: one."""
+        pipeline's other stages (on 2 cores, 2 streams: about 5% more frames a second with 3 in
+        flight; docs/usage.md). Latency: one."""
         return self.streams + 1 if self.hint == "throughput" else 1
 
     def infer(self, batch: np.ndarray) -> np.ndarray:

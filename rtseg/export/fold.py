@@ -64,6 +64,11 @@ def _array(inits: dict, node: Any, i: int) -> np.ndarray | None:
     return numpy_helper.to_array(inits[name]) if name in inits else None
 
 
+def _constant_bias(inits: dict, node: Any) -> bool:
+    """Whether a conv's bias is absent or an initializer (one computed in the graph cannot be folded)."""
+    return len(node.input) < 3 or not node.input[2] or node.input[2] in inits
+
+
 def _find(graph: Any, input_name: str) -> _Found | None:
     """The normalisation conv fed by ``input_name`` (through casts and transposes) and the plain
     convolution it alone feeds; None where the graph has another shape."""
@@ -83,7 +88,7 @@ def _find(graph: Any, input_name: str) -> _Found | None:
         tensor, affine = affine.output[0], next_op(affine.output[0], ("Shape",))
     weight = _array(inits, affine, 1) if affine is not None and affine.op_type == "Conv" else None
     if (weight is None or weight.dtype != np.float32 or weight.shape[2:] != (1, 1) or weight.shape[0] != weight.shape[1]
-            or _attr(affine, "group", 1) != 1 or any(_attr(affine, "pads", [0]) or [0])
+            or not _constant_bias(inits, affine) or _attr(affine, "group", 1) != 1 or any(_attr(affine, "pads", [0]) or [0])
             or any(s != 1 for s in _attr(affine, "strides", [1, 1]))):
         return None
     a = weight[:, :, 0, 0].astype(np.float64)
@@ -96,7 +101,8 @@ def _find(graph: Any, input_name: str) -> _Found | None:
         between.append(first)
         first = next_op(first.output[0])
     k = _array(inits, first, 1) if first is not None and first.op_type == "Conv" else None
-    if (k is None or k.dtype != np.float32 or k.ndim != 4 or k.shape[1] != len(a) or _attr(first, "group", 1) != 1
+    if (k is None or k.dtype != np.float32 or k.ndim != 4 or k.shape[1] != len(a) or not _constant_bias(inits, first)
+            or _attr(first, "group", 1) != 1
             or _attr(first, "auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET")):
         return None
     return _Found(tensor, affine, between, first, a, b, k.astype(np.float64))

@@ -92,3 +92,14 @@ def test_other_graphs_are_left_alone(kwargs):
     before = model.SerializeToString()
     assert not fold_input_affine(model)
     assert model.SerializeToString() == before
+
+
+def test_a_bias_computed_in_the_graph_is_left_alone():
+    # The first conv's bias made by a node (not a stored constant) cannot be folded into: unchanged.
+    model = _graph(IMAGENET, pads=0)
+    conv = next(n for n in model.graph.node if n.op_type == "Conv" and n.input[1] == "k")
+    model.graph.node.insert(0, helper.make_node("Identity", ["kb"], ["kb_made"]))
+    conv.input[2] = "kb_made"
+    before = model.SerializeToString()
+    assert not fold_input_affine(model)
+    assert model.SerializeToString() == before
