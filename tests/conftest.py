@@ -1,6 +1,7 @@
 """Shared fixtures. Tests that read ../shared/data skip cleanly when it is absent (a user's clone)."""
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -120,3 +121,27 @@ def rtseg_cli(monkeypatch, capfd, tmp_path):
         monkeypatch.chdir(tmp_path)
         return run_main(args, monkeypatch, capfd)
     return call
+
+
+_BLOCKER = """import sys
+class _Blocked:
+    def find_spec(self, name, path=None, target=None):
+        if name == {module!r} or name.startswith({module!r} + "."):
+            raise ModuleNotFoundError(f"No module named {{name!r}} ({module} is blocked by the test)", name=name)
+        return None
+sys.meta_path.insert(0, _Blocked())
+"""
+
+
+@pytest.fixture(scope="session")
+def blocked_env(tmp_path_factory):
+    """``make(module)``: the environment of a fresh Python in which ``import module`` fails as it does
+    where the package is not installed (a sitecustomize.py on PYTHONPATH), rtseg importable from
+    this checkout."""
+
+    def make(module: str) -> dict:
+        folder = tmp_path_factory.mktemp(f"no_{module}")
+        (folder / "sitecustomize.py").write_text(_BLOCKER.format(module=module))
+        return {**os.environ, "PYTHONPATH": os.pathsep.join([str(folder), str(ROOT)]), "COLUMNS": "200"}
+
+    return make

@@ -5,29 +5,17 @@ without torch would), so any import of it on those paths fails the run."""
 from __future__ import annotations
 
 import importlib.util
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-BLOCKER = '''import sys
-class _NoTorch:
-    def find_spec(self, name, path=None, target=None):
-        if name == "torch" or name.startswith("torch."):
-            raise ModuleNotFoundError(f"No module named {name!r} (torch is blocked by the test)", name=name)
-        return None
-sys.meta_path.insert(0, _NoTorch())
-'''
 
 
 @pytest.fixture(scope="module")
-def no_torch_env(tmp_path_factory) -> dict:
-    folder = tmp_path_factory.mktemp("notorch")
-    (folder / "sitecustomize.py").write_text(BLOCKER)
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(folder), str(ROOT)]), "COLUMNS": "200"}
+def no_torch_env(blocked_env) -> dict:
+    return blocked_env("torch")
 
 
 @pytest.fixture(scope="module")

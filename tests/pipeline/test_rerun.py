@@ -25,7 +25,6 @@ from rtseg.errors import RtsegError  # noqa: E402
 from rtseg.pipeline.rerun_sink import parse_rerun  # noqa: E402
 from tests.conftest import run_main  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[2]
 NO_SDK = "--rerun's tests need the Rerun SDK: pip install 'rtseg[rerun]'"
 
 
@@ -230,21 +229,10 @@ def test_a_missing_folder_refuses_the_run_before_any_file(sdk, monkeypatch, capf
     assert not (tmp_path / "out.mp4").exists()
 
 
-# A fresh process where `import rerun` fails, as it does where the SDK is not installed.
-BLOCKER = '''import sys
-class _NoRerun:
-    def find_spec(self, name, path=None, target=None):
-        if name == "rerun" or name.startswith("rerun."):
-            raise ModuleNotFoundError(f"No module named {name!r} (blocked by the test)", name=name)
-        return None
-sys.meta_path.insert(0, _NoRerun())
-'''
 
 
-def test_without_the_sdk_rerun_is_one_line_before_anything_opens(tmp_path):
-    (tmp_path / "blocker").mkdir()
-    (tmp_path / "blocker" / "sitecustomize.py").write_text(BLOCKER)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "blocker"), str(ROOT)]), "COLUMNS": "200"}
+def test_without_the_sdk_rerun_is_one_line_before_anything_opens(tmp_path, blocked_env):
+    env = blocked_env("rerun")  # a fresh process where `import rerun` fails, as where the SDK is not installed
     proc = subprocess.run([sys.executable, "-m", "rtseg.cli", "run", "--rerun", "run.rrd", "-o", "out.mp4"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2, proc.stderr
