@@ -85,6 +85,15 @@ def packet(i: int, size=(48, 64)) -> SimpleNamespace:
     return SimpleNamespace(picture=np.full((*size, 3), (7 * i) % 256, np.uint8), picture_format="bgr")
 
 
+def _write_until(sink, done, i: int, deadline: float, pause: float) -> int:
+    """Write pictures i, i+1, ... ``pause`` s apart until ``done()`` or ``deadline``; the next i."""
+    while not done() and time.monotonic() < deadline:
+        sink.write(packet(i))
+        i += 1
+        time.sleep(pause)
+    return i
+
+
 # URLs and -o.
 
 @pytest.mark.parametrize("url", ["rtsp://127.0.0.1:8554/seg", "rtsp://user:pw@cam.local/live/seg", "RTSP://h/x"])
@@ -147,12 +156,7 @@ def test_a_server_that_comes_later_is_published_to_once_it_is_there(caplog):
         sink.write(packet(i))
         time.sleep(0.02)
     rx = Receiver(port)
-    deadline = time.monotonic() + 15
-    i = 5
-    while sink.reconnects == 0 and time.monotonic() < deadline:  # the next attempt: 0.5 s after the first
-        sink.write(packet(i))
-        i += 1
-        time.sleep(0.02)
+    i = _write_until(sink, lambda: sink.reconnects > 0, 5, time.monotonic() + 15, 0.02)  # next attempt: 0.5 s on
     for j in range(10):
         sink.write(packet(i + j))
     sink.close(completed=True, interrupted=False)
@@ -169,17 +173,11 @@ def test_a_lost_server_is_published_to_again_when_it_is_back():
     port = free_port()
     first = Receiver(port, stop_after=10)
     sink = StreamSink(first.url, 25)
-    deadline, i = time.monotonic() + 20, 0
-    while sink.outages == 0 and time.monotonic() < deadline:  # until the sender sees the server gone
-        sink.write(packet(i))
-        i += 1
-        time.sleep(0.01)
+    deadline = time.monotonic() + 20
+    i = _write_until(sink, lambda: sink.outages > 0, 0, deadline, 0.01)  # until the sender sees the server gone
     first.join()
     second = Receiver(port)
-    while sink.reconnects == 0 and time.monotonic() < deadline:
-        sink.write(packet(i))
-        i += 1
-        time.sleep(0.01)
+    i = _write_until(sink, lambda: sink.reconnects > 0, i, deadline, 0.01)
     for j in range(10):
         sink.write(packet(i + j))
     sink.close(completed=True, interrupted=False)
