@@ -263,8 +263,12 @@ class Engine(ABC):
                 top, left, nh, nw = box
                 batch[i, :top], batch[i, top + nh:] = LETTERBOX_GREY, LETTERBOX_GREY
                 batch[i, top:top + nh, :left], batch[i, top:top + nh, left + nw:] = LETTERBOX_GREY, LETTERBOX_GREY
-                batch[i, top:top + nh, left:left + nw] = (cv2.resize(frame, (nw, nh), interpolation=cv2.INTER_LINEAR)
-                                                          if pil is None else _pil_resize(frame, (nw, nh), pil))
+                region = batch[i, top:top + nh, left:left + nw]
+                if pil is None and region.flags.c_contiguous:  # full-width (a wide frame): resized in place
+                    cv2.resize(frame, (nw, nh), dst=region, interpolation=cv2.INTER_LINEAR)
+                else:
+                    region[...] = (cv2.resize(frame, (nw, nh), interpolation=cv2.INTER_LINEAR)
+                                   if pil is None else _pil_resize(frame, (nw, nh), pil))
         return batch
 
     def check_batch(self, batch: np.ndarray) -> None:
