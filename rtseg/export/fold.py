@@ -23,23 +23,12 @@ from typing import Any
 
 import numpy as np
 
+from rtseg.export.foreign_nodes import Names
+from rtseg.export.trt_graph import node_attr
+
 __all__ = ["fold_input_affine"]
 
 _LEAD = {"Cast", "Transpose", "Identity"}  # what may stand between the uint8 input and the affine conv
-
-
-def _attr(node: Any, name: str, default: Any = None) -> Any:
-    from onnx import helper
-
-    return next((helper.get_attribute_value(a) for a in node.attribute if a.name == name), default)
-
-
-def _fresh(model: Any, base: str) -> str:
-    used = {i.name for i in model.graph.initializer} | {o for n in model.graph.node for o in [*n.input, *n.output]}
-    name, k = base, 1
-    while name in used:
-        name, k = f"{base}_{k}", k + 1
-    return name
 
 
 @dataclass
@@ -88,8 +77,8 @@ def _find(graph: Any, input_name: str) -> _Found | None:
         tensor, affine = affine.output[0], next_op(affine.output[0], ("Shape",))
     weight = _array(inits, affine, 1) if affine is not None and affine.op_type == "Conv" else None
     if (weight is None or weight.dtype != np.float32 or weight.shape[2:] != (1, 1) or weight.shape[0] != weight.shape[1]
-            or not _constant_bias(inits, affine) or _attr(affine, "group", 1) != 1 or any(_attr(affine, "pads", [0]) or [0])
-            or any(s != 1 for s in _attr(affine, "strides", [1, 1]))):
+            or not _constant_bias(inits, affine) or node_attr(affine, "group", 1) != 1
+            or any(node_attr(affine, "pads", [0]) or [0]) or any(s != 1 for s in node_attr(affine, "strides", [1, 1]))):
         return None
     a = weight[:, :, 0, 0].astype(np.float64)
     bias = _array(inits, affine, 2)
@@ -102,8 +91,8 @@ def _find(graph: Any, input_name: str) -> _Found | None:
         first = next_op(first.output[0])
     k = _array(inits, first, 1) if first is not None and first.op_type == "Conv" else None
     if (k is None or k.dtype != np.float32 or k.ndim != 4 or k.shape[1] != len(a) or not _constant_bias(inits, first)
-            or _attr(first, "group", 1) != 1
-            or _attr(first, "auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET")):
+            or node_attr(first, "group", 1) != 1
+            or node_attr(first, "auto_pad", "NOTSET") != "NOTSET"):
         return None
     return _Found(tensor, affine, between, first, a, b, k.astype(np.float64))
 
@@ -119,21 +108,22 @@ def fold_input_affine(model: Any, input_name: str = "images") -> bool:
     f = _find(graph, input_name)
     if f is None:
         return False
+    names = Names(model)
     first = f.first
     old_bias = _array({i.name: i for i in graph.initializer}, first, 2)
     bias = old_bias.astype(np.float64) if old_bias is not None else np.zeros(f.k.shape[0])
     folded = np.einsum("ocij,cd->odij", f.k, f.a)  # K A
     source = f.source  # the float raw pixels, NCHW
-    if any(_attr(first, "pads", [0]) or [0]) and np.any(f.b != 0):
+    if any(node_attr(first, "pads", [0]) or [0]) and np.any(f.b != 0):
         shift = np.linalg.solve(f.a, -f.b)  # raw pixel values that normalise to 0: the padding's value
-        shift_name = _fresh(model, "rtseg_input_shift")
+        shift_name = names.fresh("rtseg_input_shift")
         graph.initializer.append(numpy_helper.from_array(shift.astype(np.float32).reshape(1, -1, 1, 1), shift_name))
-        source = _fresh(model, "rtseg_input_centred")
-        sub = helper.make_node("Sub", [f.source, shift_name], [source], name=_fresh(model, "rtseg_InputShift"))
+        source = names.fresh("rtseg_input_centred")
+        sub = helper.make_node("Sub", [f.source, shift_name], [source], name=names.fresh("rtseg_InputShift"))
         graph.node.insert(list(graph.node).index(f.affine), sub)
     else:
         bias = bias + np.einsum("ocij,c->o", f.k, f.b)  # K b, summed over the kernel
-    w_name, b_name = _fresh(model, "rtseg_folded_weight"), _fresh(model, "rtseg_folded_bias")
+    w_name, b_name = names.fresh("rtseg_folded_weight"), names.fresh("rtseg_folded_bias")
     graph.initializer.extend([numpy_helper.from_array(folded.astype(np.float32), w_name),
                               numpy_helper.from_array(bias.astype(np.float32), b_name)])
     first.input[0], first.input[1] = source, w_name

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["prepare_onnx_for_tensorrt", "check_onnx_for_tensorrt", "TRT_ONNX_OPS", "TRT_OPSET_RANGE"]
+__all__ = ["prepare_onnx_for_tensorrt", "check_onnx_for_tensorrt", "TRT_ONNX_OPS", "TRT_OPSET_RANGE", "node_attr"]
 
 # Opsets the ONNX-TensorRT parser accepts in every TensorRT 10.x (10.0 documents 9..20; later
 # 10.x and 11.x accept more, never less).
@@ -39,7 +39,8 @@ def _consumers(graph: Any, name: str) -> list[Any]:
     return [n for n in graph.node if name in n.input]
 
 
-def _attr(node: Any, name: str, default: Any = None) -> Any:
+def node_attr(node: Any, name: str, default: Any = None) -> Any:
+    """An ONNX node's attribute ``name`` as a Python value (strings decoded), else ``default``."""
     import onnx
 
     for a in node.attribute:
@@ -128,9 +129,9 @@ def check_onnx_for_tensorrt(model: Any, *, size: tuple[int, int] | None = None) 
         elif node.op_type not in TRT_ONNX_OPS:
             problems.append(f"node {node.name or node.op_type}: operator {node.op_type} is not in TensorRT's ONNX support matrix")
         if node.op_type == "Resize":
-            mode = _attr(node, "mode", "nearest")
-            coords = _attr(node, "coordinate_transformation_mode", "half_pixel")
-            if mode not in _RESIZE_MODES or coords not in _RESIZE_COORDS or _attr(node, "antialias", 0):
+            mode = node_attr(node, "mode", "nearest")
+            coords = node_attr(node, "coordinate_transformation_mode", "half_pixel")
+            if mode not in _RESIZE_MODES or coords not in _RESIZE_COORDS or node_attr(node, "antialias", 0):
                 problems.append(f"node {node.name}: Resize mode={mode} coordinate_transformation_mode={coords} "
                                 "is not one TensorRT implements")
 
