@@ -13,6 +13,7 @@ as the ONNX Runtime engine does.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -22,6 +23,7 @@ import numpy as np
 
 from rtseg.devices import parse_device
 from rtseg.engines.base import ONNX_NO_SCORES, Engine, PerThread, check_streams
+from rtseg.engines.host_ids import MAX_WORK, ids_from_scores, openvino_tail, openvino_tail_model
 from rtseg.errors import RtsegError, require
 from rtseg.formats import artifact_meta
 from rtseg.signals import keep_signal_stack
@@ -93,6 +95,21 @@ def _choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
     return text
 
 
+_WINDOW = 8  # frames the host makes ids for before it is judged whether that pays (see _count)
+
+
+class _Graph:
+    """A compiled model and how to read it: ``ids_out`` the index of its ids output, or None when
+    the host makes the ids from output 0, the scores at 1/``scale``; ``scores_out`` that of its
+    scores (None: none). Its infer requests, one per calling thread (one must not be used by two
+    threads at once)."""
+
+    def __init__(self, compiled, ids_out: int | None, scores_out: int | None, scale: tuple[int, int] | None = None):
+        self.compiled, self.ids_out, self.scores_out, self.scale = compiled, ids_out, scores_out, scale
+        self.requests = PerThread(lambda k: compiled.create_infer_request())
+        self.queue = None  # AsyncInferQueue, made on the first multi-frame batch in throughput mode
+
+
 class OpenVINOEngine(Engine):
     """An rtseg ONNX file compiled by OpenVINO.
 
@@ -107,7 +124,8 @@ class OpenVINOEngine(Engine):
     name = "openvino"
 
     def __init__(self, path: str | Path, *, device: str = "cpu", size: tuple[int, int] | None = None,
-                 precision: str = "auto", hint: str = "latency", threads: int = 0, streams: int = 1):
+                 precision: str = "auto", hint: str = "latency", threads: int = 0, streams: int = 1,
+                 host_ids: bool = True):
         ov = _ov()
         path = Path(path)
         self.meta = artifact_meta(path)  # also: missing file, not ONNX or IR, not rtseg -> one line
@@ -141,6 +159,19 @@ class OpenVINOEngine(Engine):
         if not (n.is_static and n.get_length() == 1 and h.is_static and w.is_static):
             model.reshape({inp.get_any_name(): ov.PartialShape([1, *self.input_size, 3])})
 
+        names = [out.get_names() for out in model.outputs]  # each output's tensor names
+        scores_out = next((i for i, n in enumerate(names) if "scores" in n), None)
+        self.has_scores = scores_out is not None  # rtseg exports since issue 26
+        whole = (model, next((i for i, n in enumerate(names) if "ids" in n), 0), scores_out)
+        tail = openvino_tail(model) if host_ids and target == "CPU" else None
+        self._whole = None  # the uncut model, while the host's ids may still turn out the slower way
+        if tail is not None:  # cut before the graph's Resize and ArgMax; its scores output kept as it was
+            kept = [tail[0]] + ([model.output(scores_out)] if self.has_scores else [])
+            model = ov.Model(kept, model.get_parameters(), model.get_friendly_name())
+            self._whole = whole
+            log.info("%s: class ids made on the host from the network's scores at 1/%d x 1/%d (its own Resize and "
+                     "ArgMax skipped: rtseg.engines.host_ids)", path.name, *tail[1])
+
         ov_precision = _precision(precision, target, core)
         self.precision = {"f32": "fp32", "f16": "fp16"}.get(ov_precision, ov_precision)  # --precision's names
         config = {"PERFORMANCE_HINT": hint.upper(), "INFERENCE_PRECISION_HINT": ov_precision}
@@ -154,22 +185,20 @@ class OpenVINOEngine(Engine):
                 # another core is free (measured faster unpinned; one stream was faster pinned).
                 config["ENABLE_CPU_PINNING"] = False
         try:
-            self.compiled = core.compile_model(model, target, config)
+            compiled = core.compile_model(model, target, config)
         except RuntimeError as exc:
             raise RtsegError(f"OpenVINO cannot compile {path} for {target} "
                              f"({str(exc).strip().splitlines()[0][:160]})") from None
         self.hint = hint
         if self.streams > 1:  # OpenVINO makes no more streams than it has cores for: say what it made
-            self.streams = max(1, int(self.compiled.get_property("NUM_STREAMS")))
-        # An infer request must not be used by two threads at once: one per calling thread.
-        self._requests = PerThread(lambda k: self.compiled.create_infer_request())
-        self._queue = None  # AsyncInferQueue, made on the first multi-frame batch in throughput mode
+            self.streams = max(1, int(compiled.get_property("NUM_STREAMS")))
+        self._graph = (_Graph(compiled, None, 1 if self.has_scores else None, tail[1]) if tail is not None
+                       else _Graph(compiled, *whole[1:]))
+        self._speckled = [0, 0]  # frames whose ids were made on the host lately, and of them too speckled
         self._binding = threading.Lock()  # around OpenVINO's Python tensor handling (see infer)
         self._ov_tensor = _ov().Tensor
-        names = [out.get_names() for out in self.compiled.outputs]  # each output's tensor names
-        self._ids_out = next((i for i, n in enumerate(names) if "ids" in n), 0)
-        self._scores_out = next((i for i, n in enumerate(names) if "scores" in n), None)
-        self.has_scores = self._scores_out is not None  # rtseg exports since issue 26
+        self._tail, self._tail_lock = None, threading.Lock()  # the cut-off tail, compiled when first needed
+        self._core, self._target, self._config = core, target, config
         log.info("loaded %s (%s hint)", self.describe(), hint)
 
     @property
@@ -188,7 +217,8 @@ class OpenVINOEngine(Engine):
         if len(batch) > 1 and self.hint == "throughput":
             self._infer_parallel(batch, out)
             return out
-        request = self._requests.get()
+        graph = self._graph  # for the whole call: another thread may swap in the uncut model meanwhile
+        request = graph.requests.get()
         for i in range(len(batch)):
             # Two streams' workers inside OpenVINO's Python tensor handling at once now and then
             # hung the process (about 1 run in 10 with 2 streams; both stacks in openvino's
@@ -197,9 +227,75 @@ class OpenVINOEngine(Engine):
             with self._binding:
                 request.set_input_tensor(self._ov_tensor(np.ascontiguousarray(batch[i:i + 1])))
             request.infer()
-            with self._binding:  # the request's output buffer is reused by the next call: copy the ids out
-                out[i] = request.get_output_tensor(self._ids_out).data[0]
+            self._take_ids(graph, request, out[i])
         return out
+
+    @property
+    def compiled(self):
+        """The compiled model that runs now (the cut one while the host makes the ids)."""
+        return self._graph.compiled
+
+    def _take_ids(self, graph: "_Graph", request, dst: np.ndarray, *, locked: bool = True) -> None:
+        """The finished ``request``'s ids into ``dst`` (h, w): copied from the graph's ids output (the
+        request's buffers are reused by its next call), or made from its scores on the host
+        (:mod:`rtseg.engines.host_ids`) outside the lock, so that two streams' workers make theirs
+        at once; by the cut-off tail where the map is too speckled for that to pay."""
+        with self._binding if locked else contextlib.nullcontext():
+            if graph.scale is None:
+                dst[...] = request.get_output_tensor(graph.ids_out).data[0]
+                return
+            low = request.get_output_tensor(0).data[0].copy()  # (C, h/sy, w/sx) float32, a few hundred KB
+        speckled = ids_from_scores(low, graph.scale, dst, max_work=MAX_WORK) is None
+        if speckled:
+            self._tail_ids(low, dst, graph.scale)
+        self._count(speckled)
+
+    def _count(self, speckled: bool) -> None:
+        """Count a frame whose ids the host made. Where most of a window's frames were too speckled
+        (a random-weight model's maps, all edges), the host's work is wasted: the uncut model is
+        compiled and runs from then on, as it would with ``host_ids=False``."""
+        with self._tail_lock:
+            self._speckled[0] += 1
+            self._speckled[1] += speckled
+            if self._speckled[0] < _WINDOW:
+                return
+            tried, speckled_ones = self._speckled
+            self._speckled = [0, 0]
+            swap, self._whole = (self._whole, None) if 2 * speckled_ones > tried else (None, self._whole)
+        if swap is None:
+            return
+        log.info("the class maps are too speckled for ids made on the host (%d of the last %d frames): the "
+                 "network's own Resize and ArgMax from now on", speckled_ones, tried)
+
+        def compile_whole() -> None:  # beside the frames, which go on meanwhile as they were
+            model, ids_out, scores_out = swap
+            try:
+                compiled = self._core.compile_model(model, self._target, self._config)
+            except RuntimeError as exc:  # the cut model runs on, as it did: slower on such maps, not wrong
+                log.warning("OpenVINO could not compile the whole model (%s); the ids stay made on the host",
+                            str(exc).strip().splitlines()[0][:160])
+                return
+            self._graph = _Graph(compiled, ids_out, scores_out)
+
+        threading.Thread(target=compile_whole, name="openvino-compile").start()  # not a daemon: exit waits for it
+
+    def _tail_ids(self, low: np.ndarray, dst: np.ndarray, scale: tuple[int, int]) -> None:
+        """The ids of one frame's scores ``low`` (C, h, w) by the tail the graph was cut before, run by
+        OpenVINO on one thread (compiled on the first frame that needs it)."""
+        if self._tail is None:
+            with self._tail_lock:
+                if self._tail is None:
+                    config = {**self._config, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": 1}
+                    config.pop("NUM_STREAMS", None)
+                    tail = self._core.compile_model(openvino_tail_model(low.shape[0], low.shape[1:], scale),
+                                                    self._target, config)
+                    self._tail = PerThread(lambda k: tail.create_infer_request())
+        request = self._tail.get()
+        with self._binding:
+            request.set_input_tensor(self._ov_tensor(low[None]))
+        request.infer()
+        with self._binding:
+            dst[...] = request.get_output_tensor(0).data[0]
 
     def infer_scores(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """uint8 (N, h, w, 3) BGR -> (ids, fp16 scores (N, C, h/8, w/8)), frame by frame."""
@@ -207,14 +303,15 @@ class OpenVINOEngine(Engine):
             raise RtsegError(self.no_scores_reason())
         self.check_batch(batch)
         ids, scores = np.empty(batch.shape[:3], np.uint8), None
-        request = self._requests.get()
+        graph = self._graph
+        request = graph.requests.get()
         for i in range(len(batch)):
             with self._binding:  # as in infer
                 request.set_input_tensor(self._ov_tensor(np.ascontiguousarray(batch[i:i + 1])))
             request.infer()
+            self._take_ids(graph, request, ids[i])
             with self._binding:
-                ids[i] = request.get_output_tensor(self._ids_out).data[0]
-                one = request.get_output_tensor(self._scores_out).data[0]
+                one = request.get_output_tensor(graph.scores_out).data[0]
                 if scores is None:
                     scores = np.empty((len(batch), *one.shape), np.float16)
                 scores[i] = one
@@ -228,14 +325,15 @@ class OpenVINOEngine(Engine):
 
     def _infer_parallel(self, batch: np.ndarray, out: np.ndarray) -> None:
         """One frame per infer request, as many in flight as the compiled streams allow."""
-        ov = _ov()
-        if self._queue is None:
-            self._queue = ov.AsyncInferQueue(self.compiled)  # jobs = the compiled model's optimal number
-        # The callback runs when a request finishes, before its buffer is reused: copy the ids out.
-        self._queue.set_callback(lambda req, i: out.__setitem__(i, req.get_output_tensor(self._ids_out).data[0]))
+        graph = self._graph
+        if graph.queue is None:
+            graph.queue = _ov().AsyncInferQueue(graph.compiled)  # jobs = the compiled model's optimal number
+        # The callback runs when a request finishes, before its buffer is reused: take the ids out. It
+        # runs in OpenVINO's own thread while this one waits in wait_all, outside the binding lock.
+        graph.queue.set_callback(lambda req, i: self._take_ids(graph, req, out[i], locked=False))
         for i in range(len(batch)):
-            self._queue.start_async({0: np.ascontiguousarray(batch[i:i + 1])}, userdata=i)
-        self._queue.wait_all()
+            graph.queue.start_async({0: np.ascontiguousarray(batch[i:i + 1])}, userdata=i)
+        graph.queue.wait_all()
 
     def describe(self) -> str:
         return f"{super().describe()}, {self.precision}"

@@ -54,6 +54,8 @@ FRAMES = 3  # windows of the bundled street frame the candidates are timed on
 ROUNDS = 5  # timed rounds at most (each candidate once a round)
 BUSY = 0.25  # share of the CPUs other work may use during a probe for its choice to be final
 BUSY_PROBES = 2  # busy probes in a row after which the last one stays: one provisional re-probe at most
+ENGINES = 2  # raised when rtseg changes how fast a runtime runs (2: OpenVINO's ids made on the host), so
+# that choices cached before are measured again
 _STAT = "/proc/stat"
 _FILE = "auto_runtime.json"
 _lock = threading.Lock()  # one probe at a time in this process (bench opens two engines)
@@ -157,8 +159,8 @@ def probe_key(weights: Path, *, size: Sequence[int], device: str, streams: int, 
     from rtseg.engines.cache import file_digest
 
     h, w = size
-    text = (f"machine={machine.machine_key()};sha256={file_digest(weights)};size={h}x{w};device={device};"
-            f"streams={streams};threads={threads};precision={precision}")
+    text = (f"engines={ENGINES};machine={machine.machine_key()};sha256={file_digest(weights)};size={h}x{w};"
+            f"device={device};streams={streams};threads={threads};precision={precision}")
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
