@@ -2,19 +2,20 @@
 
 Most segmentation graphs end the same way: scores at 1/8 of the input, a bilinear Resize
 (half-pixel centres) to the input size, an ArgMax over the classes. On a CPU that tail is a large
-part of the network: for Fast-SCNN at 360x480 in OpenVINO it was 3.8 of 8.3 ms in bf16 and 9.5 of
-20 ms in fp32, and for ultralytics' yolo26n-sem at 384x640 8 of 19 ms and 20 of 45 ms (one thread;
-benchmarks/host_ids.py measures it). Enlarging all C score maps is the cost, and almost none of it
-is needed:
+part of the network, and almost all of it is enlarging C score maps where one class wins anyway:
 
     A bilinear value is a convex combination of the four scores around it. Where the four share one
-    argmax c, s_c - s_k >= 0 at each of them for every class k, so also at every point between:
-    the whole cell between four such scores takes class c.
+    argmax c, s_c - s_k >= 0 at each of them for every class k (> 0 for k < c, the first class
+    winning ties), so also at every point between: the whole cell between them takes class c.
 
-So only the cells whose four corners disagree (about 15% of them on street video with a trained
-Fast-SCNN) are enlarged and compared, in float32; the rest are filled with their class. The ids
-are those of the graph's own Resize and ArgMax in float32 (ties, where the graph would pick by its
-own rounding, aside), and the cost is about 1 ms a frame instead of the tail's 4 to 20.
+So only the cells whose four corners disagree (14-17% of them on street video, with the shipped
+Fast-SCNN and with a yolo26n-sem taught by it) are enlarged and compared, in float32, and in them
+only the classes that can win there; the rest are filled with their class. The ids are those of
+the graph's own Resize and ArgMax in float32 (ties, where the graph would pick by its own rounding,
+aside), for about 1-1.5 ms a frame. OpenVINO, one thread, the whole graph against the graph without
+its tail plus this (benchmarks/host_ids.py, results/host_ids*.json, a 2-core Xeon with AMX):
+Fast-SCNN at 360x480 7.95 -> 5.64 ms in bf16 and 19.8 -> 11.8 ms in fp32; yolo26n-sem at 384x640
+20.0 -> 14.2 ms and 45.3 -> 27.8 ms.
 
 :func:`ids_from_scores` does that for any integer scale; :func:`openvino_tail` finds such a tail in
 an OpenVINO model, for :class:`~rtseg.engines.openvino_engine.OpenVINOEngine`.
@@ -27,7 +28,8 @@ import numpy as np
 
 __all__ = ["ids_from_scores", "cell_weights", "openvino_tail", "openvino_tail_model", "MAX_WORK"]
 
-MAX_WORK = 0.15  # host ids up to this share of the dense tail's work (Fast-SCNN on street video: 4%)
+MAX_WORK = 0.15  # host ids up to this share of the dense tail's work (Fast-SCNN on street video: 4%;
+# a random-weight model's speckle: 47%)
 _HALF_PIXEL = ("half_pixel", "pytorch_half_pixel")  # the same mapping at any output size > 1
 _weights: dict[tuple[int, int], np.ndarray] = {}  # (sy, sx) -> (sy * sx, 4) float32; a few KB each
 
