@@ -221,6 +221,12 @@ class Engine(ABC):
         return self.streams
 
     @property
+    def ids_on_host(self) -> bool:
+        """Whether the ids are made on the host from the network's scores now, its own Resize and
+        ArgMax cut off (:mod:`rtseg.engines.host_ids`: OpenVINO and ONNX Runtime on a CPU)."""
+        return False
+
+    @property
     def resize(self) -> str:
         """How a frame becomes the input: ``stretch`` to the inference size, or ``letterbox`` (the
         aspect kept, grey padding: a foreign model from a tool that trains that way, ultralytics)."""

@@ -22,16 +22,44 @@ an OpenVINO model, for :class:`~rtseg.engines.openvino_engine.OpenVINOEngine`.
 """
 from __future__ import annotations
 
+import threading
 from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["ids_from_scores", "cell_weights", "openvino_tail", "openvino_tail_model", "MAX_WORK"]
+__all__ = ["ids_from_scores", "cell_weights", "openvino_tail", "openvino_tail_model", "MAX_WORK", "SpeckleWatch"]
 
 MAX_WORK = 0.15  # host ids up to this share of the dense tail's work (Fast-SCNN on street video: 4%;
 # a random-weight model's speckle: 47%)
 _HALF_PIXEL = ("half_pixel", "pytorch_half_pixel")  # the same mapping at any output size > 1
 _weights: dict[tuple[int, int], np.ndarray] = {}  # (sy, sx) -> (sy * sx, 4) float32; a few KB each
+
+
+class SpeckleWatch:
+    """Whether making the ids on the host pays for a model: :meth:`count` each frame they were
+    tried for, and whether it was too speckled (:func:`ids_from_scores` gave up). Where most of a
+    window's frames were (a random-weight model's maps, all edges), the host's work is wasted on
+    every frame: :meth:`count` returns True, once, and the engine runs its whole graph from then on."""
+
+    def __init__(self, window: int = 8):
+        self.window = window
+        self.last = (0, 0)  # (speckled, frames) of the window that decided
+        self._lock = threading.Lock()
+        self._frames = self._speckled = 0
+        self._done = False
+
+    def count(self, speckled: bool) -> bool:
+        with self._lock:
+            if self._done:
+                return False
+            self._frames += 1
+            self._speckled += bool(speckled)
+            if self._frames < self.window:
+                return False
+            self.last = (self._speckled, self._frames)
+            self._done = 2 * self._speckled > self._frames
+            self._frames = self._speckled = 0
+            return self._done
 
 
 def _fractions(s: int) -> np.ndarray:

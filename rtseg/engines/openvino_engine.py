@@ -23,7 +23,7 @@ import numpy as np
 
 from rtseg.devices import parse_device
 from rtseg.engines.base import ONNX_NO_SCORES, Engine, PerThread, check_streams
-from rtseg.engines.host_ids import MAX_WORK, ids_from_scores, openvino_tail, openvino_tail_model
+from rtseg.engines.host_ids import MAX_WORK, SpeckleWatch, ids_from_scores, openvino_tail, openvino_tail_model
 from rtseg.errors import RtsegError, require
 from rtseg.formats import artifact_meta
 from rtseg.signals import keep_signal_stack
@@ -93,9 +93,6 @@ def _choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
     if text not in allowed:
         raise RtsegError(f"unknown {name} {value!r} for OpenVINO; use one of {', '.join(allowed)}")
     return text
-
-
-_WINDOW = 8  # frames the host makes ids for before it is judged whether that pays (see _count)
 
 
 class _Graph:
@@ -194,7 +191,7 @@ class OpenVINOEngine(Engine):
             self.streams = max(1, int(compiled.get_property("NUM_STREAMS")))
         self._graph = (_Graph(compiled, None, 1 if self.has_scores else None, tail[1]) if tail is not None
                        else _Graph(compiled, *whole[1:]))
-        self._speckled = [0, 0]  # frames whose ids were made on the host lately, and of them too speckled
+        self._speckle = SpeckleWatch()  # whether the host's ids pay, or the whole graph should run
         self._binding = threading.Lock()  # around OpenVINO's Python tensor handling (see infer)
         self._ov_tensor = _ov().Tensor
         self._tail, self._tail_lock = None, threading.Lock()  # the cut-off tail, compiled when first needed
@@ -231,6 +228,10 @@ class OpenVINOEngine(Engine):
         return out
 
     @property
+    def ids_on_host(self) -> bool:
+        return self._graph.scale is not None
+
+    @property
     def compiled(self):
         """The compiled model that runs now (the cut one while the host makes the ids)."""
         return self._graph.compiled
@@ -251,21 +252,15 @@ class OpenVINOEngine(Engine):
         self._count(speckled)
 
     def _count(self, speckled: bool) -> None:
-        """Count a frame whose ids the host made. Where most of a window's frames were too speckled
-        (a random-weight model's maps, all edges), the host's work is wasted: the uncut model is
-        compiled and runs from then on, as it would with ``host_ids=False``."""
-        with self._tail_lock:
-            self._speckled[0] += 1
-            self._speckled[1] += speckled
-            if self._speckled[0] < _WINDOW:
-                return
-            tried, speckled_ones = self._speckled
-            self._speckled = [0, 0]
-            swap, self._whole = (self._whole, None) if 2 * speckled_ones > tried else (None, self._whole)
+        """Count a frame whose ids the host made; where most of a window's were too speckled, compile
+        the uncut model and run it from then on (:class:`~rtseg.engines.host_ids.SpeckleWatch`)."""
+        if not self._speckle.count(speckled):
+            return
+        swap, self._whole = self._whole, None
         if swap is None:
             return
         log.info("the class maps are too speckled for ids made on the host (%d of the last %d frames): the "
-                 "network's own Resize and ArgMax from now on", speckled_ones, tried)
+                 "network's own Resize and ArgMax from now on", *self._speckle.last)
 
         def compile_whole() -> None:  # beside the frames, which go on meanwhile as they were
             model, ids_out, scores_out = swap

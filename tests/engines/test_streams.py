@@ -45,7 +45,7 @@ def test_two_streams_from_two_threads_give_the_one_stream_ids(onnx_file, batches
         start.wait()  # both threads infer at the same time
         for i in range(k, len(batches), 2):
             got[i] = two.infer(batches[i])
-        handles[threading.current_thread().name] = (two._session if runtime == "onnxruntime" else two._graph.requests).get()
+        handles[threading.current_thread().name] = (two._graph.per_thread if runtime == "onnxruntime" else two._graph.requests).get()
 
     threads = [threading.Thread(target=work, args=(k,), name=f"w{k}") for k in range(2)]
     for t in threads:

@@ -1,7 +1,7 @@
-"""The OpenVINO engine makes the ids on the host from its graph's 1/8 scores
+"""OpenVINO and ONNX Runtime make the ids on the host from their graph's 1/8 scores
 (rtseg.engines.host_ids) where the graph ends in a bilinear Resize and an ArgMax: the same ids as
-the uncut graph (fp32 pinned: ids are compared), the same scores; a model whose maps are speckle
-goes back to its own tail, per frame and then for good."""
+the uncut graph (fp32 pinned: ids are compared), the same scores, at a fixed and at a dynamic size;
+a model whose maps are speckle goes back to the graph's own tail, per frame and then for good."""
 from __future__ import annotations
 
 import logging
@@ -15,12 +15,19 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from onnx_exports import export_weights
-
-ov = pytest.importorskip("openvino")
-from rtseg.engines.openvino_engine import OpenVINOEngine  # noqa: E402  (after the skip: it needs openvino)
-
+from rtseg.engines.ort_engine import OrtEngine
 
 SIZE = (256, 512)
+RUNTIMES = ["onnxruntime", "openvino"]
+
+
+def _engine(runtime: str, path: Path, **kw):
+    if runtime == "openvino":
+        pytest.importorskip("openvino")
+        from rtseg.engines.openvino_engine import OpenVINOEngine
+
+        return OpenVINOEngine(path, precision="fp32", **kw)
+    return OrtEngine(path, precision="fp32", **kw)
 
 
 @pytest.fixture(scope="module")
@@ -28,13 +35,18 @@ def fastscnn_onnx(weights, tmp_path_factory) -> Path:
     return export_weights(weights, tmp_path_factory.mktemp("host_ids") / "fixed.onnx", size=SIZE)
 
 
-def test_openvino_makes_the_ids_on_the_host_as_its_graph_does(fastscnn_onnx, street_frame, caplog):
+@pytest.fixture(scope="module")
+def dynamic_onnx(weights, tmp_path_factory) -> Path:
+    return export_weights(weights, tmp_path_factory.mktemp("host_ids") / "dynamic.onnx", dynamic=True)
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_the_ids_made_on_the_host_are_the_graphs(runtime, fastscnn_onnx, street_frame, caplog):
     with caplog.at_level(logging.INFO):
-        host = OpenVINOEngine(fastscnn_onnx, precision="fp32")
-    whole = OpenVINOEngine(fastscnn_onnx, precision="fp32", host_ids=False)
-    assert "class ids made on the host from the network's scores at 1/8 x 1/8" in caplog.text
-    assert host._graph.scale == (8, 8) and whole._graph.scale is None
-    assert not any("ids" in o.get_names() for o in host.compiled.outputs)  # the tail is cut off
+        host = _engine(runtime, fastscnn_onnx)
+    whole = _engine(runtime, fastscnn_onnx, host_ids=False)
+    assert "class ids made on the host from the network's scores" in caplog.text
+    assert host.ids_on_host and not whole.ids_on_host
     frames = [street_frame, street_frame[:, ::-1], street_frame[200:800, 300:1500]]
     for frame in frames:
         batch = host.preprocess([frame])
@@ -45,6 +57,21 @@ def test_openvino_makes_the_ids_on_the_host_as_its_graph_does(fastscnn_onnx, str
         assert np.array_equal(host.infer(batch), ids)
     two = host.predict_batch(frames)  # several frames at once: the same ids
     assert all(np.array_equal(a, host.predict(f)) for a, f in zip(two, frames))
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_a_dynamic_file_makes_them_too_unless_the_scores_do_not_divide_the_size(runtime, dynamic_onnx, street_frame,
+                                                                               caplog):
+    host = _engine(runtime, dynamic_onnx, size=(256, 512))
+    assert np.array_equal(host.predict(street_frame),
+                          _engine(runtime, dynamic_onnx, size=(256, 512), host_ids=False).predict(street_frame))
+    assert host.ids_on_host
+    odd = _engine(runtime, dynamic_onnx, size=(250, 500))  # scores 32x63: no whole number of pixels a cell
+    with caplog.at_level(logging.INFO):
+        ids = odd.predict(street_frame)
+    assert not odd.ids_on_host  # the graph's own tail (ONNX Runtime learns so on the first frame)
+    assert runtime == "openvino" or "do not divide 250x500" in caplog.text
+    assert np.array_equal(ids, _engine(runtime, dynamic_onnx, size=(250, 500), host_ids=False).predict(street_frame))
 
 
 class _Scores(nn.Module):
@@ -64,14 +91,15 @@ class _Scores(nn.Module):
         return self.forward_scores(x)[0]
 
 
-def test_a_model_whose_maps_are_speckle_goes_back_to_its_own_tail(tmp_path, caplog):
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_a_model_whose_maps_are_speckle_goes_back_to_its_own_tail(runtime, tmp_path, caplog):
     from rtseg.export.onnx import export_onnx
     from rtseg.meta import ModelMeta
 
     path = export_onnx(_Scores(), ModelMeta.for_dataset("camvid", input_size=(64, 128)), tmp_path / "s.onnx")
-    host = OpenVINOEngine(path, precision="fp32", size=(64, 128))
-    whole = OpenVINOEngine(path, precision="fp32", size=(64, 128), host_ids=False)
-    assert host._graph.scale == (8, 8)
+    host = _engine(runtime, path, size=(64, 128))
+    whole = _engine(runtime, path, size=(64, 128), host_ids=False)
+    assert host.ids_on_host
     rng = np.random.default_rng(0)
 
     def noise() -> np.ndarray:  # 8x8 blocks of random colours: a random colour in each cell of the scores
@@ -84,6 +112,6 @@ def test_a_model_whose_maps_are_speckle_goes_back_to_its_own_tail(tmp_path, capl
     assert "too speckled for ids made on the host" in caplog.text
     for t in [t for t in threading.enumerate() if t.name == "openvino-compile"]:
         t.join(60)
-    assert host._graph.scale is None and any("ids" in o.get_names() for o in host.compiled.outputs)
+    assert not host.ids_on_host
     batch = noise()
-    assert np.array_equal(host.infer(batch), whole.infer(batch))  # the same compiled graph now
+    assert np.array_equal(host.infer(batch), whole.infer(batch))  # the same graph now
