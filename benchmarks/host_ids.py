@@ -1,8 +1,9 @@
-"""What the ids made on the host save: OpenVINO with and without its graph's Resize + ArgMax tail.
+"""What the ids made on the host save: each CPU runtime with and without its graph's Resize + ArgMax tail.
 
 For a model (default: the shipped Fast-SCNN at 360x480; ``--engine`` any ONNX file rtseg runs,
-e.g. an ultralytics export) and each precision (fp32, and bf16 where the CPU has it), two
-OpenVINO engines on one thread, latency hint: ``host_ids=False`` (the whole graph: the network,
+e.g. an ultralytics export) and each runtime and precision (ONNX Runtime fp32, OpenVINO fp32, and
+OpenVINO bf16 where the CPU has it), two engines on one thread (OpenVINO's latency hint):
+``host_ids=False`` (the whole graph: the network,
 then the bilinear enlargement of its 1/8 scores and the ArgMax) and ``host_ids=True`` (the
 network alone, the ids made by rtseg.engines.host_ids). Frames: the demo clip (real street
 video, so the maps have the edges a trained model's have). Each round times every engine over
@@ -59,12 +60,12 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "host_ids.json")
     args = ap.parse_args()
     frames = _frames(args.frames)
-    precisions = ["fp32"] + (["bf16"] if cpu_has_bf16() else [])
+    precisions = [("onnxruntime", "fp32"), ("openvino", "fp32")] + ([("openvino", "bf16")] if cpu_has_bf16() else [])
     size = None if args.engine else args.size
     engines = {}
     for p in precisions:
         for host in (False, True):
-            engines[(p, host)] = open_engine(args.engine, runtime="openvino", precision=p, size=size, threads=1,
+            engines[(p, host)] = open_engine(args.engine, runtime=p[0], precision=p[1], size=size, threads=1,
                                              note=lambda _: None, host_ids=host)
     any_engine = next(iter(engines.values()))
     batches = [any_engine.preprocess([f]) for f in frames]
@@ -82,25 +83,26 @@ def main() -> None:
         scores = [host.infer_scores(b)[1][0].astype(np.float32) if host.has_scores else None for b in batches]
         agree = statistics.mean(float((whole.infer(b) == host.infer(b)).mean()) for b in batches)
         host_ms, edges = None, None
-        if host._graph.scale is not None and scores[0] is not None:
+        if host.ids_on_host and scores[0] is not None:
+            scale = (host.input_size[0] // scores[0].shape[1], host.input_size[1] // scores[0].shape[2])
             t0 = time.perf_counter()
             for s in scores:
-                ids_from_scores(s, host._graph.scale)
+                ids_from_scores(s, scale)
             host_ms = (time.perf_counter() - t0) / len(scores) * 1000
             edges = statistics.mean(_edge_share(s) for s in scores)
         ms_whole, ms_host = statistics.median(times[(p, False)]), statistics.median(times[(p, True)])
-        rows.append({"precision": p, "whole_ms": ms_whole, "host_ids_ms": ms_host, "speedup": ms_whole / ms_host,
+        rows.append({"runtime": p[0], "precision": p[1], "whole_ms": ms_whole, "host_ids_ms": ms_host, "speedup": ms_whole / ms_host,
                      "host_part_ms": host_ms, "edge_cells": edges, "ids_agree": agree,
-                     "host_ids_used": host._graph.scale is not None})
+                     "host_ids_used": host.ids_on_host})
     h, w = any_engine.input_size
-    print(f"\n{any_engine.meta.model} at {h}x{w}, OpenVINO, 1 thread, {len(frames)} demo-clip frames, "
+    print(f"\n{any_engine.meta.model} at {h}x{w}, 1 thread, {len(frames)} demo-clip frames, "
           f"medians of {args.rounds} rounds")
-    print(f"{'precision':10}{'whole ms':>10}{'host ids ms':>13}{'speedup':>9}{'host part ms':>14}{'edge cells':>12}"
+    print(f"{'runtime':13}{'precision':10}{'whole ms':>10}{'host ids ms':>13}{'speedup':>9}{'host part ms':>14}{'edge cells':>12}"
           f"{'ids agree':>11}")
     for r in rows:
         part = f"{r['host_part_ms']:.2f}" if r["host_part_ms"] is not None else "-"
         edge = f"{r['edge_cells']:.1%}" if r["edge_cells"] is not None else "-"
-        print(f"{r['precision']:10}{r['whole_ms']:10.2f}{r['host_ids_ms']:13.2f}{r['speedup']:8.2f}x{part:>14}"
+        print(f"{r['runtime']:13}{r['precision']:10}{r['whole_ms']:10.2f}{r['host_ids_ms']:13.2f}{r['speedup']:8.2f}x{part:>14}"
               f"{edge:>12}{r['ids_agree']:11.4%}")
     write_json(args.json, {"date": time.strftime("%Y-%m-%d"), "model": any_engine.meta.model, "size": [h, w],
                            "frames": len(frames), "rounds": args.rounds, "rows": rows,

@@ -12,13 +12,16 @@ So only the cells whose four corners disagree (14-17% of them on street video, w
 Fast-SCNN and with a yolo26n-sem taught by it) are enlarged and compared, in float32, and in them
 only the classes that can win there; the rest are filled with their class. The ids are those of
 the graph's own Resize and ArgMax in float32 (ties, where the graph would pick by its own rounding,
-aside), for about 1-1.5 ms a frame. OpenVINO, one thread, the whole graph against the graph without
-its tail plus this (benchmarks/host_ids.py, results/host_ids*.json, a 2-core Xeon with AMX):
-Fast-SCNN at 360x480 7.95 -> 5.64 ms in bf16 and 19.8 -> 11.8 ms in fp32; yolo26n-sem at 384x640
-20.0 -> 14.2 ms and 45.3 -> 27.8 ms.
+aside), for about 1-1.5 ms a frame. One thread, the whole graph against the graph without its
+tail plus this (benchmarks/host_ids.py, results/host_ids*.json, a 2-core Xeon with AMX), ms a frame:
+
+    Fast-SCNN 360x480      OpenVINO bf16 7.9 -> 5.8   OpenVINO fp32 20.0 -> 12.4   ONNX Runtime 14.4 -> 12.3
+    yolo26n-sem 384x640    OpenVINO bf16 20.0 -> 14.2 OpenVINO fp32 45.4 -> 27.9   ONNX Runtime 39.7 -> 28.7
 
 :func:`ids_from_scores` does that for any integer scale; :func:`openvino_tail` finds such a tail in
-an OpenVINO model, for :class:`~rtseg.engines.openvino_engine.OpenVINOEngine`.
+an OpenVINO model, for :class:`~rtseg.engines.openvino_engine.OpenVINOEngine`
+(:mod:`rtseg.engines.onnx_tail` in an ONNX file, for ONNX Runtime); :class:`SpeckleWatch` tells
+both engines when a model's maps are too speckled for it to pay.
 """
 from __future__ import annotations
 
