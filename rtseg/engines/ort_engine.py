@@ -209,13 +209,17 @@ class OrtEngine(Engine):
         return self._tail.run(None, {"scores": np.ascontiguousarray(low[None], np.float32)})[0][0]
 
     def _give_up(self, why: str) -> None:
-        """The whole graph from now on: its sessions opened now, in the calling thread (the other
-        streams go on meanwhile with the cut graph)."""
+        """The whole graph from now on: its sessions opened now, in the calling thread; a stream that
+        gives up meanwhile waits for them rather than running the cut graph for ids it cannot make."""
         with self._tail_lock:
             path, self._whole = self._whole, None
-        if path is not None:
+            if path is None:
+                return
             log.info("%s: the network's own Resize and ArgMax from now on", why)
-            self._graph = _Sessions(self._open(str(path)))
+            try:
+                self._graph = _Sessions(self._open(str(path)))
+            except Exception as exc:  # noqa: BLE001 - ORT's load errors derive from Exception: one line
+                raise RtsegError(f"ONNX Runtime cannot load {path} ({str(exc).splitlines()[0][:160]})") from None
 
     def no_scores_reason(self) -> str:
         return ONNX_NO_SCORES
