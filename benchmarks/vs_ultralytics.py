@@ -219,7 +219,7 @@ def main() -> None:
     if not clip.is_file():
         _clip(clip)
     onnx_file, ov_dir = work / "yolo26n-sem.onnx", work / "yolo26n-sem_openvino_model"
-    if not onnx_file.is_file() or not ov_dir.is_dir():
+    if not onnx_file.is_file() or not ov_dir.is_dir() or not (work / "teacher.npz").is_file():  # none, or untaught
         teacher = _teacher(clip, work / "teacher.npz")
         print(f"training yolo26n-sem on {teacher.name} for {TRAIN_STEPS} steps (once; kept in {work})")
         _timed([args.tools_python, "-c", _MAKE, str(work), str(IMGSZ[0]), str(IMGSZ[1]), str(teacher),
