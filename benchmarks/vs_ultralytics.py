@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -220,6 +221,8 @@ def main() -> None:
         _clip(clip)
     onnx_file, ov_dir = work / "yolo26n-sem.onnx", work / "yolo26n-sem_openvino_model"
     if not onnx_file.is_file() or not ov_dir.is_dir() or not (work / "teacher.npz").is_file():  # none, or untaught
+        onnx_file.unlink(missing_ok=True)  # an untaught model's exports: made again below
+        shutil.rmtree(ov_dir, ignore_errors=True)
         teacher = _teacher(clip, work / "teacher.npz")
         print(f"training yolo26n-sem on {teacher.name} for {TRAIN_STEPS} steps (once; kept in {work})")
         _timed([args.tools_python, "-c", _MAKE, str(work), str(IMGSZ[0]), str(IMGSZ[1]), str(teacher),
