@@ -30,11 +30,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["ids_from_scores", "cell_weights", "openvino_tail", "openvino_tail_model", "MAX_WORK", "SpeckleWatch"]
+__all__ = ["ids_from_scores", "cell_weights", "openvino_tail", "openvino_tail_model", "MAX_WORK", "SpeckleWatch",
+           "HALF_PIXEL"]
 
 MAX_WORK = 0.15  # host ids up to this share of the dense tail's work (Fast-SCNN on street video: 4%;
 # a random-weight model's speckle: 47%)
-_HALF_PIXEL = ("half_pixel", "pytorch_half_pixel")  # the same mapping at any output size > 1
+HALF_PIXEL = ("half_pixel", "pytorch_half_pixel")  # the same mapping at any output size > 1
 _weights: dict[tuple[int, int], np.ndarray] = {}  # (sy, sx) -> (sy * sx, 4) float32; a few KB each
 
 
@@ -206,7 +207,7 @@ def openvino_tail(model: Any, ids_name: str = "ids") -> tuple[Any, tuple[int, in
         return None
     attrs = up.get_attributes()
     if (str(attrs.get("mode")) not in ("linear", "linear_onnx") or str(attrs.get("antialias")).lower() == "true"
-            or str(attrs.get("coordinate_transformation_mode")) not in _HALF_PIXEL
+            or str(attrs.get("coordinate_transformation_mode")) not in HALF_PIXEL
             or any(int(v) for v in [*attrs.get("pads_begin", []), *attrs.get("pads_end", [])])):
         return None
     scores, big = up.input_value(0), up.get_output_partial_shape(0)

@@ -10,16 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from rtseg.engines.host_ids import HALF_PIXEL
+from rtseg.export.trt_graph import node_attr as _attr  # an ONNX node's attribute, strings decoded
+
 __all__ = ["onnx_tail", "cut_tail", "tail_model"]
-
-_HALF_PIXEL = (b"half_pixel", b"pytorch_half_pixel")
-
-
-def _attr(node: Any, name: str, default: Any = None) -> Any:
-    from onnx import helper
-
-    found = next((a for a in node.attribute if a.name == name), None)
-    return default if found is None else helper.get_attribute_value(found)
 
 
 def onnx_tail(model: Any, ids_name: str = "ids") -> tuple[str, list[Any]] | None:
@@ -39,8 +33,8 @@ def onnx_tail(model: Any, ids_name: str = "ids") -> tuple[str, list[Any]] | None
             or _attr(argmax, "keepdims", 1) != 0 or _attr(argmax, "select_last_index", 0) != 0):
         return None
     resize = producer.get(argmax.input[0])
-    if (resize is None or resize.op_type != "Resize" or _attr(resize, "mode", b"nearest") != b"linear"
-            or _attr(resize, "coordinate_transformation_mode", b"half_pixel") not in _HALF_PIXEL
+    if (resize is None or resize.op_type != "Resize" or _attr(resize, "mode", "nearest") != "linear"
+            or _attr(resize, "coordinate_transformation_mode", "half_pixel") not in HALF_PIXEL
             or _attr(resize, "antialias", 0) or _attr(resize, "axes") is not None):
         return None
     tail = [resize, argmax, cast]
